@@ -1,0 +1,5 @@
+"""vitkit: the Vision Transformer and the methods built on it."""
+from .models import create_model, list_models, register_model
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "list_models", "register_model", "__version__"]

@@ -1,0 +1,14 @@
+"""Building blocks shared by every vitkit model. They know nothing of data, models or training."""
+from .attention import Attention
+from .block import Block
+from .drop import DropPath, drop_path
+from .mlp import Mlp
+from .patch_embed import HybridEmbed, PatchEmbed, check_image, to_2tuple
+from .pos_embed import (POS_EMBEDS, Learned2dPosEmbed, LearnedPosEmbed, RelativePositionBias,
+                        SinCosPosEmbed, relative_position_index, resample_pos_embed, sincos_1d,
+                        sincos_2d)
+
+__all__ = ["Attention", "Block", "DropPath", "drop_path", "Mlp", "PatchEmbed", "HybridEmbed",
+           "check_image", "to_2tuple", "POS_EMBEDS", "LearnedPosEmbed", "Learned2dPosEmbed",
+           "SinCosPosEmbed", "RelativePositionBias", "relative_position_index",
+           "resample_pos_embed", "sincos_1d", "sincos_2d"]

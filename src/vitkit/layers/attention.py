@@ -1,0 +1,46 @@
+"""Multi-head self-attention (Vaswani et al.; ViT eq. 2): softmax(q k^T / sqrt(d_h) + bias) v.
+
+One fused qkv Linear. The default path is ``F.scaled_dot_product_attention`` and never builds the
+N x N matrix in Python; ``return_attention=True`` takes the explicit reference path and also returns
+the attention probabilities (for rollout, pictures and the parity test).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """x: (B, N, D) -> (B, N, D); ``attn_bias``: additive logits bias broadcastable to (B, heads, N, N)."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
+                return_attention: bool = False):
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)                                         # each (B, nh, N, hd)
+        drop = self.attn_drop if self.training else 0.0
+        if return_attention:
+            attn = (q * self.scale) @ k.transpose(-2, -1)               # (B, nh, N, N)
+            if attn_bias is not None:
+                attn = attn + attn_bias
+            attn = attn.softmax(dim=-1)
+            out = F.dropout(attn, drop, self.training) @ v              # (B, nh, N, hd)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=drop)
+        out = out.transpose(1, 2).reshape(B, N, D)                      # (B, N, nh*hd)
+        out = self.proj_drop(self.proj(out))
+        return (out, attn) if return_attention else out

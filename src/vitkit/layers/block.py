@@ -1,0 +1,36 @@
+"""The pre-LN transformer block (ViT eqs. 2-3): x + DropPath(attn(LN(x))); x + DropPath(mlp(LN(x)))."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import Attention
+from .drop import DropPath
+from .mlp import Mlp
+
+
+class Block(nn.Module):
+    """x: (B, N, D) -> (B, N, D). ``attn`` / ``mlp`` may be replaced by any module with the same call
+    signature (window, linear or gated attention; LeFF), so every family reuses this one block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_eps: float = 1e-6, act_layer: type[nn.Module] = nn.GELU,
+                 attn: nn.Module | None = None, mlp: nn.Module | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = attn or Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                      proj_drop=drop)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = mlp or Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
+                return_attention: bool = False):
+        y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attention=return_attention)
+        if return_attention:
+            y, attn = y
+        x = x + self.drop_path1(y)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return (x, attn) if return_attention else x

@@ -1,0 +1,69 @@
+"""A decorator registry and one factory (as timm's): ``register_model``, ``create_model``, ``list_models``.
+
+A registered function takes keyword overrides of its family's config and returns the model.
+Behaviour comes from config fields, never from the name.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import fnmatch
+from typing import Callable
+
+import torch
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
+    """Register ``fn`` under ``name`` (default: its ``__name__``); a duplicate name is an error."""
+
+    def add(f: Callable[..., nn.Module]):
+        key = name or f.__name__
+        if key in _MODELS:
+            raise ValueError(f"model name {key!r} is already registered")
+        _MODELS[key] = f
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (``"vit_*_patch16_*"``), sorted."""
+    _import_families()
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    _import_families()
+    return name in _MODELS
+
+
+def create_model(name: str, *, device: str | torch.device | None = None, **overrides) -> nn.Module:
+    """Build a registered model; ``overrides`` replace fields of its config (``num_classes=10``).
+
+    ``device="meta"`` builds without allocating memory (parameter counts, shapes).
+    """
+    _import_families()
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `vitkit models`"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return _MODELS[name](**overrides)
+
+
+def build_from_config(config_cls, base, overrides: dict):
+    """``dataclasses.replace`` with an error that lists the valid fields."""
+    valid = {f.name for f in dataclasses.fields(config_cls)}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise TypeError(f"unknown option(s) {bad} for {config_cls.__name__}; valid: {sorted(valid)}")
+    return dataclasses.replace(base, **overrides)
+
+
+def _import_families() -> None:
+    """Import every model family so its names are registered."""
+    from . import resnet, vit  # noqa: F401

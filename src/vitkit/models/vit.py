@@ -1,0 +1,308 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos            (eq. 1, patch + position embedding)
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                           (eq. 2)
+    z_l = MLP(LN(z'_l)) + z'_l                                  (eq. 3)
+    y = LN(z_L^0)  (class token) or mean of LN(z_L^{1..N})    (eq. 4, or global average pooling)
+
+Options from the paper's appendix D are config fields: pooling (class token or GAP), the position
+embedding (none / learned 1D / learned 2D / fixed sin-cos / relative bias) and where it is added
+(input only, before every block, before every block with one shared table), the pre-logits layer
+(Linear + tanh, used in pre-training), and the hybrid input from a CNN feature map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..layers import POS_EMBEDS, Block, HybridEmbed, PatchEmbed, RelativePositionBias, to_2tuple
+from .registry import build_from_config, register_model
+from .resnet import ResNet, ResNetConfig
+
+POS_KINDS = ("learn", "learn2d", "sincos", "rel", "none")
+POS_WHERE = ("input", "every", "every_shared")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    img_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    class_token: bool = True
+    global_pool: str = "token"          # "token" (class token) or "avg" (GAP over patch tokens)
+    pos_embed: str = "learn"            # one of POS_KINDS
+    pos_embed_where: str | None = None  # POS_WHERE; None = "input" ("every" for "rel")
+    pre_logits: bool = False            # Linear + tanh before the head, as pre-trained in the paper
+    pre_logits_dim: int | None = None   # default: embed_dim
+    drop_rate: float = 0.0              # dropout after position embedding, in MLPs/proj, before head
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0         # stochastic depth, linearly increasing with depth
+    norm_eps: float = 1e-6
+    dynamic_img_size: bool = False      # accept any size divisible by P, resampling E_pos on the fly
+    hybrid: ResNetConfig | None = None  # CNN stem: its feature map is patchified with P = 1
+    name: str | None = field(default=None, compare=False)  # registered name, for reports only
+
+    def __post_init__(self):
+        if isinstance(self.hybrid, dict):  # from config.json
+            object.__setattr__(self, "hybrid", ResNetConfig(**self.hybrid))
+        if isinstance(self.img_size, list):
+            object.__setattr__(self, "img_size", tuple(self.img_size))
+        if self.global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' (GAP)")
+        if self.pos_embed not in POS_KINDS:
+            raise ValueError(f"pos_embed must be one of {POS_KINDS}, got {self.pos_embed!r}")
+        if self.pos_embed_where is not None and self.pos_embed_where not in POS_WHERE:
+            raise ValueError(f"pos_embed_where must be one of {POS_WHERE}, got {self.pos_embed_where!r}")
+        if self.pos_embed == "rel" and self.pos_embed_where == "input":
+            raise ValueError("a relative bias lives inside attention: use pos_embed_where 'every' "
+                             "(a table per block) or 'every_shared' (one table)")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def where(self) -> str:
+        if self.pos_embed_where is not None:
+            return self.pos_embed_where
+        return "every" if self.pos_embed == "rel" else "input"
+
+
+class VisionTransformer(nn.Module):
+    """ViT classifier. (B, C, H, W) -> logits (B, num_classes).
+
+    ``forward_features`` -> normed tokens (B, num_prefix_tokens + N, D); ``forward_head`` pools and
+    classifies; ``forward_intermediates`` also returns every block's tokens and attention maps.
+    """
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.embed_dim
+        self.num_classes = cfg.num_classes
+        self.num_features = D
+        self.global_pool = cfg.global_pool
+        self.num_prefix_tokens = int(cfg.class_token)
+        if cfg.hybrid is not None:
+            stem = ResNet(ResNetConfig(**{**cfg.hybrid.__dict__, "in_chans": cfg.in_chans, "num_classes": 0}))
+            self.patch_embed = HybridEmbed(stem, cfg.img_size, cfg.in_chans, D,
+                                           strict_img_size=not cfg.dynamic_img_size)
+        else:
+            self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, D,
+                                          strict_img_size=not cfg.dynamic_img_size)
+        self.grid_size = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+
+        # Position information: an additive table at the input or before every block, or a
+        # relative bias inside every block's attention.
+        self.pos_embed = self.rel_pos = None
+        n_tables = cfg.depth if cfg.where == "every" else 1
+        if cfg.pos_embed == "rel":
+            tables = [RelativePositionBias(self.grid_size, cfg.num_heads, self.num_prefix_tokens)
+                      for _ in range(n_tables)]
+            self.rel_pos = nn.ModuleList(tables)
+        elif cfg.pos_embed != "none":
+            tables = [POS_EMBEDS[cfg.pos_embed](self.grid_size, D, self.num_prefix_tokens)
+                      for _ in range(n_tables)]
+            self.pos_embed = tables[0] if n_tables == 1 else nn.ModuleList(tables)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+
+        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear decay rule
+        self.blocks = nn.ModuleList([
+            Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, drop=cfg.drop_rate,
+                  attn_drop=cfg.attn_drop_rate, drop_path=dpr[i], norm_eps=cfg.norm_eps)
+            for i in range(cfg.depth)])
+        self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
+
+        self.head_hidden_size = (cfg.pre_logits_dim or D) if cfg.pre_logits else D
+        self.pre_logits = (nn.Sequential(nn.Linear(D, self.head_hidden_size), nn.Tanh())
+                           if cfg.pre_logits else nn.Identity())
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head = self._new_head(cfg.num_classes)
+        self.init_weights()
+
+    # ---------------------------------------------------------------- init and parameter groups
+    def init_weights(self) -> None:
+        def init_linear(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias (BERT / timm)
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        self.apply(init_linear)
+        if isinstance(self.patch_embed, PatchEmbed):  # patch embed initialised like a Linear (MAE)
+            w = self.patch_embed.proj.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(self.patch_embed.proj.bias)
+        else:
+            self.patch_embed.backbone.init_weights()
+        if self.cls_token is not None:  # tokens at std 0.02
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for name, p in self.named_parameters():  # learned position tables at std 0.02
+            if name.startswith(("pos_embed.", "rel_pos.")):
+                nn.init.trunc_normal_(p, std=0.02)
+        self._zero_head()
+
+    def _new_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _zero_head(self) -> None:
+        """The paper's fine-tuning head: a zero-initialised D x K layer."""
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Install a new zero-initialised linear head (and optionally another pooling)."""
+        if global_pool is not None:
+            if global_pool not in ("token", "avg") or (global_pool == "token" and self.cls_token is None):
+                raise ValueError(f"cannot pool with {global_pool!r} on this model")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        device = next(self.parameters()).device
+        self.head = self._new_head(num_classes).to(device)
+        self._zero_head()
+
+    def no_weight_decay(self) -> set[str]:
+        """Class token and position tables get no weight decay (norms and biases are ndim < 2)."""
+        return {n for n, _ in self.named_parameters()
+                if n == "cls_token" or n.startswith(("pos_embed.", "rel_pos."))}
+
+    # ---------------------------------------------------------------- forward
+    def _pos(self, i: int) -> nn.Module | None:
+        """The additive table to add before block ``i`` (None if nothing is added there)."""
+        if self.pos_embed is None or (self.cfg.where == "input" and i > 0):
+            return None
+        return self.pos_embed[i] if isinstance(self.pos_embed, nn.ModuleList) else self.pos_embed
+
+    def _bias(self, i: int, grid: tuple[int, int]) -> torch.Tensor | None:
+        if self.rel_pos is None:
+            return None
+        return self.rel_pos[i if len(self.rel_pos) > 1 else 0](grid)
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        grid = self.patch_embed.dynamic_grid(x.shape[-2], x.shape[-1])
+        x = self.patch_embed(x)                                         # (B, N, D), checks input
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x, grid
+
+    def _run(self, x: torch.Tensor, collect: bool = False, return_attention: bool = False):
+        x, grid = self._embed(x)
+        hidden, attns = [], []
+        for i, blk in enumerate(self.blocks):
+            pos = self._pos(i)
+            if pos is not None:
+                x = pos(x, grid)
+            if i == 0:
+                x = self.pos_drop(x)
+            if collect:
+                hidden.append(x)
+            if return_attention:
+                x, a = blk(x, attn_bias=self._bias(i, grid), return_attention=True)
+                attns.append(a)
+            else:
+                x = blk(x, attn_bias=self._bias(i, grid))
+        if collect:
+            hidden.append(x)
+        return self.norm(x), hidden, attns
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> normed tokens (B, num_prefix_tokens + N, D)."""
+        return self._run(x)[0]
+
+    def forward_intermediates(self, x: torch.Tensor, return_attention: bool = False) -> dict:
+        """Everything the encoder computed, for interop tests, probes and pictures.
+
+        Returns ``features`` (B, P+N, D) (after the final norm), ``hidden_states``: depth + 1 tensors
+        (B, P+N, D), the input of each block then the last block's output (HF's layout), and with
+        ``return_attention`` also ``attentions``: depth tensors (B, heads, P+N, P+N) of probabilities.
+        """
+        feats, hidden, attns = self._run(x, collect=True, return_attention=return_attention)
+        out = {"features": feats, "hidden_states": hidden}
+        if return_attention:
+            out["attentions"] = attns
+        return out
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P+N, D) -> (B, D): the class token, or the mean of the patch tokens (GAP)."""
+        return x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(dim=1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.pre_logits(self.pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# -------------------------------------------------------------------- registered variants
+# Paper sizes (ViT Table 1; Ti and S from DeiT): name -> (width D, depth, heads).
+SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12),
+         "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+
+
+def _vit(base: ViTConfig, **overrides) -> VisionTransformer:
+    return VisionTransformer(build_from_config(ViTConfig, base, overrides))
+
+
+def _register_paper_variants() -> None:
+    """``vit_{size}_patch{P}_{res}`` as timm names them, so timm checkpoints map one to one."""
+    for size, (dim, depth, heads) in SIZES.items():
+        for patch, res in [(8, 224), (14, 224), (16, 224), (32, 224), (16, 384), (32, 384)]:
+            name = f"vit_{size}_patch{patch}_{res}"
+            base = ViTConfig(img_size=res, patch_size=patch, embed_dim=dim, depth=depth,
+                             num_heads=heads, name=name)
+
+            def make(_base=base, **kw):
+                return _vit(_base, **kw)
+
+            make.__doc__ = f"ViT-{size[0].upper()}/{patch} at {res}x{res} (D={dim}, depth {depth}, {heads} heads)."
+            register_model(make, name=name)
+
+
+_register_paper_variants()
+
+# Small named configs for 28x28 digits (mnist5k) and 8x8 digits, used by the demo and tests.
+MNIST = dict(img_size=28, in_chans=1, num_classes=10)
+
+
+@register_model
+def vit_mnist_patch4_28(**kw) -> VisionTransformer:
+    """The demo's ViT for 28x28 digits: P=4 (7x7=49 patches), D=128, 6 blocks, 4 heads, GAP."""
+    return _vit(ViTConfig(**MNIST, patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0,
+                          class_token=False, global_pool="avg", name="vit_mnist_patch4_28"), **kw)
+
+
+@register_model
+def vit_nano_patch4_28(**kw) -> VisionTransformer:
+    """A very small ViT for 28x28 digits and fast tests: D=64, 4 blocks, 4 heads, class token."""
+    return _vit(ViTConfig(**MNIST, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
+                          name="vit_nano_patch4_28"), **kw)
+
+
+@register_model
+def vit_nano_patch2_8(**kw) -> VisionTransformer:
+    """A very small ViT for scikit-learn's 8x8 digits: P=2 (16 patches), D=64, 4 blocks."""
+    return _vit(ViTConfig(img_size=8, in_chans=1, num_classes=10, patch_size=2, embed_dim=64, depth=4,
+                          num_heads=4, mlp_ratio=2.0, name="vit_nano_patch2_8"), **kw)
+
+
+@register_model
+def vit_hybrid_nano_28(**kw) -> VisionTransformer:
+    """Hybrid ViT for 28x28: a 2-stage ResNet stem (stride 2) -> 14x14 map -> P=1 tokens, D=64."""
+    stem = ResNetConfig(widths=(32, 64), depths=(1, 1), stem_width=32, stem_kernel=3, stem_stride=1,
+                        stem_pool=False)
+    return _vit(ViTConfig(**MNIST, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, hybrid=stem,
+                          name="vit_hybrid_nano_28"), **kw)
