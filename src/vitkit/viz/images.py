@@ -1,0 +1,104 @@
+"""Pictures of images: a pixel-exact grid (samples, reconstructions) and rollout overlays."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ._figure import PathLike, hwc, new_figure, save_figure, to_display
+
+
+def make_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Tile (B, C, H, W) images, ``nrow`` per row, into one (C, rows * (H + p) + p, nrow * (W + p) + p)
+    image with ``padding`` pixels of ``pad_value`` between and around the tiles (torchvision's layout)."""
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    rows = -(-b // ncol)  # ceil
+    p = padding
+    grid = images.new_full((c, rows * (h + p) + p, ncol * (w + p) + p), pad_value)
+    for i in range(b):
+        r, col = divmod(i, ncol)
+        y, x = p + r * (h + p), p + col * (w + p)
+        grid[:, y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def image_grid(
+    images: torch.Tensor,
+    nrow: int,
+    out_png: PathLike,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    padding: int = 2,
+    pad_value: float = 1.0,
+    scale: int = 1,
+) -> Path:
+    """Save (B, C, H, W) images (C = 1 or 3) as one pixel-exact grid PNG, ``nrow`` images a row.
+
+    mean, std: undo x_norm = (x - mean) / std before saving; values are then clipped to [0, 1].
+    scale: integer nearest-neighbour enlargement (28x28 digits are small on screen).
+    The PNG is mode "L" for one channel, "RGB" for three. Returns the path.
+    """
+    x = to_display(images, mean, std)
+    grid = make_grid(x, nrow, padding, pad_value)  # (C, Hg, Wg) in [0, 1]
+    if scale != 1:
+        if scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+        grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    pixels = np.ascontiguousarray((grid * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy())  # (Hg, Wg, C)
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)  # uint8: "L" or "RGB"
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out, format="PNG")
+    return out
+
+
+def plot_rollout(
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    out_png: PathLike,
+    titles: Sequence[str] | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+) -> Path:
+    """One row per sample: the image, its attention map, and the map laid over the image.
+
+    images: (B, C, H, W), C = 1 or 3, un-normalised with mean/std if given.
+    maps: (B, h, w) in [0, 1], e.g. from ``rollout_to_image``; resized bilinearly to (H, W) if
+        (h, w) differs, so raw (B, gh, gw) patch maps work too.
+    titles: B strings shown above each sample's image (e.g. "true 3 / pred 3").
+    """
+    x = to_display(images, mean, std)
+    b, _, h, w = x.shape
+    m = torch.as_tensor(maps).detach().cpu().float()
+    if m.ndim != 3 or m.shape[0] != b:
+        raise ValueError(f"maps must be (B={b}, h, w), got shape {tuple(m.shape)}")
+    if m.shape[-2:] != (h, w):
+        m = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    if titles is not None and len(titles) != b:
+        raise ValueError(f"{len(titles)} titles for {b} images")
+
+    fig = new_figure((7.5, 2.6 * b))
+    axes = fig.subplots(b, 3, squeeze=False)
+    for i in range(b):
+        img = hwc(x[i])
+        gray = img.ndim == 2
+        ax_img, ax_map, ax_ovl = axes[i]
+        ax_img.imshow(img, cmap="gray" if gray else None, vmin=0.0, vmax=1.0)
+        ax_map.imshow(m[i].numpy(), cmap=cmap, vmin=0.0, vmax=1.0)
+        ax_ovl.imshow(img, cmap="gray" if gray else None, vmin=0.0, vmax=1.0)
+        ax_ovl.imshow(m[i].numpy(), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha)
+        ax_img.set_title(titles[i] if titles is not None else "image", fontsize=9)
+        ax_map.set_title("attention rollout", fontsize=9)
+        ax_ovl.set_title("overlay", fontsize=9)
+        for ax in (ax_img, ax_map, ax_ovl):
+            ax.set_axis_off()
+    return save_figure(fig, out_png)
