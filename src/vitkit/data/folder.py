@@ -1,0 +1,135 @@
+"""Image folders: one sub-folder per class (names sorted), PNG / JPEG / BMP files, decoded with Pillow.
+
+    PATH/<class>/<image>             -> stratified 80/20 train/test split by split_seed
+    PATH/train/<class>/<image> and PATH/test/<class>/<image> (or PATH/val/...) -> those splits
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .bundle import DataBundle, TensorImageDataset, float_channel_stats, stratified_split, uint8_channel_stats
+from .image import IMAGE_EXTENSIONS, is_gray_mode, load_image, read_header
+
+STATS_MAX_IMAGES = 5000
+"""Mean/std of a lazily loaded train split use at most this many images (evenly spaced)."""
+
+
+class FolderDataset(Dataset):
+    """Image files decoded on access: item = (float32 (in_chans, *img_size) in [0, 1], label int).
+
+    samples: list of (path, label); every image is converted to `in_chans` and resized to `img_size`.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], in_chans: int, img_size: tuple[int, int]):
+        self.samples = samples
+        self.classes = classes
+        self.in_chans = in_chans
+        self.img_size = img_size
+        self.labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        return load_image(path, self.in_chans, self.img_size), label
+
+    def to_memory(self) -> TensorImageDataset:
+        """Decode every image once into a uint8 tensor (fast loading, no decoding per epoch)."""
+        images = torch.empty((len(self), self.in_chans, *self.img_size), dtype=torch.uint8)
+        for i in range(len(self)):
+            images[i] = self[i][0].mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        return TensorImageDataset(images, self.labels.clone())
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+
+
+def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(samples, classes) of a folder of class sub-folders; `classes` fixes the label of each name."""
+    class_dirs = sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: d.name)
+    exts = "/".join(IMAGE_EXTENSIONS)
+    if not class_dirs:
+        if any(_is_image(p) for p in folder.iterdir()):
+            raise ValueError(f"the images in '{folder}' are not in class sub-folders; "
+                             f"put them in one sub-folder per class: {folder}/<class>/<image>")
+        raise ValueError(f"'{folder}' has no class sub-folders; expected {folder}/<class>/<image> ({exts})")
+    if classes is None:
+        classes = [d.name for d in class_dirs]
+        required = True
+    else:
+        unknown = [d.name for d in class_dirs if d.name not in classes]
+        if unknown:
+            raise ValueError(f"class folder(s) {unknown} in '{folder}' are not among the training classes {classes}")
+        required = False
+    index = {c: i for i, c in enumerate(classes)}
+    files = {d.name: sorted((p for p in d.rglob("*") if _is_image(p)), key=str) for d in class_dirs}
+    if not any(files.values()):
+        raise ValueError(f"found no images ({exts}) under '{folder}'")
+    empty = [str(d) for d in class_dirs if not files[d.name]]
+    if required and empty:
+        raise ValueError(f"class folder(s) {empty} have no images ({exts}); add images or remove the folder(s)")
+    samples = [(p, index[d.name]) for d in class_dirs for p in files[d.name]]
+    return samples, classes
+
+
+def _split_dirs(root: Path) -> tuple[Path, Path] | None:
+    if (root / "train").is_dir():
+        for name in ("test", "val"):
+            if (root / name).is_dir():
+                return root / "train", root / name
+    return None
+
+
+def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int, int] | None = None,
+                in_memory: bool = False, name: str | None = None) -> DataBundle:
+    """A `DataBundle` from a folder of class sub-folders (see the module docstring for the layouts).
+
+    Every image is converted to one channel count (1 if every file is grayscale, else RGB) and
+    resized to one size: `img_size` (int or (H, W)) or else the most common size among the files.
+    in_memory: decode everything once into a uint8 tensor (then the loader's fast path applies);
+    otherwise files are decoded on each access. Raises FileNotFoundError for a missing path,
+    ValueError for a folder without class folders or images, ImageLoadError for an unreadable file.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder '{root}' does not exist; check the path")
+    if not root.is_dir():
+        raise ValueError(f"'{root}' is not a folder; imagefolder:PATH needs PATH/<class>/<image> files")
+    dirs = _split_dirs(root)
+    if dirs is not None:
+        train_samples, classes = _scan(dirs[0])
+        test_samples, _ = _scan(dirs[1], classes)
+    else:
+        samples, classes = _scan(root)
+        train_idx, test_idx = stratified_split(np.array([s[1] for s in samples]), 0.2, split_seed)
+        train_samples = [samples[i] for i in train_idx]
+        test_samples = [samples[i] for i in test_idx]
+        if not test_samples:
+            raise ValueError(f"'{root}' has too few images per class for a 80/20 split; add images "
+                             f"or give separate {root}/train and {root}/test folders")
+
+    headers = [read_header(p) for p, _ in train_samples + test_samples]  # also rejects non-images early
+    in_chans = 1 if all(is_gray_mode(mode) for mode, _ in headers) else 3
+    if img_size is None:
+        size = Counter(hw for _, hw in headers).most_common(1)[0][0]
+    else:
+        size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+
+    train = FolderDataset(train_samples, classes, in_chans, size)
+    test = FolderDataset(test_samples, classes, in_chans, size)
+    if in_memory:
+        train, test = train.to_memory(), test.to_memory()
+        mean, std = uint8_channel_stats(train.images)
+    else:
+        pick = np.linspace(0, len(train) - 1, min(len(train), STATS_MAX_IMAGES)).round().astype(int)
+        mean, std = float_channel_stats(train[int(i)][0] for i in np.unique(pick))
+    return DataBundle(name=name or f"imagefolder:{path}", train=train, test=test, num_classes=len(classes),
+                      in_chans=in_chans, img_size=size, classes=list(classes), mean=mean, std=std)

@@ -1,0 +1,249 @@
+"""Batch image transforms on tensors (torchvision does not import here).
+
+Every transform takes a float batch `x: (B, C, H, W)` (a single image (C, H, W) also works) and an
+optional `torch.Generator`, draws its random parameters per sample in one call, and applies them to
+the whole batch at once. Parameters are drawn on the CPU generator, then moved to `x.device`, so a
+seeded generator gives the same augmentation on any device. Geometric transforms fill with 0.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    h, w = v
+    return (int(h), int(w))
+
+
+def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(n,) float64 CPU samples from U(lo, hi)."""
+    return torch.rand(n, generator=generator, dtype=torch.float64) * (hi - lo) + lo
+
+
+class Transform:
+    """Base class: `t(x, generator=None)` with x (B, C, H, W) or (C, H, W); subclasses define `forward`."""
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.ndim == 3:
+            return self.forward(x.unsqueeze(0), generator).squeeze(0)
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        return self.forward(x, generator)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Compose(Transform):
+    """Apply transforms in order, passing the same generator to each. (B, C, H, W) -> whatever the last returns."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def forward(self, x, generator):
+        for t in self.transforms:
+            x = t.forward(x, generator)
+        return x
+
+    def __repr__(self) -> str:
+        return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+class Resize(Transform):
+    """Bilinear, antialiased resize: (B, C, H, W) -> (B, C, *size). A no-op when the size already matches."""
+
+    def __init__(self, size: int | Sequence[int], antialias: bool = True):
+        self.size = _pair(size)
+        self.antialias = antialias
+
+    def forward(self, x, generator):
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=self.antialias)
+
+
+class Normalize(Transform):
+    """(x - mean) / std per channel: (B, C, H, W) -> (B, C, H, W). mean/std have C entries (or one)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def forward(self, x, generator):
+        if len(self.mean) not in (1, x.shape[1]):
+            raise ValueError(f"Normalize has {len(self.mean)} channel statistics but the batch has {x.shape[1]} channels")
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Sample x (B, C, H, W) at `theta` (B, 2, 3), which maps output to input normalised coordinates.
+
+    One `affine_grid` + one `grid_sample` (bilinear, zero fill, align_corners=False) for the batch.
+    """
+    b, c = x.shape[:2]
+    out_h, out_w = size if size is not None else x.shape[-2:]
+    grid = F.affine_grid(theta.to(x.dtype), [b, c, out_h, out_w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def affine(x: torch.Tensor, angle=0.0, translate=(0.0, 0.0), scale=1.0, shear=0.0) -> torch.Tensor:
+    """Affine warp about the image centre, per sample: x (B, C, H, W) -> (B, C, H, W), fill 0.
+
+    angle: degrees, counter-clockwise as displayed; translate: (tx, ty) in pixels (+x right,
+    +y down), moves the content; scale: zoom factor (> 1 enlarges); shear: degrees along x.
+    Each argument is a float or a (B,) tensor (translate: a pair of those or a (B, 2) tensor).
+    The image is transformed as output = T(R(angle) Sh(shear) S(scale) input), in pixel units,
+    so rotations stay rigid on non-square images.
+    """
+    b, _, h, w = x.shape
+
+    def per_sample(v) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float64).reshape(-1).expand(b).cpu()
+
+    if isinstance(translate, torch.Tensor) and translate.ndim == 2:  # (B, 2)
+        t = translate.to(torch.float64).cpu()
+    else:
+        tx, ty = translate
+        t = torch.stack([per_sample(tx), per_sample(ty)], -1)  # (B, 2)
+    a = torch.deg2rad(per_sample(angle))
+    s = per_sample(scale)
+    sh = torch.tan(torch.deg2rad(per_sample(shear)))
+    cos, sin = torch.cos(a), torch.sin(a)
+    # Forward map in centred pixel coordinates (x right, y down): M = R @ Sh * s.
+    # R (counter-clockwise on screen) = [[cos, sin], [-sin, cos]]; Sh = [[1, sh], [0, 1]].
+    m = torch.stack([torch.stack([cos, cos * sh + sin], -1),
+                     torch.stack([-sin, -sin * sh + cos], -1)], -2) * s.view(b, 1, 1)  # (B, 2, 2)
+    det = (m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]).view(b, 1, 1)
+    m_inv = torch.stack([torch.stack([m[:, 1, 1], -m[:, 0, 1]], -1),
+                         torch.stack([-m[:, 1, 0], m[:, 0, 0]], -1)], -2) / det  # closed-form 2x2 inverse
+    # Normalised -> pixel: p = A n with A = diag(W/2, H/2). Inverse map: n_in = A^-1 M^-1 (A n_out - t).
+    A = torch.tensor([w / 2.0, h / 2.0], dtype=torch.float64)
+    lin = m_inv * A.view(1, 1, 2) / A.view(1, 2, 1)  # A^-1 M^-1 A
+    off = -(m_inv @ t.unsqueeze(-1)).squeeze(-1) / A  # -A^-1 M^-1 t
+    theta = torch.cat([lin, off.unsqueeze(-1)], dim=-1)  # (B, 2, 3)
+    return _warp(x, theta.to(x.device))
+
+
+class RandomAffine(Transform):
+    """Random rotation, translation, scale and shear per sample: (B, C, H, W) -> (B, C, H, W), fill 0.
+
+    rotate: angle ~ U(-rotate, rotate) degrees; translate: shift ~ U(-t, t) * (W, H) pixels per axis;
+    scale: zoom ~ U(lo, hi) (None = 1); shear: x-shear ~ U(-shear, shear) degrees.
+    One affine_grid + grid_sample per batch (see `affine`).
+    """
+
+    def __init__(self, rotate: float = 0.0, translate: float = 0.0,
+                 scale: tuple[float, float] | None = None, shear: float = 0.0):
+        if rotate < 0 or shear < 0 or not 0 <= translate <= 1:
+            raise ValueError(f"need rotate >= 0, shear >= 0, 0 <= translate <= 1; got {rotate}, {shear}, {translate}")
+        if scale is not None and not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi, got {scale}")
+        self.rotate, self.translate, self.shear = float(rotate), float(translate), float(shear)
+        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
+
+    def forward(self, x, generator):
+        b, _, h, w = x.shape
+        angle = _uniform(b, -self.rotate, self.rotate, generator)
+        tx = _uniform(b, -self.translate, self.translate, generator) * w
+        ty = _uniform(b, -self.translate, self.translate, generator) * h
+        scale = _uniform(b, *self.scale, generator) if self.scale else torch.ones(b, dtype=torch.float64)
+        shear = _uniform(b, -self.shear, self.shear, generator)
+        return affine(x, angle, torch.stack([tx, ty], -1), scale, shear)
+
+
+class RandomResizedCrop(Transform):
+    """Crop a random box per sample and resize it to `size`: (B, C, H, W) -> (B, C, *size).
+
+    Box area ~ U(scale) of the image, aspect ratio (w/h, in pixels) log-uniform in `ratio`; sides
+    too long for the image are clipped to it; position uniform. One affine_grid + grid_sample
+    (bilinear, not antialiased: strong downscaling may alias).
+    """
+
+    def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
+        self.size = _pair(size)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+
+    def forward(self, x, generator):
+        b, _, h, w = x.shape
+        area = _uniform(b, *self.scale, generator)
+        r = torch.exp(_uniform(b, math.log(self.ratio[0]), math.log(self.ratio[1]), generator))
+        # Box sides as fractions of the image: fw * fh = area, (fw * W) / (fh * H) = r.
+        fw = torch.sqrt(area * r * h / w).clamp(max=1.0)
+        fh = torch.sqrt(area * w / (r * h)).clamp(max=1.0)
+        # Centre in normalised coordinates, so the box stays inside [-1, 1].
+        cx = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * (1 - fw)
+        cy = (torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * (1 - fh)
+        zero = torch.zeros(b, dtype=torch.float64)
+        theta = torch.stack([torch.stack([fw, zero, cx], -1), torch.stack([zero, fh, cy], -1)], -2)
+        return _warp(x, theta.to(x.device), self.size)
+
+
+class RandomHorizontalFlip(Transform):
+    """Mirror left-right each sample with probability p: (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, p: float = 0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x, generator):
+        flip = (torch.rand(x.shape[0], generator=generator) < self.p).to(x.device).view(-1, 1, 1, 1)
+        return torch.where(flip, x.flip(-1), x)
+
+
+class RandomErasing(Transform):
+    """Fill one random box per sample with `value`, with probability p: (B, C, H, W) -> (B, C, H, W).
+
+    Box area ~ U(scale) of the image, aspect ratio log-uniform in `ratio` (clipped to the image);
+    value: a float or one per channel (use the dataset mean before Normalize to erase to 0 after).
+    """
+
+    def __init__(self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33),
+                 ratio: tuple[float, float] = (0.3, 3.3), value: float | Sequence[float] = 0.0):
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+        self.p = float(p)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.value = float(value) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+
+    def forward(self, x, generator):
+        b, c, h, w = x.shape
+        apply = torch.rand(b, generator=generator) < self.p
+        area = _uniform(b, *self.scale, generator) * h * w
+        r = torch.exp(_uniform(b, math.log(self.ratio[0]), math.log(self.ratio[1]), generator))
+        eh = torch.sqrt(area / r).round().clamp(1, h).long()
+        ew = torch.sqrt(area * r).round().clamp(1, w).long()
+        y0 = (torch.rand(b, generator=generator, dtype=torch.float64) * (h - eh + 1)).long()
+        x0 = (torch.rand(b, generator=generator, dtype=torch.float64) * (w - ew + 1)).long()
+        rows = torch.arange(h).view(1, h)
+        cols = torch.arange(w).view(1, w)
+        in_rows = (rows >= y0.view(b, 1)) & (rows < (y0 + eh).view(b, 1))  # (B, H)
+        in_cols = (cols >= x0.view(b, 1)) & (cols < (x0 + ew).view(b, 1))  # (B, W)
+        mask = (in_rows[:, :, None] & in_cols[:, None, :] & apply.view(b, 1, 1)).to(x.device)  # (B, H, W)
+        value = torch.as_tensor(self.value, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+        if value.shape[1] not in (1, c):
+            raise ValueError(f"RandomErasing has {value.shape[1]} fill values but the batch has {c} channels")
+        return torch.where(mask.unsqueeze(1), value, x)
