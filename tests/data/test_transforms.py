@@ -43,6 +43,15 @@ def test_rotate_90_is_counter_clockwise_rot90(hw):
     torch.testing.assert_close(affine(x, angle=90.0), torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
 
 
+def test_rotation_stays_rigid_on_non_square_images():
+    x = _rand(1, 1, 10, 16)
+    torch.testing.assert_close(affine(x, angle=180.0), x.flip(-1).flip(-2), atol=1e-5, rtol=0)
+    y = torch.zeros(1, 1, 10, 16)
+    y[..., 2:8, 5:11] = _rand(1, 1, 6, 6)  # a centred square patch turns in place
+    torch.testing.assert_close(affine(y, angle=90.0)[..., 2:8, 5:11], torch.rot90(y[..., 2:8, 5:11], 1, (-2, -1)),
+                               atol=1e-5, rtol=0)
+
+
 def test_scale_zooms_about_the_centre():
     x = torch.zeros(1, 1, 16, 16)
     x[..., 6:10, 6:10] = 1.0  # a 4x4 square at the centre

@@ -5,7 +5,7 @@ per-channel statistics.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +108,7 @@ def uint8_channel_stats(images: torch.Tensor, max_value: int = 255) -> tuple[tup
     return tuple(means), tuple(stds)
 
 
-def float_channel_stats(images: Sequence[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def float_channel_stats(images: Iterable[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of float images, each (C, H, W), accumulated in float64."""
     total = total_sq = None
     count = 0

@@ -41,7 +41,8 @@ def read_header(path: str | os.PathLike) -> tuple[str, tuple[int, int]]:
         with Image.open(path) as img:
             w, h = img.size
             mode = img.mode
-            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+            # EXIF only for JPEG: PNG's getexif() decodes the whole file to look for a trailing chunk.
+            orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "MPO") else 1
     except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
         raise _broken(path, err) from err
     if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees swap height and width

@@ -23,7 +23,7 @@ _ORDER, _AUGMENT = 0, 1  # stream tags, so the two seed families never collide
 
 def _derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy SeedSequence: stable across platforms)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(np.random.SeedSequence([int(p) % 2**64 for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def _generator(*parts: int) -> torch.Generator:
