@@ -131,7 +131,8 @@ class Classify:
         except (TypeError, ValueError):
             raise ValueError("Classify expects batches (images, labels)") from None
         if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be integer class indices of shape (B,), got {labels.dtype} {tuple(labels.shape)}")
+            raise ValueError("labels must be integer class indices of shape (B,), "
+                             f"got {labels.dtype} {tuple(labels.shape)}")
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
         return images, labels.long()

@@ -207,7 +207,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
@@ -261,8 +262,9 @@ def load_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
     with safe_open(str(weights_path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("step") != str(state["step"]):
-        raise ValueError(f"{run_dir}: {MODEL_FILE} (step {meta.get('step')}) and {STATE_FILE} (step {state['step']}) "
-                         "are from different checkpoints; the run was killed while saving. Start it again without resume.")
+        raise ValueError(f"{run_dir}: {MODEL_FILE} (step {meta.get('step')}) and {STATE_FILE} "
+                         f"(step {state['step']}) are from different checkpoints; the run was killed while "
+                         "saving. Start it again without resume.")
     load_model_state(model, weights)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -34,7 +34,7 @@ class TrainConfig:
     """
 
     # what to train
-    model: str = "vit_tiny_patch4_28"
+    model: str = "vit_mnist_patch4_28"
     model_args: dict = field(default_factory=dict)  # overrides passed to create_model
     data: str = "mnist5k"
     img_size: int | None = None                     # None: the dataset's native size
@@ -91,13 +91,15 @@ class TrainConfig:
         need(self.accum_steps <= self.batch_size,
              f"accum_steps ({self.accum_steps}) cannot exceed batch_size ({self.batch_size})")
         need(self.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
-        need(self.ema_decay is None or 0 < self.ema_decay < 1, f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        need(self.ema_decay is None or 0 < self.ema_decay < 1,
+             f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         need(self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
              f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         need(bool(self.out), "out must be a non-empty directory path")
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
-        need(self.num_threads is None or self.num_threads >= 1, f"num_threads must be >= 1 or None, got {self.num_threads}")
+        need(self.num_threads is None or self.num_threads >= 1,
+             f"num_threads must be >= 1 or None, got {self.num_threads}")
         if errors:
             raise ValueError("invalid TrainConfig: " + "; ".join(errors))
 

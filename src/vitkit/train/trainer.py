@@ -153,7 +153,8 @@ class _Meter:
 def _collective_device() -> torch.device:
     """nccl reduces CUDA tensors only; gloo CPU ones."""
     import torch.distributed as tdist
-    return torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")
+    nccl = tdist.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
 
 # ---- evaluation --------------------------------------------------------------------------------
@@ -287,15 +288,16 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
                 for i, chunk in enumerate(micro):
                     share = batch_size_of(chunk) / n
                     # DDP all-reduces gradients on the last micro-batch only
-                    sync = ddp and i < len(micro) - 1
-                    with train_model.no_sync() if sync else nullcontext():
+                    defer_sync = ddp and i < len(micro) - 1
+                    with train_model.no_sync() if defer_sync else nullcontext():
                         # 2. forward, under autocast only for CUDA + cfg.amp
                         with autocast_context(device, cfg.amp):
                             loss, metrics = task.loss(train_model, chunk)
                         # 3. non-finite guard: stop before a bad loss reaches the weights
                         loss_value = loss.item()  # one sync per micro-step: the price of stopping in time
                         if not math.isfinite(loss_value):
-                            raise NonFiniteLossError(_nonfinite_message(f"loss is {loss_value}", epoch, step, out, saved_epoch))
+                            raise NonFiniteLossError(
+                                _nonfinite_message(f"loss is {loss_value}", epoch, step, out, saved_epoch))
                         # 4. backward: each micro-batch weighted by its share of the batch
                         scaled = loss * share
                         (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -308,7 +310,8 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
                         scaler.unscale_(optimizer)
                     norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                     if scaler is None and not torch.isfinite(norm):
-                        raise NonFiniteLossError(_nonfinite_message(f"gradient norm is {norm.item()}", epoch, step, out, saved_epoch))
+                        raise NonFiniteLossError(
+                            _nonfinite_message(f"gradient norm is {norm.item()}", epoch, step, out, saved_epoch))
                 # 6. optimizer step (the fp16 scaler skips steps with inf gradients)
                 if scaler is not None:
                     scaler.step(optimizer)
@@ -323,15 +326,17 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
                 step += 1
                 seen += n
                 log_seen += n
-                bar.update(1)
                 # 9. log (rank 0's shard; the epoch line below is averaged over ranks)
+                if not bar.disable:
+                    ips = seen * world / max(time.perf_counter() - t_epoch, 1e-9)
+                    bar.set_postfix({"loss": f"{loss_value:.4f}", "lr": f"{lr:.2e}", "img/s": f"{ips:.0f}"},
+                                    refresh=False)
+                    bar.update(1)
                 if step % cfg.log_every == 0 and main:
                     now = time.perf_counter()
-                    ips = log_seen * world / max(now - t_log, 1e-9)
                     rec = {"kind": "step", "epoch": epoch + 1, "step": step, **log_meter.means(), "lr": lr,
-                           "img_per_s": round(ips, 1)}
+                           "img_per_s": round(log_seen * world / max(now - t_log, 1e-9), 1)}
                     ckpt.append_metrics(out, rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.0f}")
                     log_meter, log_seen, t_log = _Meter(), 0, now
         finally:
             bar.close()
@@ -350,13 +355,16 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
             record["eval_weights"] = "ema" if ema is not None else "model"
             record["eval_time_s"] = round(time.perf_counter() - t_eval, 3)
             value = results.get(main_metric)
-            if value is not None and (best is None or (value > best["value"] if mode == "max" else value < best["value"])):
+            improved = value is not None and (best is None or (value > best["value"] if mode == "max"
+                                                             else value < best["value"]))
+            if improved:
                 best = {"metric": f"test_{main_metric}", "value": value, "epoch": epoch + 1}
         if not _weights_finite(model):
             raise NonFiniteLossError(_nonfinite_message("weights are not finite", epoch, step, out, saved_epoch))
         if main:
             ckpt.append_metrics(out, record)
-            ckpt.save_checkpoint(out, model, optimizer, epoch=epoch + 1, step=step, ema=ema, scaler=scaler, best=best)
+            ckpt.save_checkpoint(out, model, optimizer, epoch=epoch + 1, step=step, ema=ema, scaler=scaler,
+                                 best=best)
             print(_summary(record, cfg.epochs), flush=True)
         saved_epoch = epoch + 1
         dist.barrier()
