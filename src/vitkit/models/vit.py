@@ -99,6 +99,7 @@ class VisionTransformer(nn.Module):
             self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, D,
                                           strict_img_size=not cfg.dynamic_img_size)
         self.grid_size = self.patch_embed.grid_size
+        self.input_size = (cfg.in_chans, *self.patch_embed.img_size)  # (C, H, W)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
 
         # Position information: an additive table at the input or before every block, or a
@@ -152,7 +153,8 @@ class VisionTransformer(nn.Module):
         for name, p in self.named_parameters():  # learned position tables at std 0.02
             if name.startswith(("pos_embed.", "rel_pos.")):
                 nn.init.trunc_normal_(p, std=0.02)
-        self._zero_head()
+        # The head stays at std 0.02 from scratch: a zero head (the paper's fine-tuning head, see
+        # reset_classifier) blocks the backbone's gradient at the start and trained mnist5k far slower.
 
     def _new_head(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()

@@ -1,0 +1,270 @@
+"""The ``vitkit`` command.
+
+    vitkit models [PATTERN]                  registered models with parameter counts
+    vitkit train --config configs/demo_mnist.yaml --out runs/demo   (or flags: --model --data ...)
+    vitkit eval RUN                          held-out top-1 of a run folder
+    vitkit predict RUN IMAGE...              top-k classes with probabilities
+    vitkit info RUN                          what a run folder holds
+
+Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zero; set
+``VITKIT_DEBUG=1`` to see the traceback. Under ``torchrun`` training is data-parallel.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+EXIT_USAGE, EXIT_ERROR = 2, 1
+
+
+class CLIError(Exception):
+    """An error with a message meant for the user."""
+
+
+# ---------------------------------------------------------------------------- models
+def cmd_models(args) -> int:
+    from .models import create_model, list_models
+    names = list_models(args.pattern or "*")
+    if not names:
+        raise CLIError(f"no model matches {args.pattern!r}")
+    print(f"{'model':<28} {'params':>10}  input (C, H, W)")
+    for n in names:
+        m = create_model(n, device="meta")
+        count = sum(p.numel() for p in m.parameters())
+        print(f"{n:<28} {count / 1e6:>9.2f}M  {tuple(getattr(m, 'input_size', ()))}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- train
+TRAIN_FLAGS = {  # flag -> TrainConfig field
+    "model": "model", "data": "data", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+    "img_size": "img_size", "device": "device", "out": "out", "seed": "seed", "ema": "ema_decay",
+    "warmup": "warmup_epochs", "weight_decay": "weight_decay", "threads": "num_threads",
+}
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["lr=3e-4", "model_args.depth=8", "augment.rotate=10"]`` -> nested dict (YAML values)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+        *parents, leaf = key.split(".")
+        d = out
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = yaml.safe_load(value)
+    return out
+
+
+def train_config(args):
+    from .train import TrainConfig
+    base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    for flag, field in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            base[field] = value
+    if args.resume:
+        base["resume"] = True
+    for key, value in parse_set(args.set).items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return TrainConfig.from_dict(base)
+
+
+def cmd_train(args) -> int:
+    from .train import distributed as dist
+    from .train import fit
+    from .train.run import build_run
+    cfg = train_config(args)
+    dist.init_distributed()
+    model, task, loaders, bundle, meta = build_run(cfg)
+    if dist.is_main():
+        print(f"vitkit: training {cfg.model} ({meta['num_params'] / 1e6:.2f}M params) on {cfg.data} "
+              f"({len(bundle.train)} train / {len(bundle.test)} test images) for {cfg.epochs} epochs "
+              f"-> {cfg.out}", flush=True)
+    t0 = time.time()
+    result = fit(model, task, loaders, cfg, meta)
+    seconds = time.time() - t0
+    if dist.is_main():
+        acc = result.get("test_acc")
+        print(f"vitkit: held-out top-1 {acc:.2%} on {result.get('test_count')} images "
+              f"({result.get('eval_weights', 'model')} weights); training took {seconds:.0f} s")
+        if not args.no_report:
+            report(cfg.out)
+    dist.cleanup()
+    return 0
+
+
+def report(run_dir: str | Path, weights: str | None = None) -> dict:
+    """Evaluate a run folder on its test split and write its pictures; returns the summary."""
+    from . import data as vdata
+    from .train.run import load_run, predict_batches
+    from .viz.report import classification_pictures
+    run = load_run(run_dir, weights)
+    bundle = vdata.build(run.train_cfg.data)
+    loader = vdata.make_loader(bundle.test, batch_size=256,
+                               transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
+    logits, labels = predict_batches(run.model, loader)
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    images = next(iter(loader))[0][:8]
+    pictures = classification_pictures(run.path, run.model, logits, labels, images, run.classes,
+                                       run.mean, run.std, run.path / "metrics.jsonl")
+    summary = {"test_acc": acc, "test_count": len(labels), "weights": run.weights,
+               "pictures": {k: str(v) for k, v in pictures.items()}}
+    (run.path / "report.json").write_text(json.dumps(summary, indent=2))
+    print(f"vitkit: pictures: {', '.join(str(p) for p in pictures.values())}")
+    return summary
+
+
+# ---------------------------------------------------------------------------- eval / predict / info
+def cmd_eval(args) -> int:
+    from . import data as vdata
+    from .train.run import load_run, predict_batches
+    run = load_run(args.run, args.weights)
+    spec = args.data or run.train_cfg.data
+    bundle = vdata.build(spec)
+    loader = vdata.make_loader(bundle.test, batch_size=args.batch_size,
+                               transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
+    logits, labels = predict_batches(run.model, loader)
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    loss = __import__("torch").nn.functional.cross_entropy(logits, labels).item()
+    out = {"run": str(run.path), "data": spec, "weights": run.weights, "test_acc": acc,
+           "test_loss": loss, "test_count": len(labels)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{run.path}: top-1 {acc:.2%} ({int(round(acc * len(labels)))}/{len(labels)}) on the {spec} "
+              f"test split, loss {loss:.4f}, {run.weights} weights")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from .data import load_image
+    from .data.transforms import Compose, Normalize, Resize
+    from .train.run import load_run
+    run = load_run(args.run, args.weights)
+    c, h, w = run.model.input_size
+    tf = Compose([Resize((h, w)), Normalize(run.mean, run.std)])
+    failed = 0
+    for path in args.images:
+        try:
+            x = load_image(path, in_chans=c)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            print(f"vitkit: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.no_grad():
+            probs = run.model(tf(x[None])).softmax(-1)[0]
+        top = probs.topk(min(args.topk, probs.numel()))
+        ranked = ", ".join(f"{run.classes[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_info(args) -> int:
+    from .train import checkpoint as ckpt
+    from .train.run import load_run
+    run = load_run(args.run)
+    cfg, c = run.train_cfg, run.config
+    epochs = [r for r in ckpt.read_metrics(run.path) if r.get("kind") == "epoch"]
+    print(f"run:      {run.path}")
+    print(f"model:    {cfg.model} ({c.get('num_params', 0) / 1e6:.2f}M params), input {tuple(run.model.input_size)}")
+    print(f"data:     {cfg.data}, classes {run.classes}")
+    print(f"training: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}, "
+          f"weights evaluated: {run.weights}")
+    if epochs:
+        last = epochs[-1]
+        print(f"last epoch {last.get('epoch')}: test top-1 {last.get('test_acc', float('nan')):.2%}, "
+              f"train loss {last.get('train_loss', float('nan')):.4f}")
+    for name in sorted(p.name for p in run.path.iterdir() if p.is_file()):
+        print(f"  {name:<24} {(run.path / name).stat().st_size / 1e3:>10.1f} kB")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser / main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers: train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'vit_*_patch16_224'")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train a classifier (config file and/or flags)")
+    t.add_argument("--config", help="YAML/JSON file of TrainConfig fields (flags override it)")
+    t.add_argument("--model", help="registered model name (see `vitkit models`)")
+    t.add_argument("--data", help="mnist5k | digits | imagefolder:PATH | cifar10:PATH")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int, dest="batch_size", help="global batch size")
+    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--warmup", type=float, help="warmup epochs")
+    t.add_argument("--weight-decay", type=float, dest="weight_decay")
+    t.add_argument("--img-size", type=int, dest="img_size", help="train/eval image size (default: the data's)")
+    t.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999")
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--out", help="run folder")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config field, e.g. --set model_args.depth=8 --set augment.rotate=10")
+    t.add_argument("--no-report", action="store_true", help="skip the pictures after training")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="top-1 accuracy of a run on its test split")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--weights", choices=["ema", "model"], help="default: the weights the run evaluated")
+    e.add_argument("--data", help="another data spec with the same classes")
+    e.add_argument("--batch-size", type=int, default=256, dest="batch_size")
+    e.add_argument("--json", action="store_true", help="print one JSON line")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("predict", help="classify image files with a trained run")
+    r.add_argument("run", help="run folder")
+    r.add_argument("images", nargs="+", help="PNG/JPEG/BMP files")
+    r.add_argument("--topk", type=int, default=3)
+    r.add_argument("--weights", choices=["ema", "model"])
+    r.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="describe a run folder")
+    i.add_argument("run")
+    i.set_defaults(func=cmd_info)
+
+    rp = sub.add_parser("report", help="(re)write a run's pictures and report.json")
+    rp.add_argument("run")
+    rp.set_defaults(func=lambda a: (report(a.run), 0)[1])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("vitkit: interrupted; `vitkit train --resume` continues from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the traceback on request
+        if os.environ.get("VITKIT_DEBUG"):
+            raise
+        known = isinstance(e, (CLIError, ValueError, TypeError, FileNotFoundError, OSError))
+        name = "" if known else f"internal error ({type(e).__name__}): "
+        print(f"vitkit: error: {name}{e}" + ("" if known else " (set VITKIT_DEBUG=1 for the traceback)"),
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

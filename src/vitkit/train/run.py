@@ -1,0 +1,122 @@
+"""One classification run from a `TrainConfig`, and a finished run folder loaded back.
+
+    model, task, loaders, bundle = build_run(cfg)      # what `vitkit train` fits
+    run = load_run("runs/demo")                        # what `vitkit eval/predict/info` use
+
+The run folder's config.json holds the TrainConfig fields plus ``meta``: the model's full config,
+the class names and the normalisation statistics, so a run can be used without its dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import data as vdata
+from ..models import create_model
+from ..tasks import Classify
+from . import checkpoint as ckpt
+from . import distributed as dist
+from .config import TrainConfig
+
+
+def build_model(cfg: TrainConfig, bundle: vdata.DataBundle) -> nn.Module:
+    """The model named by ``cfg``, sized for the data (classes, channels, image size)."""
+    size = cfg.img_size or bundle.img_size[0]
+    kwargs = dict(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
+    if "img_size" in _config_fields(cfg.model):
+        kwargs["img_size"] = size
+    return create_model(cfg.model, **{**kwargs, **cfg.model_args})
+
+
+def _config_fields(name: str) -> set[str]:
+    m = create_model(name, device="meta")
+    cfg = getattr(m, "cfg", None)
+    return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+
+
+def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
+    """Train loader (augmented, shuffled, this rank's shard) and test loader (every image once)."""
+    per_rank = cfg.batch_size // dist.world_size()
+    train = vdata.make_loader(bundle.train, batch_size=per_rank, shuffle=True, drop_last=True,
+                              seed=cfg.seed, transform=vdata.train_transform(bundle, cfg.img_size, **cfg.augment),
+                              rank=dist.rank(), world_size=dist.world_size())
+    # Evaluation runs on every rank over the whole test split (so no image is counted twice).
+    test = vdata.make_loader(bundle.test, batch_size=max(per_rank, 256), shuffle=False, drop_last=False,
+                             transform=vdata.eval_transform(bundle, cfg.img_size))
+    return {"train": train, "test": test}
+
+
+def build_run(cfg: TrainConfig):
+    """-> (model, task, loaders, bundle, meta) for ``fit(model, task, loaders, cfg, meta)``."""
+    bundle = vdata.build(cfg.data, split_seed=cfg.seed if cfg.data.startswith("imagefolder") else 0)
+    model = build_model(cfg, bundle)
+    task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                    num_classes=bundle.num_classes)
+    meta = run_meta(model, bundle, cfg)
+    return model, task, build_loaders(cfg, bundle), bundle, meta
+
+
+def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig) -> dict[str, Any]:
+    """What config.json needs beyond the TrainConfig to rebuild and use the model on its own."""
+    model_cfg = getattr(model, "cfg", None)
+    return {"model_config": dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else None,
+            "classes": list(bundle.classes), "mean": list(bundle.mean), "std": list(bundle.std),
+            "in_chans": bundle.in_chans, "input_size": list(getattr(model, "input_size", ())),
+            "num_params": sum(p.numel() for p in model.parameters())}
+
+
+@dataclass
+class Run:
+    """A trained run folder: its config, the model with the weights it was evaluated with."""
+    path: Path
+    config: dict
+    train_cfg: TrainConfig
+    model: nn.Module
+    weights: str  # "ema" or "model"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.config["classes"]
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.config["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.config["std"])
+
+
+def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") -> Run:
+    """Load a run folder written by `fit`. ``weights``: "ema", "model" or None (the evaluated ones)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {path} does not exist (train one with `vitkit train --out {path}`)")
+    if not (path / ckpt.CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{path} has no {ckpt.CONFIG_FILE}: it is not a vitkit run folder")
+    config = ckpt.read_config(path)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in fields})
+    overrides = {k: v for k, v in (config.get("model_config") or {}).items() if k != "name"}
+    model = create_model(train_cfg.model, **overrides)
+    if weights is None:
+        weights = "ema" if train_cfg.ema_decay else "model"
+    ckpt.load_model_state(model, ckpt.load_run_weights(path, weights))
+    return Run(path, config, train_cfg, model.to(device).eval(), weights)
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, K), labels (N,)) over a loader, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(labels)

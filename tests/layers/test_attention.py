@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from vitkit.layers import Attention, Block, DropPath
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_sdpa_path_equals_explicit_path(with_bias):
+    attn = Attention(64, num_heads=4).eval()
+    x = torch.randn(3, 17, 64)
+    bias = torch.randn(4, 17, 17) if with_bias else None
+    fast = attn(x, attn_bias=bias)
+    ref, probs = attn(x, attn_bias=bias, return_attention=True)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    assert probs.shape == (3, 4, 17, 17)
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 4, 17), atol=1e-5)
+
+
+def test_attention_matches_hand_written_formula():
+    torch.manual_seed(1)
+    attn = Attention(8, num_heads=2).eval()
+    x = torch.randn(1, 5, 8)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    outs = []
+    for h in range(2):
+        s = slice(4 * h, 4 * h + 4)
+        a = torch.softmax(q[0, :, s] @ k[0, :, s].T / 2.0, dim=-1)   # sqrt(4) = 2
+        outs.append(a @ v[0, :, s])
+    expected = attn.proj(torch.cat(outs, dim=-1))[None]
+    assert torch.allclose(attn(x), expected, atol=1e-5)
+
+
+def test_block_is_pre_ln_residual():
+    blk = Block(32, 4, mlp_ratio=2.0).eval()
+    x = torch.randn(2, 6, 32)
+    h = x + blk.attn(blk.norm1(x))
+    expected = h + blk.mlp(blk.norm2(h))
+    assert torch.allclose(blk(x), expected, atol=1e-6)
+    out, probs = blk(x, return_attention=True)
+    assert torch.allclose(out, expected, atol=1e-5) and probs.shape == (2, 4, 6, 6)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_expectation():
+    dp = DropPath(0.5).train()
+    x = torch.ones(4000, 3, 2)
+    y = dp(x)
+    per_sample = y.flatten(1)
+    assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
+    assert torch.all(per_sample.min(1).values == per_sample.max(1).values)  # all or nothing
+    assert abs(y.mean().item() - 1.0) < 0.05
+    assert torch.equal(dp.eval()(x), x)
+    with pytest.raises(ValueError):
+        DropPath(1.0)
