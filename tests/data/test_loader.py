@@ -131,3 +131,18 @@ def test_transform_without_generator_argument():
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
         make_loader(_indexed(4), **kw)
+
+
+def test_unpadded_shards_hold_every_item_exactly_once():
+    import torch
+
+    from vitkit.data import make_loader
+    from vitkit.data.bundle import TensorImageDataset
+    ds = TensorImageDataset(torch.zeros(7, 1, 2, 2, dtype=torch.uint8), torch.arange(7))
+    seen = []
+    for r in range(3):
+        ld = make_loader(ds, batch_size=2, rank=r, world_size=3, pad=False)
+        labels = torch.cat([y for _, y in ld])
+        assert len(labels) == ld.num_samples
+        seen += labels.tolist()
+    assert sorted(seen) == list(range(7))

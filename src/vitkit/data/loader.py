@@ -58,7 +58,8 @@ class Loader:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
-                 transform: Callable | None, rank: int, world_size: int, num_workers: int = 0):
+                 transform: Callable | None, rank: int, world_size: int, num_workers: int = 0,
+                 pad: bool = True):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
@@ -74,6 +75,7 @@ class Loader:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.num_workers = int(num_workers)
+        self.pad = bool(pad)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -84,6 +86,8 @@ class Loader:
     def num_samples(self) -> int:
         """Indices this rank sees per epoch (before batching)."""
         n = len(self.dataset)
+        if not self.pad:  # uneven shards: rank r holds indices r, r + W, ...
+            return len(range(self.rank, n, self.world_size))
         if self.drop_last and n >= self.world_size:
             return n // self.world_size
         return math.ceil(n / self.world_size)
@@ -100,6 +104,8 @@ class Loader:
             order = torch.randperm(n, generator=_generator(_ORDER, self.seed, epoch))
         else:
             order = torch.arange(n)
+        if not self.pad:
+            return order[self.rank::self.world_size]
         total = self.num_samples * self.world_size
         if total > n:  # pad by wrapping around, as many times as needed
             order = order.repeat(math.ceil(total / n))
@@ -144,7 +150,7 @@ class Loader:
 
 def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, drop_last: bool = False,
                 seed: int = 0, transform: Callable | None = None, rank: int = 0, world_size: int = 1,
-                num_workers: int = 0) -> Loader:
+                num_workers: int = 0, pad: bool = True) -> Loader:
     """A `Loader` over `dataset` (items `(image (C, H, W) float in [0, 1], label)`).
 
     shuffle: a new permutation each epoch from (seed, epoch), identical on every rank.
@@ -153,5 +159,7 @@ def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, 
     rank / world_size: this process's shard (every world_size-th index of the permutation).
     num_workers: decoding processes for datasets that are not in memory (ignored for in-memory ones,
       which are indexed a whole batch at a time).
+    pad: make every rank's shard equal by wrapping around (training under DDP needs equal step
+      counts); pad=False gives uneven shards that hold each item exactly once (exact evaluation).
     """
-    return Loader(dataset, batch_size, shuffle, drop_last, seed, transform, rank, world_size, num_workers)
+    return Loader(dataset, batch_size, shuffle, drop_last, seed, transform, rank, world_size, num_workers, pad)

@@ -45,9 +45,10 @@ def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
     train = vdata.make_loader(bundle.train, batch_size=per_rank, shuffle=True, drop_last=True,
                               seed=cfg.seed, transform=vdata.train_transform(bundle, cfg.img_size, **cfg.augment),
                               rank=dist.rank(), world_size=dist.world_size())
-    # Evaluation runs on every rank over the whole test split (so no image is counted twice).
+    # Each rank evaluates its own unpadded shard, so the all-reduced sums count every image once.
     test = vdata.make_loader(bundle.test, batch_size=max(per_rank, 256), shuffle=False, drop_last=False,
-                             transform=vdata.eval_transform(bundle, cfg.img_size))
+                             transform=vdata.eval_transform(bundle, cfg.img_size),
+                             rank=dist.rank(), world_size=dist.world_size(), pad=False)
     return {"train": train, "test": test}
 
 
