@@ -119,3 +119,33 @@ def test_models_lists_paper_variants(capsys):
 def test_set_parsing_nests_and_types():
     assert parse_set(["lr=3e-4", "model_args.depth=8", "augment.scale=[0.9, 1.1]"]) == {
         "lr": 3e-4, "model_args": {"depth": 8}, "augment": {"scale": [0.9, 1.1]}}
+
+
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    """A real `vitkit train` process killed mid-run (SIGKILL) resumes to the same final weights."""
+    import os
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+    args = ["train", "--model", "vit_nano_patch2_8", "--data", "digits", "--epochs", "4", "--batch-size", "32",
+            "--threads", "1", "--no-report", "--set", "augment.rotate=10", "--set", "model_args.drop_path_rate=0.1",
+            "--ema", "0.9"]
+    ref = tmp_path / "ref"
+    assert _run_cli(*args, "--out", str(ref)).returncode == 0
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "vitkit", *args, "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the first epoch's checkpoint is on disk
+        if metrics.exists() and '"kind": "epoch"' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # now somewhere in epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = _run_cli(*args, "--out", str(run), "--resume")
+    assert res.returncode == 0, res.stderr
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -22,6 +22,7 @@ from ..tasks import Classify
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .config import TrainConfig
+from .trainer import seed_everything
 
 
 def build_model(cfg: TrainConfig, bundle: vdata.DataBundle) -> nn.Module:
@@ -55,6 +56,7 @@ def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
 def build_run(cfg: TrainConfig):
     """-> (model, task, loaders, bundle, meta) for ``fit(model, task, loaders, cfg, meta)``."""
     bundle = vdata.build(cfg.data, split_seed=cfg.seed if cfg.data.startswith("imagefolder") else 0)
+    seed_everything(cfg.seed)  # the initial weights depend on the run's seed and nothing else
     model = build_model(cfg, bundle)
     task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
                     num_classes=bundle.num_classes)

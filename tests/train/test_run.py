@@ -1,0 +1,24 @@
+"""build_run / load_run: a run is a pure function of its config."""
+import torch
+
+from vitkit.train import TrainConfig
+from vitkit.train.run import build_run
+
+
+def test_initial_weights_depend_only_on_the_seed():
+    cfg = TrainConfig(model="vit_nano_patch2_8", data="digits", seed=3)
+    a = build_run(cfg)[0].state_dict()
+    torch.randn(100)  # whatever happened to the global RNG before
+    b = build_run(cfg)[0].state_dict()
+    c = build_run(cfg.replace(seed=4))[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["blocks.0.attn.qkv.weight"], c["blocks.0.attn.qkv.weight"])
+
+
+def test_model_is_sized_for_the_data():
+    model, task, loaders, bundle, meta = build_run(TrainConfig(model="vit_nano_patch4_28", data="digits",
+                                                               img_size=28))
+    assert model.input_size == (1, 28, 28) and model.num_classes == 10
+    x, y = next(iter(loaders["train"]))
+    assert x.shape[1:] == (1, 28, 28)
+    assert meta["classes"] == [str(i) for i in range(10)] and len(meta["mean"]) == 1
