@@ -41,18 +41,36 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def create_model(name: str, *, device: str | torch.device | None = None, **overrides) -> nn.Module:
+def create_model(name: str, *, device: str | torch.device | None = None, pretrained=None,
+                 **overrides) -> nn.Module:
     """Build a registered model; ``overrides`` replace fields of its config (``num_classes=10``).
 
     ``device="meta"`` builds without allocating memory (parameter counts, shapes).
+    ``pretrained``: a checkpoint (file, folder, or ``"hf:org/name"`` from the local HF cache) loaded
+    strictly after building, position tables resampled to ``img_size`` (see ``vitkit.load_weights``);
+    the checkpoint's LayerNorm eps is used unless ``norm_eps`` is given.
     """
     _import_families()
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `vitkit models`"
         raise ValueError(f"unknown model {name!r}{hint}")
+    if pretrained is not None:
+        if device is not None and torch.device(device).type == "meta":
+            raise ValueError("pretrained weights cannot be loaded on the meta device")
+        from ..weights import load_weights, read_checkpoint  # weights sits beside models: imported late
+        ckpt = read_checkpoint(pretrained)
+        try:  # a foreign config.json's LayerNorm eps (HF: 1e-12; timm: 1e-6) changes the numbers
+            eps = ckpt.config_fields().get("norm_eps") if ckpt.format.name != "vitkit" else None
+        except ValueError:
+            eps = None
+        if eps is not None and "norm_eps" not in overrides:
+            overrides = {**overrides, "norm_eps": eps}
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return _MODELS[name](**overrides)
+        model = _MODELS[name](**overrides)
+    if pretrained is not None:
+        load_weights(model, ckpt)
+    return model
 
 
 def build_from_config(config_cls, base, overrides: dict):

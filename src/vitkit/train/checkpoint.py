@@ -14,124 +14,23 @@ new one, never a torn one. train_state.pt is written last: it is the commit mark
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load_bytes
-from safetensors.torch import save as st_save_bytes
 from torch import nn
+
+# The one safe reader and atomic writer live in vitkit.weights.io; re-exported here for the trainer.
+from ..weights.io import (atomic_write, atomic_write_bytes, load_model_state, load_weights_file,  # noqa: F401
+                          save_weights)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 STATE_FORMAT = 1
-
-_UMASK = os.umask(0o022)  # read the process umask (os has no getter) and put it straight back
-os.umask(_UMASK)
-
-
-# ---- atomic writes -----------------------------------------------------------------------------
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write(f)` on a temp file next to `path`, fsync it, then os.replace it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the usual file mode
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def _fsync_dir(d: Path) -> None:
-    """Make the rename itself durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# ---- weights -----------------------------------------------------------------------------------
-def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write a state dict as safetensors, atomically (tensors are copied to CPU, shared storage untied)."""
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
-    data = st_save_bytes(tensors, metadata={"format": "pt", **(metadata or {})})
-    atomic_write_bytes(path, data)
-
-
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file: safetensors first; a torch pickle only through torch.load(weights_only=True).
-
-    A truncated or corrupt file raises ValueError naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}")
-    data = path.read_bytes()
-    try:
-        return st_load_bytes(data)
-    except Exception as st_err:  # safetensors raises its own SafetensorError (and others on odd headers)
-        if path.suffix == ".safetensors" or _looks_like_safetensors(data):
-            raise ValueError(f"{path} is not a valid safetensors file (truncated or corrupt): {st_err}") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as pt_err:
-        raise ValueError(f"{path} is neither a valid safetensors file nor a weights-only torch "
-                         f"checkpoint (truncated, corrupt, or holds arbitrary objects): {pt_err}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return obj
-
-
-def _looks_like_safetensors(data: bytes) -> bool:
-    """A safetensors file starts with an 8-byte little-endian header length, then '{'."""
-    return len(data) >= 9 and data[8:9] == b"{"
-
-
-def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load weights strictly; any mismatch raises ValueError listing the first offending keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{len(items)} {label}: {items[:5]}{more}")
-        raise ValueError("checkpoint is for another architecture: " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
 
 
 # ---- config and metrics ------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""HF transformers ViT (``ViTModel``, ``ViTForImageClassification``) and the ViT-MAE encoder.
+
+Key names are the ones ``save_pretrained`` writes to disk (``vit.encoder.layer.0.attention.attention.query.weight``);
+transformers 5 renames them in memory (``vit.layers.0.attention.q_proj.weight``) and back on save,
+so the on-disk table is the one that matters, and the in-memory one is accepted too (a
+``torch.save(model.state_dict())``). HF keeps q, k, v as three Linears; vitkit fuses them.
+
+``ViTModel``'s pooler (Linear + tanh on the class token) is vitkit's ``pre_logits``; the classifier
+is ``head``. ``ViTForImageClassification`` pools the class token; HF has no mean-pooling head.
+The MAE encoder (``ViTMAEModel`` / the ``vit.`` part of ``ViTMAEForPreTraining``) uses the same
+names; its fixed sin-cos position table is stored, and loads as a (learned-layout) table, or is
+checked against a vitkit sin-cos model's own table. The MAE decoder is dropped (reported).
+Not yet: DeiT (vitkit's ViT has no distillation token) and HF's hybrid ViT (a BiT backbone).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..models.vit import ViTConfig
+from .mapping import FUSE_QKV, KeyMap, Rule, StateDict, register_format
+
+
+def _strip_vit(sd: StateDict) -> StateDict:
+    """``ViTForImageClassification`` / ``ViTMAEForPreTraining`` put the encoder under ``vit.``."""
+    return {(k[4:] if k.startswith("vit.") else k): v for k, v in sd.items()}
+
+
+_COMMON = (
+    Rule("cls_token", "embeddings.cls_token"),
+    Rule("pos_embed.weight", "embeddings.position_embeddings"),
+    Rule("patch_embed.proj.{p}", "embeddings.patch_embeddings.projection.{p}"),
+)
+_TOP = (
+    Rule("norm.{p}", "layernorm.{p}"),
+    Rule("pre_logits.0.{p}", "pooler.dense.{p}"),     # ViTModel's pooler: Linear + tanh
+    Rule("head.{p}", "classifier.{p}"),
+)
+
+HF_VIT = register_format(KeyMap(
+    name="hf",
+    description="HF transformers ViT / ViT-MAE (save_pretrained names)",
+    rules=_COMMON + (
+        Rule("blocks.{i}.norm1.{p}", "encoder.layer.{i}.layernorm_before.{p}"),
+        Rule("blocks.{i}.attn.qkv.{p}", tuple(f"encoder.layer.{{i}}.attention.attention.{n}.{{p}}"
+                                              for n in ("query", "key", "value")), FUSE_QKV),
+        Rule("blocks.{i}.attn.proj.{p}", "encoder.layer.{i}.attention.output.dense.{p}"),
+        Rule("blocks.{i}.norm2.{p}", "encoder.layer.{i}.layernorm_after.{p}"),
+        Rule("blocks.{i}.mlp.fc1.{p}", "encoder.layer.{i}.intermediate.dense.{p}"),
+        Rule("blocks.{i}.mlp.fc2.{p}", "encoder.layer.{i}.output.dense.{p}"),
+    ) + _TOP,
+    signature=(r"^(vit\.)?encoder\.layer\.\d+\.attention\.attention\.",),
+    ignore=(r"^decoder\.", r"^embeddings\.mask_token$"),  # MAE / SimMIM decoders, SimMIM's mask token
+    prepare=_strip_vit,
+    priority=30,
+))
+
+HF_VIT_MEMORY = register_format(KeyMap(
+    name="hf-memory",
+    description="HF transformers 5 ViT / ViT-MAE (in-memory state_dict names)",
+    rules=_COMMON + (
+        Rule("blocks.{i}.norm1.{p}", "layers.{i}.layernorm_before.{p}"),
+        Rule("blocks.{i}.attn.qkv.{p}", tuple(f"layers.{{i}}.attention.{n}_proj.{{p}}" for n in "qkv"), FUSE_QKV),
+        Rule("blocks.{i}.attn.proj.{p}", "layers.{i}.attention.o_proj.{p}"),
+        Rule("blocks.{i}.norm2.{p}", "layers.{i}.layernorm_after.{p}"),
+        Rule("blocks.{i}.mlp.fc1.{p}", "layers.{i}.mlp.fc1.{p}"),
+        Rule("blocks.{i}.mlp.fc2.{p}", "layers.{i}.mlp.fc2.{p}"),
+    ) + _TOP,
+    signature=(r"^(vit\.)?layers\.\d+\.attention\.q_proj\.",),
+    ignore=(r"^decoder\.", r"^embeddings\.mask_token$"),
+    prepare=_strip_vit,
+    priority=31,
+))
+
+register_format(KeyMap(
+    name="hf-deit", description="HF transformers DeiT", rules=(),
+    signature=(r"^(deit\.)?embeddings\.distillation_token$",),
+    unsupported="this is a DeiT checkpoint (it has a distillation token), and vitkit's ViT has no "
+                "distillation token yet; DeiT weights cannot be loaded until it lands",
+    priority=20,
+))
+
+
+# ---- config.json <-> ViTConfig -----------------------------------------------------------------
+VIT_MODEL_TYPES = ("vit", "vit_mae")
+
+
+def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict[str, Any]:
+    """ViTConfig fields from a HF ``config.json`` (``keys``: the checkpoint's vitkit keys, which tell
+    whether a pooler / a head is present)."""
+    mt = hf.get("model_type")
+    if mt == "deit":
+        raise ValueError("DeiT checkpoints need a distillation token, which vitkit's ViT does not have yet")
+    if mt not in VIT_MODEL_TYPES:
+        raise ValueError(f"config.json has model_type {mt!r}; vitkit maps HF {' / '.join(VIT_MODEL_TYPES)}")
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"config.json uses hidden_act {hf['hidden_act']!r}; vitkit's ViT uses the exact GELU ('gelu')")
+    D = int(hf["hidden_size"])
+    inter = int(hf.get("intermediate_size", 4 * D))
+    img = hf.get("image_size", 224)
+    patch = hf.get("patch_size", 16)
+    if isinstance(patch, (list, tuple)):
+        if patch[0] != patch[1]:
+            raise ValueError(f"config.json has a non-square patch {patch}; vitkit's patches are square")
+        patch = patch[0]
+    archs = hf.get("architectures") or []
+    classifier = any(a.endswith("ForImageClassification") for a in archs)
+    if keys is not None:
+        classifier = "head.weight" in keys
+    num_classes = (len(hf.get("id2label") or {}) or int(hf.get("num_labels", 2))) if classifier else 0
+    pooler = ("pre_logits.0.weight" in keys) if keys is not None else archs == ["ViTModel"]
+    out = dict(img_size=tuple(img) if isinstance(img, (list, tuple)) else int(img), patch_size=int(patch),
+               in_chans=int(hf.get("num_channels", 3)), embed_dim=D, depth=int(hf["num_hidden_layers"]),
+               num_heads=int(hf["num_attention_heads"]), mlp_ratio=inter / D,
+               qkv_bias=bool(hf.get("qkv_bias", True)), class_token=True, global_pool="token",
+               pos_embed="learn", norm_eps=float(hf.get("layer_norm_eps", 1e-12)), num_classes=num_classes,
+               pre_logits=pooler, pre_logits_dim=int(hf.get("pooler_output_size") or D) if pooler else None)
+    if int(D * out["mlp_ratio"]) != inter:  # float round-off: keep the MLP width exact
+        raise ValueError(f"intermediate_size {inter} is not hidden_size {D} x a ratio vitkit can represent")
+    return out
+
+
+def check_exportable(cfg: ViTConfig) -> None:
+    """Raise a ValueError naming the first vitkit option HF's ViT cannot express."""
+    problems = []
+    if cfg.hybrid is not None:
+        problems.append("a hybrid CNN stem (HF's ViTHybrid uses a BiT backbone with other names)")
+    if cfg.pos_embed != "learn" or cfg.where != "input":
+        problems.append(f"pos_embed={cfg.pos_embed!r} where={cfg.where!r} (HF ViT has one learned table at the input)")
+    if not cfg.class_token:
+        problems.append("no class token (HF ViT always has one)")
+    if cfg.num_classes > 0 and cfg.global_pool != "token":
+        problems.append("average pooling with a head (ViTForImageClassification pools the class token)")
+    if cfg.num_classes > 0 and cfg.pre_logits:
+        problems.append("pre-logits with a head (ViTForImageClassification has no pooler)")
+    if problems:
+        raise ValueError("cannot write this model as HF ViT: " + "; ".join(problems))
+
+
+def hf_config_from_vit(cfg: ViTConfig, id2label: dict | None = None) -> dict[str, Any]:
+    """A ``config.json`` that ``transformers.ViTConfig.from_pretrained`` reads."""
+    check_exportable(cfg)
+    D = cfg.embed_dim
+    img = cfg.img_size if isinstance(cfg.img_size, int) else list(cfg.img_size)
+    if isinstance(img, list) and img[0] == img[1]:
+        img = img[0]
+    out = {
+        "architectures": ["ViTForImageClassification" if cfg.num_classes > 0 else "ViTModel"],
+        "model_type": "vit",
+        "hidden_size": D, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": int(D * cfg.mlp_ratio), "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.drop_rate, "attention_probs_dropout_prob": cfg.attn_drop_rate,
+        "initializer_range": 0.02, "layer_norm_eps": cfg.norm_eps,
+        "image_size": img, "patch_size": cfg.patch_size, "num_channels": cfg.in_chans,
+        "qkv_bias": cfg.qkv_bias, "encoder_stride": cfg.patch_size,
+        "pooler_output_size": (cfg.pre_logits_dim or D) if cfg.pre_logits else D, "pooler_act": "tanh",
+        "dtype": "float32",
+    }
+    if cfg.num_classes > 0:
+        labels = id2label if id2label and len(id2label) == cfg.num_classes else {i: f"LABEL_{i}" for i in range(cfg.num_classes)}
+        out["id2label"] = {str(k): v for k, v in labels.items()}
+        out["label2id"] = {v: int(k) for k, v in labels.items()}
+    return out
+
+
+def to_hf_names(hf_sd: StateDict, cfg: ViTConfig) -> StateDict:
+    """Put the encoder under ``vit.`` for ViTForImageClassification (ViTModel has no prefix)."""
+    if cfg.num_classes <= 0:
+        return hf_sd
+    return {(k if k.startswith("classifier.") else "vit." + k): v for k, v in hf_sd.items()}

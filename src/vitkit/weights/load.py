@@ -1,0 +1,253 @@
+"""Read any supported checkpoint and load it into a vitkit model.
+
+    report = load_weights(model, "model.safetensors" | "folder/" | "vit.npz" | "x.pth" | "hf:org/name")
+
+Steps: read the file(s) safely (``io``), recognise the layout from its keys and map it to vitkit's
+names (``mapping`` + the per-format tables), resample learned position tables to the model's patch
+grid (2D bicubic, the class token kept apart, as HF's ``interpolate_pos_encoding``), then load
+strictly: a missing, unexpected or wrongly-shaped key is an error that names the first few.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers.pos_embed import resample_pos_embed
+from ..models.vit import ViTConfig
+from . import hub
+from .io import FOLDER_FILES, find_weights, load_weights_files, read_json, state_mismatch
+from .mapping import KeyMap, StateDict, detect_format, strip_wrapper
+
+_POS_TABLE = re.compile(r"^pos_embed(\.\d+)?\.weight$")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as found on disk: its tensors (stored names), its config.json, its layout."""
+    path: Path
+    files: list[Path]
+    state_dict: StateDict
+    config: dict[str, Any] | None
+    format: KeyMap
+
+    def mapped(self) -> tuple[StateDict, list[str], list[str], dict[str, str]]:
+        """(vitkit state dict, unmapped stored keys, knowingly dropped keys, vitkit key -> stored key)."""
+        return self.format.to_vitkit(self.state_dict)
+
+    def config_fields(self, keys: set[str] | None = None) -> dict[str, Any]:
+        """ViTConfig fields the config.json states (empty when there is none or it is not a ViT's)."""
+        c = self.config
+        if not c:
+            return {}
+        if isinstance(c.get("model_config"), dict):  # vitkit: converted folder or training run
+            fields = {f.name for f in dataclasses.fields(ViTConfig)}
+            mc = c["model_config"]
+            return {k: v for k, v in mc.items() if k in fields} if set(mc) <= fields else {}
+        if "model_type" in c:
+            from .hf import vit_config_from_hf
+            return vit_config_from_hf(c, keys)
+        if "architecture" in c:
+            from .timm import vit_config_from_timm
+            return vit_config_from_timm(c)
+        return {}
+
+
+def read_checkpoint(src: str | Path | Checkpoint) -> Checkpoint:
+    """A file, a checkpoint folder (HF / timm / vitkit run), or ``hf:org/name`` from the local cache."""
+    if isinstance(src, Checkpoint):
+        return src
+    path = hub.resolve(src) if hub.is_hub_id(src) else Path(src)
+    if path.is_dir():
+        files = find_weights(path)
+        cfg_path = path / "config.json"
+    elif path.is_file():
+        files = [path]
+        # a config.json beside a file counts only for the folder's canonical weights file
+        cfg_path = path.parent / "config.json" if path.name in FOLDER_FILES else None
+    else:
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    sd = strip_wrapper(load_weights_files(files))
+    if not sd:
+        raise ValueError(f"{path} holds no tensors")
+    fmt = detect_format(sd)
+    config = read_json(cfg_path) if cfg_path is not None and cfg_path.is_file() else None
+    return Checkpoint(path, files, sd, config, fmt)
+
+
+# ---- a ViTConfig from weights (+ what a config.json says) -----------------------------------------
+def infer_vit_config(sd: StateDict, known: dict[str, Any] | None = None, base: ViTConfig | None = None) -> ViTConfig:
+    """The ViTConfig of a vitkit-named ViT state dict: shapes decide width, depth, patch, channels,
+    classes, tokens, pre-logits and the grid; ``known`` (a config.json) and ``base`` (a registered
+    model) supply what shapes cannot tell (heads, norm eps, pooling)."""
+    fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    f: dict[str, Any] = {k: v for k, v in dataclasses.asdict(base).items()} if base is not None else {}
+    f.update({k: v for k, v in (known or {}).items() if k in fields})
+    w = sd.get("patch_embed.proj.weight")
+    blocks = [int(m.group(1)) for k in sd if (m := re.match(r"^blocks\.(\d+)\.", k))]
+    if w is None or w.ndim != 4 or not blocks:
+        raise ValueError("not a ViT checkpoint: it has no patch embedding or no blocks")
+    hybrid = any(k.startswith("patch_embed.backbone.") for k in sd)
+    if hybrid and base is None and not known:
+        raise ValueError("a hybrid ViT's stem cannot be read from its weights; name the model (--model)")
+    if not hybrid:
+        if w.shape[-1] != w.shape[-2]:
+            raise ValueError(f"non-square patches {tuple(w.shape[-2:])} are not supported")
+        f.update(in_chans=w.shape[1], patch_size=w.shape[-1])
+    D = w.shape[0]
+    f.update(embed_dim=D, depth=max(blocks) + 1, qkv_bias="blocks.0.attn.qkv.bias" in sd,
+             class_token="cls_token" in sd)
+    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    if int(D * f.get("mlp_ratio", 4.0)) != hidden:
+        f["mlp_ratio"] = hidden / D
+    f["pre_logits"] = "pre_logits.0.weight" in sd
+    f["pre_logits_dim"] = sd["pre_logits.0.weight"].shape[0] if f["pre_logits"] else None
+    f["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
+    if not f["class_token"]:
+        f["global_pool"] = "avg"
+    f.setdefault("global_pool", "token")
+    table = sd.get("pos_embed.weight")
+    if table is not None:
+        f["pos_embed"], f["pos_embed_where"] = "learn", None
+        n = table.shape[1] - int(f["class_token"])
+        grid = _grid_of(f, n)
+        if grid is None:
+            raise ValueError(f"cannot tell the patch grid of a {n}-position table; give the image size")
+        if not hybrid:  # the image size the table was trained at
+            p = f["patch_size"]
+            f["img_size"] = grid[0] * p if grid[0] == grid[1] else (grid[0] * p, grid[1] * p)
+    elif f.get("pos_embed", "learn") == "learn":
+        f["pos_embed"] = "none"  # nothing stored and nothing said: no additive table
+    if not f.get("num_heads"):
+        raise ValueError("the number of attention heads cannot be read from these weights; "
+                         "give a config.json or name the model (--model)")
+    if D % f["num_heads"]:
+        raise ValueError(f"width {D} is not divisible by {f['num_heads']} heads")
+    return ViTConfig(**f)
+
+
+def _grid_of(f: dict[str, Any], n: int) -> tuple[int, int] | None:
+    """The (gh, gw) grid of n positions: from img_size / patch_size when they agree, else square."""
+    img, p = f.get("img_size"), f.get("patch_size")
+    if img is not None and p:
+        h, w = (img, img) if isinstance(img, int) else tuple(img)
+        if (h // p) * (w // p) == n:
+            return h // p, w // p
+    side = int(round(n ** 0.5))
+    return (side, side) if side * side == n else None
+
+
+# ---- load_weights --------------------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    """What ``load_weights`` did: the layout it read, what it resampled, dropped or could not place."""
+    path: Path
+    format: str
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"loaded {self.loaded} tensors from {self.path} ({self.format})"]
+        for label, items in (("resampled", self.resampled), ("missing", self.missing),
+                             ("unexpected", self.unexpected), ("shape mismatch", self.mismatched),
+                             ("ignored", self.ignored)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{label}: {', '.join(items[:3])}{more}")
+        return "; ".join(parts + self.notes)
+
+
+def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = True) -> LoadReport:
+    """Load a vitkit / HF / timm / Google checkpoint into ``model``; returns a ``LoadReport``.
+
+    ``src``: a weights file, a checkpoint folder, or ``hf:org/name`` (local cache only). Learned
+    position tables are resampled to the model's grid. ``strict`` (default): any missing,
+    unexpected or wrongly-shaped key raises ValueError naming the first few (a checkpoint of
+    another architecture); otherwise the keys that fit are loaded and the rest reported.
+    """
+    ck = read_checkpoint(src)
+    sd, unmapped, ignored, source = ck.mapped()
+    report = LoadReport(ck.path, ck.format.description, ignored=ignored)
+    own = model.state_dict()
+    known = _safe_fields(ck, set(sd))
+    _fit_position_tables(model, sd, own, known, report)
+    eps = known.get("norm_eps")
+    cfg = getattr(model, "cfg", None)
+    if eps is not None and getattr(cfg, "norm_eps", eps) != eps:
+        report.notes.append(f"note: the checkpoint's LayerNorm eps is {eps:g} and the model's {cfg.norm_eps:g}; "
+                            f"build the model with norm_eps={eps:g} for identical outputs")
+    names = {k: f"{k} (stored as {v})" for k, v in source.items() if v != k}
+    problem = state_mismatch(own, sd, names=names)
+    if unmapped:
+        more = f" (+{len(unmapped) - 5} more)" if len(unmapped) > 5 else ""
+        problem = "; ".join(filter(None, [problem, f"{len(unmapped)} keys no {ck.format.name} rule maps: {unmapped[:5]}{more}"]))
+    if problem and strict:
+        raise ValueError(f"{ck.path} ({ck.format.description}) does not fit this "
+                         f"{type(model).__name__} (another architecture or size?): {problem}")
+    fits = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    report.missing = [k for k in own if k not in sd]
+    report.unexpected = [names.get(k, k) for k in sd if k not in own] + unmapped
+    report.mismatched = [f"{names.get(k, k)}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                         for k in sd if k in own and k not in fits]
+    with torch.no_grad():
+        model.load_state_dict(fits, strict=not problem)
+    report.loaded = len(fits)
+    return report
+
+
+def _safe_fields(ck: Checkpoint, keys: set[str]) -> dict[str, Any]:
+    """config.json's ViTConfig fields, or {} when it cannot be read as a ViT config (not an error here)."""
+    try:
+        return ck.config_fields(keys)
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def _fit_position_tables(model: nn.Module, sd: StateDict, own: StateDict, known: dict[str, Any],
+                         report: LoadReport) -> None:
+    """Resample learned tables to the model's grid; drop a stored table that equals a fixed one."""
+    grid = getattr(model, "grid_size", None)
+    prefix = getattr(model, "num_prefix_tokens", 0)
+    buffers = dict(model.named_buffers())
+    for k in [k for k in sd if _POS_TABLE.match(k)]:
+        t = sd[k]
+        if k not in own:
+            fixed = buffers.get(k)  # a sin-cos model keeps its table as a non-persistent buffer
+            if fixed is not None and fixed.shape == t.shape and torch.allclose(fixed.float(), t.float(), atol=1e-5):
+                del sd[k]
+                report.notes.append(f"the stored {k} equals the model's fixed sin-cos table (checked, not loaded)")
+            continue
+        want = own[k]
+        if grid is None or t.ndim != 3 or want.ndim != 3 or t.shape == want.shape or t.shape[2] != want.shape[2]:
+            continue
+        old = _grid_of(known, t.shape[1] - prefix)
+        if old is None or want.shape[1] - prefix != grid[0] * grid[1]:
+            continue  # leave it: the shape mismatch is reported
+        sd[k] = resample_pos_embed(t, tuple(grid), old, prefix)
+        report.resampled.append(f"{k} {old[0]}x{old[1]} -> {grid[0]}x{grid[1]}")
+
+
+def from_checkpoint(src: str | Path | Checkpoint, **overrides) -> nn.Module:
+    """A vitkit ViT built to fit a checkpoint (its config.json + the weights' shapes), weights loaded.
+
+    ``overrides`` change config fields first (``img_size=384`` resamples the position table,
+    ``global_pool="avg"``); the number of heads must come from a config.json (or ``num_heads=``).
+    """
+    from ..models.vit import VisionTransformer
+    ck = read_checkpoint(src)
+    sd = ck.mapped()[0]
+    known = {**ck.config_fields(set(sd)), **overrides}
+    cfg = dataclasses.replace(infer_vit_config(sd, known), **overrides)
+    model = VisionTransformer(cfg)
+    load_weights(model, ck)
+    return model
