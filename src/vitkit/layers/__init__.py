@@ -7,8 +7,12 @@ from .patch_embed import HybridEmbed, PatchEmbed, check_image, to_2tuple
 from .pos_embed import (POS_EMBEDS, Learned2dPosEmbed, LearnedPosEmbed, RelativePositionBias,
                         SinCosPosEmbed, relative_position_index, resample_pos_embed, sincos_1d,
                         sincos_2d)
+from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, reverse_shift,
+                     shift_regions, shift_window_bias, shift_window_mask, window_merge, window_partition)
 
 __all__ = ["Attention", "Block", "DropPath", "drop_path", "Mlp", "PatchEmbed", "HybridEmbed",
            "check_image", "to_2tuple", "POS_EMBEDS", "LearnedPosEmbed", "Learned2dPosEmbed",
            "SinCosPosEmbed", "RelativePositionBias", "relative_position_index",
-           "resample_pos_embed", "sincos_1d", "sincos_2d"]
+           "resample_pos_embed", "sincos_1d", "sincos_2d", "WindowAttention", "cyclic_shift",
+           "effective_window", "pad_to_multiple", "reverse_shift", "shift_regions", "shift_window_bias",
+           "shift_window_mask", "window_merge", "window_partition"]

@@ -12,7 +12,11 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """x: (B, N, D) -> (B, N, D); ``attn_bias``: additive logits bias broadcastable to (B, heads, N, N)."""
+    """x: (B, N, D) -> (B, N, D); ``attn_bias``: additive logits bias broadcastable to (B, heads, N, N).
+
+    Any leading dims are batch dims: x (B, nW, N, D) attends within each of the nW groups (windows,
+    rows), with a bias broadcastable to (B, nW, heads, N, N), e.g. a per-window (nW, heads, N, N).
+    """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -29,7 +33,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
                 return_attention: bool = False):
-        B, N, D = x.shape
+        *lead, N, D = x.shape
+        if len(lead) != 1:  # fold the leading dims into one batch dim (SDPA's fast kernels are 4D)
+            if attn_bias is not None and attn_bias.ndim > 3:
+                attn_bias = attn_bias.expand(*lead, self.num_heads, N, N).reshape(-1, self.num_heads, N, N)
+            out = Attention.forward(self, x.reshape(-1, N, D), attn_bias, return_attention)
+            if return_attention:
+                return out[0].view(*lead, N, D), out[1].view(*lead, self.num_heads, N, N)
+            return out.view(*lead, N, D)
+        B = lead[0]
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)                                         # each (B, nh, N, hd)
         drop = self.attn_drop if self.training else 0.0

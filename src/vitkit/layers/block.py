@@ -11,7 +11,8 @@ from .mlp import Mlp
 
 class Block(nn.Module):
     """x: (B, N, D) -> (B, N, D). ``attn`` / ``mlp`` may be replaced by any module with the same call
-    signature (window, linear or gated attention; LeFF), so every family reuses this one block."""
+    signature (window, linear or gated attention; LeFF), so every family reuses this one block.
+    Norms, MLP and residuals act on the last dim, so x may be a map (B, H, W, D) when ``attn`` takes one."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
