@@ -1,8 +1,9 @@
 """Model families, one file each, all built from ``vitkit.layers`` and registered by name."""
-from . import resnet, vit  # noqa: F401  (registers the families)
+from . import resnet, swin, vit  # noqa: F401  (registers the families)
 from .registry import create_model, is_model, list_models, register_model
 from .resnet import ResNet, ResNetConfig
+from .swin import SwinConfig, SwinTransformer
 from .vit import ViTConfig, VisionTransformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
-           "ViTConfig", "VisionTransformer"]
+           "SwinConfig", "SwinTransformer", "ViTConfig", "VisionTransformer"]

@@ -84,4 +84,4 @@ def build_from_config(config_cls, base, overrides: dict):
 
 def _import_families() -> None:
     """Import every model family so its names are registered."""
-    from . import resnet, vit  # noqa: F401
+    from . import resnet, swin, vit  # noqa: F401
