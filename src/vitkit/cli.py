@@ -193,6 +193,13 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- convert
+def cmd_convert(args) -> int:
+    from .weights import convert
+    print(convert(args.src, args.dst, to=args.to, model=args.model))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser / main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers: train, evaluate, predict.")
@@ -245,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="(re)write a run's pictures and report.json")
     rp.add_argument("run")
     rp.set_defaults(func=lambda a: (report(a.run), 0)[1])
+
+    c = sub.add_parser("convert", help="convert ViT weights between vitkit, HF transformers and timm")
+    c.add_argument("src", help="weights file, checkpoint folder (HF/timm/vitkit), Google .npz, or hf:org/name")
+    c.add_argument("dst", help="output folder (model.safetensors + config.json)")
+    c.add_argument("--to", required=True, choices=["vitkit", "hf", "timm"], help="layout to write")
+    c.add_argument("--model", help="registered model whose config fills what the weights cannot tell (heads)")
+    c.set_defaults(func=cmd_convert)
     return p
 
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # weights_helpers.py
 
@@ -21,3 +22,13 @@ def transformers():
     tf.logging.set_verbosity_error()
     tf.utils.logging.disable_progress_bar()
     return tf
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread is fastest, and steady on a CPU shared with other jobs
+    (two threads waiting on each other under load took 40x longer)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

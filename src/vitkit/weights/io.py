@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -160,6 +161,8 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_npz(path: Path) -> dict[str, torch.Tensor]:
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try the file as a pickle
+        raise ValueError(f"{path} is not a valid .npz file (truncated or corrupt): not a zip archive")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -178,22 +181,53 @@ def _load_npz(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
+        with warnings.catch_warnings():  # a plain pickle of another protocol: we report, torch need not warn
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
     except Exception as e:
         text = str(e)
-        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
-            detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+        detail = _one_line(text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else e, 160)
+        imports = _foreign_imports(path)
+        if "Unsupported global" in text or imports:  # the pickle imports something: a class, a function, code
+            what = detail.split(" was not")[0] if "Unsupported global" in text else "imports " + ", ".join(imports[:3])
             raise ValueError(f"{path} was refused: it is a pickle that would import or run code "
-                             f"({_one_line(detail, 160)}); vitkit reads torch files only with "
+                             f"({what}); vitkit reads torch files only with "
                              f"torch.load(weights_only=True). Convert it to safetensors where you trust it.") from None
         raise ValueError(f"{path} is neither a valid safetensors file nor a weights-only torch "
-                         f"checkpoint (truncated, corrupt, or holds arbitrary objects): {_one_line(e)}") from None
+                         f"checkpoint (truncated, corrupt, or holds arbitrary objects): {detail}") from None
     return _state_dict_of(obj, path)
+
+
+def _foreign_imports(path: Path) -> list[str]:
+    """What a torch pickle imports beyond torch's own rebuild helpers, read with ``pickletools``
+    (which parses opcodes and runs nothing); only used to word the error of a refused file."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+    except Exception:
+        return []
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings = (strings + [arg])[-2:]
+            elif op.name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                found.append(".".join(strings))
+    except Exception:  # past the first pickle of a legacy file, or garbage: stop reading
+        pass
+    return [g for g in found if not g.startswith(("torch.", "collections.OrderedDict", "_codecs.encode"))]
 
 
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
