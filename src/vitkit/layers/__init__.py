@@ -2,6 +2,7 @@
 from .attention import Attention
 from .block import Block
 from .drop import DropPath, drop_path
+from .linear_attention import MultiScaleLinearAttention, relu_linear_attention, relu_quadratic_attention
 from .mlp import Mlp
 from .patch_embed import HybridEmbed, PatchEmbed, check_image, to_2tuple
 from .pos_embed import (POS_EMBEDS, Learned2dPosEmbed, LearnedPosEmbed, RelativePositionBias,
@@ -15,4 +16,5 @@ __all__ = ["Attention", "Block", "DropPath", "drop_path", "Mlp", "PatchEmbed", "
            "SinCosPosEmbed", "RelativePositionBias", "relative_position_index",
            "resample_pos_embed", "sincos_1d", "sincos_2d", "WindowAttention", "cyclic_shift",
            "effective_window", "pad_to_multiple", "reverse_shift", "shift_regions", "shift_window_bias",
-           "shift_window_mask", "window_merge", "window_partition"]
+           "shift_window_mask", "window_merge", "window_partition", "MultiScaleLinearAttention",
+           "relu_linear_attention", "relu_quadratic_attention"]
