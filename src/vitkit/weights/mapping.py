@@ -204,4 +204,4 @@ def get_format(name: str) -> KeyMap:
 
 def _register_all() -> None:
     """Import the format modules; each registers its tables."""
-    from . import google, hf, timm, vitkit_format  # noqa: F401
+    from . import google, hf, swin, timm, vitkit_format  # noqa: F401
