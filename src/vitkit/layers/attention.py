@@ -11,6 +11,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.Tensor | None = None,
+           dropout_p: float = 0.0, return_attention: bool = False):
+    """The attention core, ``softmax(q k^T / sqrt(d) + attn_bias) v``, for layers whose q and k/v do
+    not come from one fused qkv (spatial reduction, local neighbourhoods).
+
+    q: (..., Nq, d); k: (..., Nk, d); v: (..., Nk, dv); ``attn_bias`` broadcastable to (..., Nq, Nk).
+    Returns (..., Nq, dv): by SDPA, or with ``return_attention`` by the explicit path, which also
+    returns the probabilities (..., Nq, Nk). ``dropout_p`` drops attention weights (pass 0 in eval).
+    """
+    if not return_attention:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p)
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)             # (..., Nq, Nk)
+    if attn_bias is not None:
+        attn = attn + attn_bias
+    attn = attn.softmax(dim=-1)
+    return F.dropout(attn, dropout_p) @ v, attn
+
+
 class Attention(nn.Module):
     """x: (B, N, D) -> (B, N, D); ``attn_bias``: additive logits bias broadcastable to (B, heads, N, N).
 
@@ -44,15 +62,9 @@ class Attention(nn.Module):
         B = lead[0]
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)                                         # each (B, nh, N, hd)
-        drop = self.attn_drop if self.training else 0.0
+        out = attend(q, k, v, attn_bias, self.attn_drop if self.training else 0.0, return_attention)
         if return_attention:
-            attn = (q * self.scale) @ k.transpose(-2, -1)               # (B, nh, N, N)
-            if attn_bias is not None:
-                attn = attn + attn_bias
-            attn = attn.softmax(dim=-1)
-            out = F.dropout(attn, drop, self.training) @ v              # (B, nh, N, hd)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=drop)
+            out, attn = out
         out = out.transpose(1, 2).reshape(B, N, D)                      # (B, N, nh*hd)
         out = self.proj_drop(self.proj(out))
         return (out, attn) if return_attention else out
