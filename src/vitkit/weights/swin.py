@@ -15,8 +15,7 @@ merging) is the same. HF's embedding and merging LayerNorms always use eps 1e-5 
 final norms ``layer_norm_eps``; vitkit has one ``norm_eps``, so a config with another eps is refused.
 Not mapped: absolute position embeddings (``use_absolute_embeddings``) and SimMIM's decoder.
 
-    import vitkit.weights.swin  # registers the "hf-swin" / "hf-swin-memory" formats
-    load_weights(create_model("swin_tiny_patch4_window7_224"), "hf-swin-folder/")
+    load_weights(create_model("swin_tiny_patch4_window7_224"), "hf-swin-folder/")  # detected as "hf-swin"
 """
 from __future__ import annotations
 
