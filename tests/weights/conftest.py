@@ -18,7 +18,8 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 @pytest.fixture(scope="session")
 def transformers():
     """HF transformers, the oracle (an optional extra: `pip install 'vitkit[hf]'`; `make test` installs it)."""
-    tf = pytest.importorskip("transformers", reason="HF transformers (the oracle) is not installed: pip install 'vitkit[hf]'")
+    tf = pytest.importorskip("transformers",
+                             reason="HF transformers (the oracle) is not installed: pip install 'vitkit[hf]'")
     tf.logging.set_verbosity_error()
     tf.utils.logging.disable_progress_bar()
     return tf

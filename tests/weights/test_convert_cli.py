@@ -51,7 +51,8 @@ def test_convert_a_bare_state_dict_needs_the_model_name(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "bare.pth")  # no config.json: heads unknown
     rc, out, err = _convert(capsys, tmp_path / "bare.pth", tmp_path / "o", "--to", "timm")
     assert rc == 1 and "heads" in err and "--model" in err and err.count("\n") == 0
-    rc, out, err = _convert(capsys, tmp_path / "bare.pth", tmp_path / "o", "--to", "timm", "--model", "vit_nano_patch4_28")
+    rc, out, err = _convert(capsys, tmp_path / "bare.pth", tmp_path / "o", "--to", "timm",
+                            "--model", "vit_nano_patch4_28")
     assert rc == 0, err
     assert _same_weights(model, from_checkpoint(tmp_path / "o", norm_eps=model.cfg.norm_eps))
 

@@ -52,7 +52,8 @@ def _flax_reference(w: dict[str, np.ndarray], x: torch.Tensor) -> torch.Tensor:
     for i in range(DEPTH):
         b, a = f"Transformer/encoderblock_{i}/", f"Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/"
         y = ln(z, b + "LayerNorm_0")
-        q, k, v = (torch.einsum("bnd,dhk->bnhk", y, t[f"{a}{n}/kernel"]) + t[f"{a}{n}/bias"] for n in ("query", "key", "value"))
+        q, k, v = (torch.einsum("bnd,dhk->bnhk", y, t[f"{a}{n}/kernel"]) + t[f"{a}{n}/bias"]
+                   for n in ("query", "key", "value"))
         att = torch.einsum("bqhk,bshk->bhqs", q, k).div(HD ** 0.5).softmax(-1)
         o = torch.einsum("bhqs,bshk->bqhk", att, v)
         z = z + torch.einsum("bqhk,hkd->bqd", o, t[a + "out/kernel"]) + t[a + "out/bias"]
@@ -105,7 +106,8 @@ def test_google_layout_round_trips_through_the_engine():
     model = _model()
     google = get_format("google")
     out, rest = google.from_vitkit(model.state_dict(), {"num_heads": H})
-    assert not rest and out["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"].shape == (D, H, HD)
+    assert not rest
+    assert out["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"].shape == (D, H, HD)
     back, unmapped, _, _ = google.to_vitkit(out)
     assert not unmapped and all(torch.equal(back[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="number of heads"):
@@ -134,3 +136,15 @@ def test_big_vision_scanned_layout(tmp_path):
     assert torch.equal(model.pos_embed.weight[:, 1:], torch.from_numpy(bv["pos_embedding"]))
     q = stacked["Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"][1]
     assert torch.equal(model.blocks[1].attn.qkv.weight[:D], torch.from_numpy(q.reshape(D, D).T))
+
+
+def test_npz_converts_without_naming_the_model(tmp_path):
+    """Flax kernels keep the heads apart, so an .npz alone gives the whole config."""
+    from vitkit.weights import convert, from_checkpoint
+    np.savez(tmp_path / "vit.npz", **_paper_npz(np.random.default_rng(2)))
+    convert(tmp_path / "vit.npz", tmp_path / "timm", to="timm")
+    model = from_checkpoint(tmp_path / "timm")
+    assert (model.cfg.num_heads, model.cfg.embed_dim, model.cfg.patch_size, model.cfg.num_classes) == (H, D, P, K)
+    direct = _model()
+    load_weights(direct, tmp_path / "vit.npz")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in direct.state_dict().items())

@@ -135,7 +135,8 @@ def test_vitkit_to_hf_to_vitkit_is_bit_exact(transformers, tmp_path):
     # the config.json is transformers' own
     hf_cfg = transformers.ViTConfig.from_pretrained(tmp_path / "hf")
     assert (hf_cfg.hidden_size, hf_cfg.num_hidden_layers, hf_cfg.num_attention_heads, hf_cfg.num_channels,
-            hf_cfg.image_size, hf_cfg.patch_size, hf_cfg.num_labels, hf_cfg.layer_norm_eps) == (64, 4, 4, 1, 28, 4, 7, 1e-12)
+            hf_cfg.image_size, hf_cfg.patch_size, hf_cfg.num_labels, hf_cfg.layer_norm_eps) == \
+        (64, 4, 4, 1, 28, 4, 7, 1e-12)
     hf, info = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf", output_loading_info=True)
     hf.eval()
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]

@@ -98,7 +98,8 @@ def test_save_is_atomic_and_folders_resolve(tmp_path):
     save_weights(shards / "model-00002-of-00002.safetensors", {"b": torch.zeros(1)})
     (shards / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
-    assert [p.name for p in find_weights(shards)] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert [p.name for p in find_weights(shards)] == ["model-00001-of-00002.safetensors",
+                                                      "model-00002-of-00002.safetensors"]
 
     two = tmp_path / "two"
     save_weights(two / "a.safetensors", {"a": torch.ones(1)})

@@ -11,8 +11,9 @@ from weights_helpers import jitter_
 
 
 def test_patterns_and_rules_run_both_ways():
-    assert compile_pattern("blocks.{i}.attn.{p}").match("blocks.11.attn.weight").groupdict() == {"i": "11", "p": "weight"}
-    assert compile_pattern("blocks.{i}.attn.{p}").match("blocks.x.attn.weight") is None
+    pattern = compile_pattern("blocks.{i}.attn.{p}")
+    assert pattern.match("blocks.11.attn.weight").groupdict() == {"i": "11", "p": "weight"}
+    assert pattern.match("blocks.x.attn.weight") is None
     km = KeyMap("toy", "toy", (Rule("qkv.{p}", ("q.{p}", "k.{p}", "v.{p}"), FUSE_QKV), Rule("a", "b")),
                 ignore=(r"^decoder\.",))
     theirs = {"q.weight": torch.ones(2, 3), "k.weight": 2 * torch.ones(2, 3), "v.weight": 3 * torch.ones(2, 3),

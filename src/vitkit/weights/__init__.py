@@ -13,6 +13,7 @@ from .io import load_model_state, load_weights_file, save_weights
 from .load import Checkpoint, LoadReport, from_checkpoint, infer_vit_config, load_weights, read_checkpoint
 from .mapping import FORMATS, KeyMap, Rule, Transform, detect_format, get_format
 
-__all__ = ["load_weights", "from_checkpoint", "LoadReport", "read_checkpoint", "Checkpoint", "infer_vit_config", "convert",
+__all__ = ["load_weights", "from_checkpoint", "LoadReport", "read_checkpoint", "Checkpoint", "infer_vit_config",
+           "convert",
            "export", "write_checkpoint", "TARGETS", "load_weights_file", "save_weights", "load_model_state",
            "KeyMap", "Rule", "Transform", "FORMATS", "detect_format", "get_format"]

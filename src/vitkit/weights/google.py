@@ -27,6 +27,7 @@ from .mapping import (CONV_HWIO, FLAX_OUT_KERNEL, FLAX_QKV_BIAS, FLAX_QKV_KERNEL
                       StateDict, register_format)
 
 _PREFIX = re.compile(r"^(.*?)embedding/kernel$")
+QKV = ("query", "key", "value")
 
 
 def _ln(ours: str, theirs: str) -> tuple[Rule, ...]:
@@ -46,8 +47,8 @@ def _rules(mha: int, ln2: int, mlp: int, pos: str) -> tuple[Rule, ...]:
         Rule("cls_token", "cls"),
         Rule("pos_embed.weight", pos),
         *_ln("blocks.{i}.norm1", f"{b}/LayerNorm_0"),
-        Rule("blocks.{i}.attn.qkv.weight", tuple(f"{att}/{n}/kernel" for n in ("query", "key", "value")), FLAX_QKV_KERNEL),
-        Rule("blocks.{i}.attn.qkv.bias", tuple(f"{att}/{n}/bias" for n in ("query", "key", "value")), FLAX_QKV_BIAS),
+        Rule("blocks.{i}.attn.qkv.weight", tuple(f"{att}/{n}/kernel" for n in QKV), FLAX_QKV_KERNEL),
+        Rule("blocks.{i}.attn.qkv.bias", tuple(f"{att}/{n}/bias" for n in QKV), FLAX_QKV_BIAS),
         Rule("blocks.{i}.attn.proj.weight", f"{att}/out/kernel", FLAX_OUT_KERNEL),
         Rule("blocks.{i}.attn.proj.bias", f"{att}/out/bias"),
         *_ln("blocks.{i}.norm2", f"{b}/LayerNorm_{ln2}"),
@@ -83,6 +84,15 @@ def _prepare_big_vision(sd: StateDict) -> StateDict:
     return sd
 
 
+_QUERY = re.compile(r"MultiHeadDotProductAttention_\d+/query/kernel$")
+
+
+def _hints(sd: StateDict) -> dict:
+    """Flax kernels keep the heads apart, (D, heads, hd); Flax's LayerNorm eps is 1e-6."""
+    q = next((v for k, v in sd.items() if _QUERY.search(k)), None)
+    return {"norm_eps": 1e-6, **({"num_heads": int(q.shape[-2])} if q is not None else {})}
+
+
 GOOGLE = register_format(KeyMap(
     name="google",
     description="Google ViT .npz (google-research/vision_transformer)",
@@ -90,6 +100,7 @@ GOOGLE = register_format(KeyMap(
     signature=(r"(^|/)Transformer/encoderblock(_\d+)?/MultiHeadDotProductAttention_1/",),
     ignore=(r"^opt/",),
     prepare=_prepare,
+    hints=_hints,
     priority=10,
 ))
 
@@ -100,5 +111,6 @@ BIG_VISION = register_format(KeyMap(
     signature=(r"(^|/)Transformer/encoderblock(_\d+)?/MultiHeadDotProductAttention_0/",),
     ignore=(r"^opt/",),
     prepare=_prepare_big_vision,
+    hints=_hints,
     priority=11,
 ))

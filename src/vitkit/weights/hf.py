@@ -156,7 +156,8 @@ def hf_config_from_vit(cfg: ViTConfig, id2label: dict | None = None) -> dict[str
         "dtype": "float32",
     }
     if cfg.num_classes > 0:
-        labels = id2label if id2label and len(id2label) == cfg.num_classes else {i: f"LABEL_{i}" for i in range(cfg.num_classes)}
+        labels = id2label if id2label and len(id2label) == cfg.num_classes else None
+        labels = labels or {i: f"LABEL_{i}" for i in range(cfg.num_classes)}
         out["id2label"] = {str(k): v for k, v in labels.items()}
         out["label2id"] = {v: int(k) for k, v in labels.items()}
     return out

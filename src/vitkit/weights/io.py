@@ -99,7 +99,8 @@ def save_npz(path: str | Path, arrays: dict[str, torch.Tensor]) -> None:
 def _one_line(err: BaseException | str, limit: int = 240) -> str:
     """The first non-empty line of an error message, shortened: CLI errors are one line."""
     text = str(err)
-    line = next((s.strip() for s in text.splitlines() if s.strip()), type(err).__name__ if isinstance(err, BaseException) else "")
+    empty = type(err).__name__ if isinstance(err, BaseException) else ""
+    line = next((s.strip() for s in text.splitlines() if s.strip()), empty)
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
@@ -233,7 +234,8 @@ def _foreign_imports(path: Path) -> list[str]:
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """A flat state dict, or the one a training checkpoint wraps (``state_dict``, ``model``, ``module``)."""
     def is_sd(o):
-        return isinstance(o, dict) and o and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in o.items())
+        return (isinstance(o, dict) and bool(o)
+                and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in o.items()))
 
     if is_sd(obj):
         return dict(obj)

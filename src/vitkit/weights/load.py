@@ -41,21 +41,23 @@ class Checkpoint:
         return self.format.to_vitkit(self.state_dict)
 
     def config_fields(self, keys: set[str] | None = None) -> dict[str, Any]:
-        """ViTConfig fields the config.json states (empty when there is none or it is not a ViT's)."""
+        """ViTConfig fields the config.json states, over what the stored tensors reveal (empty when
+        neither says anything, or the config is not a ViT's)."""
+        hints = self.format.hints(self.state_dict) if self.format.hints else {}
         c = self.config
         if not c:
-            return {}
+            return hints
         if isinstance(c.get("model_config"), dict):  # vitkit: converted folder or training run
             fields = {f.name for f in dataclasses.fields(ViTConfig)}
             mc = c["model_config"]
-            return {k: v for k, v in mc.items() if k in fields} if set(mc) <= fields else {}
+            return {**hints, **{k: v for k, v in mc.items() if k in fields}} if set(mc) <= fields else hints
         if "model_type" in c:
             from .hf import vit_config_from_hf
-            return vit_config_from_hf(c, keys)
+            return {**hints, **vit_config_from_hf(c, keys)}
         if "architecture" in c:
             from .timm import vit_config_from_timm
-            return vit_config_from_timm(c)
-        return {}
+            return {**hints, **vit_config_from_timm(c)}
+        return hints
 
 
 def read_checkpoint(src: str | Path | Checkpoint) -> Checkpoint:
@@ -121,8 +123,8 @@ def infer_vit_config(sd: StateDict, known: dict[str, Any] | None = None, base: V
         if not hybrid:  # the image size the table was trained at
             p = f["patch_size"]
             f["img_size"] = grid[0] * p if grid[0] == grid[1] else (grid[0] * p, grid[1] * p)
-    elif f.get("pos_embed", "learn") == "learn":
-        f["pos_embed"] = "none"  # nothing stored and nothing said: no additive table
+    elif not any(k.startswith("pos_embed.") for k in sd) and f.get("pos_embed", "learn") == "learn":
+        f["pos_embed"] = "none"  # no table stored, none said (a fixed sin-cos one is stated in a config)
     if not f.get("num_heads"):
         raise ValueError("the number of attention heads cannot be read from these weights; "
                          "give a config.json or name the model (--model)")
@@ -190,7 +192,8 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     problem = state_mismatch(own, sd, names=names)
     if unmapped:
         more = f" (+{len(unmapped) - 5} more)" if len(unmapped) > 5 else ""
-        problem = "; ".join(filter(None, [problem, f"{len(unmapped)} keys no {ck.format.name} rule maps: {unmapped[:5]}{more}"]))
+        extra = f"{len(unmapped)} keys no {ck.format.name} rule maps: {unmapped[:5]}{more}"
+        problem = f"{problem}; {extra}" if problem else extra
     if problem and strict:
         raise ValueError(f"{ck.path} ({ck.format.description}) does not fit this "
                          f"{type(model).__name__} (another architecture or size?): {problem}")

@@ -133,7 +133,8 @@ class KeyMap:
     ``signature``: regexes; the format is detected when any key matches one. ``ignore``: regexes of
     foreign keys dropped on purpose (reported, not an error). ``prepare``: foreign dict -> foreign
     dict, run before mapping (strip prefixes, unstack scanned blocks). ``unsupported``: a message
-    raised when detected (a layout we recognise but cannot represent yet).
+    raised when detected (a layout we recognise but cannot represent yet). ``hints``: ViTConfig
+    fields the stored tensors themselves reveal (Flax keeps the number of heads in a kernel's shape).
     """
     name: str
     description: str
@@ -142,6 +143,7 @@ class KeyMap:
     ignore: tuple[str, ...] = ()
     prepare: Callable[[StateDict], StateDict] | None = None
     unsupported: str | None = None
+    hints: Callable[[StateDict], dict] | None = None  # config fields the stored tensors reveal (heads)
     priority: int = 50  # detection order: lower is tried first (most specific layouts first)
 
     def __post_init__(self):
@@ -151,7 +153,8 @@ class KeyMap:
     def matches(self, keys: Iterable[str]) -> bool:
         return any(r.search(k) for k in keys for r in self._sig)
 
-    def to_vitkit(self, sd: StateDict, ctx: dict | None = None) -> tuple[StateDict, list[str], list[str], dict[str, str]]:
+    def to_vitkit(self, sd: StateDict, ctx: dict | None = None
+                  ) -> tuple[StateDict, list[str], list[str], dict[str, str]]:
         """Foreign -> vitkit: (mapped, unmapped foreign keys, ignored foreign keys, vitkit key -> foreign key)."""
         if self.unsupported:
             raise ValueError(self.unsupported)

@@ -68,7 +68,8 @@ def vit_config_from_timm(cfg: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise ValueError(f"timm options vitkit's ViT cannot express: {bad}")
     if args.get("fc_norm") is True or (args.get("global_pool") == "avg" and args.get("fc_norm") is None):
-        raise ValueError("this timm model normalises after average pooling (fc_norm); vitkit pools after the final norm")
+        raise ValueError("this timm model normalises after average pooling (fc_norm); "
+                         "vitkit pools after the final norm")
     out: dict[str, Any] = {"norm_eps": 1e-6}  # timm's ViT LayerNorm eps
     for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
               "qkv_bias", "class_token", "global_pool", "pos_embed"):
@@ -85,7 +86,8 @@ def vit_config_from_timm(cfg: dict[str, Any]) -> dict[str, Any]:
 def check_exportable(cfg: ViTConfig) -> None:
     problems = []
     if cfg.pos_embed not in ("learn", "none") or cfg.where != "input":
-        problems.append(f"pos_embed={cfg.pos_embed!r} where={cfg.where!r} (timm's ViT has one learned table at the input)")
+        problems.append(f"pos_embed={cfg.pos_embed!r} where={cfg.where!r} "
+                        "(timm's ViT has one learned table at the input)")
     if cfg.hybrid is not None:
         problems.append("a hybrid stem (vitkit's ResNet stem is not timm's ResNetV2)")
     if problems:
