@@ -86,3 +86,15 @@ def test_timm_functions_vitkit_lacks_are_refused(tmp_path):
     torch.save(ls, tmp_path / "layer_scale.pth")
     with pytest.raises(ValueError, match=r"blocks\.0\.ls1\.gamma"):
         load_weights(model, tmp_path / "layer_scale.pth")
+
+
+def test_timm_hub_folder_without_model_args(tmp_path):
+    """timm's hub folders name the architecture and often carry no model_args: the name is enough."""
+    model = jitter_(vitkit.create_model("vit_tiny_patch16_224", depth=2))
+    export(model, tmp_path, to="timm")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 1000,
+                                                      "pretrained_cfg": cfg["pretrained_cfg"]}))
+    rebuilt = from_checkpoint(tmp_path)  # heads from the registered vit_tiny_patch16_224, depth from the weights
+    assert (rebuilt.cfg.num_heads, rebuilt.cfg.depth, rebuilt.cfg.norm_eps) == (3, 2, 1e-6)
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in model.state_dict().items())

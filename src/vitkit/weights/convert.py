@@ -84,7 +84,7 @@ def convert(src: str | Path, dst: str | Path, to: str, model: str | None = None)
         problem = state_mismatch(VisionTransformer(cfg).state_dict(), sd)
     if problem:
         raise ValueError(f"{ck.path}: the weights do not form a vitkit ViT of the inferred config: {problem}")
-    id2label = (ck.config or {}).get("id2label") if ck.format.name.startswith("hf") else None
+    id2label = (ck.config or {}).get("id2label")  # HF class names travel to an HF config
     out = write_checkpoint(dst, sd, cfg, to, id2label)
     dropped = f", dropped {len(ignored)} keys ({ignored[0]}...)" if ignored else ""
     if to == "timm" and cfg.norm_eps != 1e-6:

@@ -88,6 +88,11 @@ def infer_vit_config(sd: StateDict, known: dict[str, Any] | None = None, base: V
     classes, tokens, pre-logits and the grid; ``known`` (a config.json) and ``base`` (a registered
     model) supply what shapes cannot tell (heads, norm eps, pooling)."""
     fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    arch = (known or {}).get("_architecture")  # timm's config.json names its model; vitkit reuses timm's names
+    if base is None and arch:
+        from ..models.registry import create_model, is_model
+        cfg = getattr(create_model(arch, device="meta"), "cfg", None) if is_model(arch) else None
+        base = cfg if isinstance(cfg, ViTConfig) else None
     f: dict[str, Any] = {k: v for k, v in dataclasses.asdict(base).items()} if base is not None else {}
     f.update({k: v for k, v in (known or {}).items() if k in fields})
     w = sd.get("patch_embed.proj.weight")
