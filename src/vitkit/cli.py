@@ -60,8 +60,19 @@ def parse_set(items: list[str]) -> dict:
         d = out
         for p in parents:
             d = d.setdefault(p, {})
-        d[leaf] = yaml.safe_load(value)
+        d[leaf] = _scalar(value)
     return out
+
+
+def _scalar(text: str):
+    """A YAML value, with numbers YAML 1.1 leaves as strings (``3e-4``) read as numbers."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def train_config(args):
@@ -115,7 +126,7 @@ def report(run_dir: str | Path, weights: str | None = None) -> dict:
     loader = vdata.make_loader(bundle.test, batch_size=256,
                                transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
     logits, labels = predict_batches(run.model, loader)
-    acc = (logits.argmax(1) == labels).float().mean().item()
+    acc = top1(logits, labels)
     images = next(iter(loader))[0][:8]
     pictures = classification_pictures(run.path, run.model, logits, labels, images, run.classes,
                                        run.mean, run.std, run.path / "metrics.jsonl")
@@ -127,7 +138,14 @@ def report(run_dir: str | Path, weights: str | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------- eval / predict / info
+def top1(logits, labels) -> float:
+    """Correct / count as a Python float (the same arithmetic as the trainer's evaluation)."""
+    return int((logits.argmax(1) == labels).sum()) / len(labels)
+
+
 def cmd_eval(args) -> int:
+    import torch
+
     from . import data as vdata
     from .train.run import load_run, predict_batches
     run = load_run(args.run, args.weights)
@@ -136,8 +154,8 @@ def cmd_eval(args) -> int:
     loader = vdata.make_loader(bundle.test, batch_size=args.batch_size,
                                transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
     logits, labels = predict_batches(run.model, loader)
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    loss = __import__("torch").nn.functional.cross_entropy(logits, labels).item()
+    acc = top1(logits, labels)
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
     out = {"run": str(run.path), "data": spec, "weights": run.weights, "test_acc": acc,
            "test_loss": loss, "test_count": len(labels)}
     if args.json:

@@ -19,6 +19,7 @@ class ResNetConfig:
     stem_kernel: int = 7      # 7x7 stride 2 + max-pool for ImageNet; 3x3 stride 1 for small images
     stem_stride: int = 2
     stem_pool: bool = True
+    img_size: int = 224       # the default input size (a CNN takes any size); sets ``input_size``
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths))
@@ -60,6 +61,7 @@ class ResNet(nn.Module):
         self.num_classes = cfg.num_classes
         self.num_features = cfg.widths[-1]
         self.reduction = cfg.reduction
+        self.input_size = (cfg.in_chans, cfg.img_size, cfg.img_size)  # (C, H, W) by default
         k = cfg.stem_kernel
         self.stem = nn.Sequential(
             nn.Conv2d(cfg.in_chans, cfg.stem_width, k, cfg.stem_stride, k // 2, bias=False),
@@ -120,4 +122,4 @@ def resnet18(**kw) -> ResNet:
 def resnet_small_28(**kw) -> ResNet:
     """A small CNN for 28x28 digits: 3x3 stem, stages of 32/64/128 channels (the DeiT teacher)."""
     return _resnet(ResNetConfig(in_chans=1, num_classes=10, widths=(32, 64, 128), depths=(1, 1, 1),
-                                stem_width=32, stem_kernel=3, stem_stride=1, stem_pool=False), **kw)
+                                stem_width=32, stem_kernel=3, stem_stride=1, stem_pool=False, img_size=28), **kw)
