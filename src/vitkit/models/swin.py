@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import Block, PatchEmbed, WindowAttention
+from ..layers.init import init_patch_embed_, init_transformer_
 from .registry import build_from_config, register_model
 
 
@@ -146,19 +147,8 @@ class SwinTransformer(nn.Module):
 
     # ---------------------------------------------------------------- init and parameter groups
     def init_weights(self) -> None:
-        def init(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias (Swin / timm)
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-        self.apply(init)
-        w = self.patch_embed.proj.weight  # patch embed initialised like a Linear (as ViT here)
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        init_transformer_(self)                       # Linear: trunc normal 0.02; LayerNorm: 1, 0
+        init_patch_embed_(self.patch_embed.proj)      # patch embed initialised like a Linear (MAE)
         for name, p in self.named_parameters():  # relative position tables at std 0.02 (Swin)
             if name.endswith("rel_pos.table"):
                 nn.init.trunc_normal_(p, std=0.02)
