@@ -1,9 +1,11 @@
 """Model families, one file each, all built from ``vitkit.layers`` and registered by name."""
 from . import resnet, swin, vit  # noqa: F401  (registers the families)
+from . import sparsevit  # noqa: F401
 from .registry import create_model, is_model, list_models, register_model
 from .resnet import ResNet, ResNetConfig
+from .sparsevit import SparseViT, SparseViTConfig
 from .swin import SwinConfig, SwinTransformer
 from .vit import ViTConfig, VisionTransformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
-           "SwinConfig", "SwinTransformer", "ViTConfig", "VisionTransformer"]
+           "SparseViT", "SparseViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig", "VisionTransformer"]

@@ -85,3 +85,4 @@ def build_from_config(config_cls, base, overrides: dict):
 def _import_families() -> None:
     """Import every model family so its names are registered."""
     from . import resnet, swin, vit  # noqa: F401
+    from . import sparsevit  # noqa: F401

@@ -1,0 +1,342 @@
+"""SparseViT (Chen et al. 2023, "Revisiting Activation Sparsity for Efficient High-Resolution Vision
+Transformer") on vitkit's Swin backbone.
+
+    window activation pruning (Sec. 3.1): per stage, after patch merging, partition the map into the
+        stage's M x M windows, score each by the L2 norm of its activations (once per stage, shared
+        by its blocks), keep the top ceil((1 - s_i) * nW); every block of the stage runs on the kept
+        windows only (gathered into a dense (B, k, M*M, C) batch) and scatters them back; the pruned
+        windows pass through the stage unchanged. s_i differs per stage (non-uniform sparsity).
+        A shifted (SW-MSA) block rolls the map first and gathers the windows at the same grid
+        positions of the rolled map, with those windows' rows of the shift mask; of their outputs it
+        keeps only the tokens of kept windows, so the pruned windows stay untouched in every block.
+    sparsity-aware adaptation (Sec. 3.2): fine-tune with a random per-stage sparsity every step
+        (:class:`SparsityAwareAdaptation` wraps any task).
+    resource-constrained search (Sec. 3.2): sample per-stage configs, reject those whose latency
+        exceeds the budget, evaluate the rest, keep the best (:func:`search`), with a per-stage
+        latency table measured on this machine (:func:`measure_latency_table`).
+
+The parameters are exactly Swin's (same names), so a Swin checkpoint loads as is; with every
+sparsity 0 the model computes the dense Swin.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..layers import (Attention, cyclic_shift, effective_window, pad_to_multiple, reverse_shift,
+                      shift_window_bias, window_merge, window_partition)
+from ..layers.sparse import gather_windows, kept_windows, scatter_windows, select_windows, window_scores
+from .registry import build_from_config, register_model
+from .swin import SIZES, SwinConfig, SwinStage, SwinTransformer
+
+# The paper's search space: 0%, 10%, ..., 80% per stage.
+SPARSITY_CHOICES = tuple(i / 10 for i in range(9))
+
+
+@dataclass(frozen=True)
+class SparseViTConfig(SwinConfig):
+    sparsity: tuple[float, ...] = ()   # window sparsity per stage, () = dense (all 0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.sparsity, list):
+            object.__setattr__(self, "sparsity", tuple(self.sparsity))
+        _check_sparsity(self.sparsity or (0.0,) * len(self.depths), len(self.depths))
+
+
+def _check_sparsity(sparsity: Sequence[float], num_stages: int) -> tuple[float, ...]:
+    sparsity = tuple(float(s) for s in sparsity)
+    if len(sparsity) != num_stages:
+        raise ValueError(f"need one sparsity per stage ({num_stages}), got {sparsity}")
+    for s in sparsity:
+        kept_windows(1, s)  # raises unless 0 <= s < 1
+    return sparsity
+
+
+def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
+                        keep_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One Swin block (vitkit ``Block`` with a ``WindowAttention``) run on the windows ``idx`` only.
+
+    x: (B, H, W, C) map; idx: (B, k) window indices (from :func:`select_windows`) of the padded,
+    shifted map; keep_mask: (B, Hp, Wp, 1) bool, unshifted, True on the tokens that may change (None:
+    all). -> (B, H, W, C). Same parameters and arithmetic as ``blk(x)``: the attention is the block's
+    own (``Attention.forward`` on the gathered windows with the relative bias [+ the kept windows'
+    shift mask]); LN, MLP and residuals are per token.
+    """
+    attn = blk.attn
+    B, H, W, C = x.shape
+    M, s = effective_window((H, W), attn.window_size, attn.shift_size)
+    padded = pad_to_multiple(x, M)
+    grid = padded.shape[1:3]
+    windows = window_partition(cyclic_shift(padded, s), M)                  # (B, nW, N, C)
+    kept = gather_windows(windows, idx)                                     # (B, k, N, C)
+    h = blk.norm1(kept)
+    if grid != (H, W):  # the dense block pads *after* norm1: padded tokens are zero keys
+        valid = pad_to_multiple(x.new_ones(1, H, W, 1), M)
+        valid = gather_windows(window_partition(cyclic_shift(valid, s), M).expand(B, -1, -1, -1), idx)
+        h = h * valid
+    bias = attn.rel_pos((M, M))                                             # (heads, N, N)
+    if s:
+        mask = shift_window_bias(grid, M, s, bias.dtype, bias.device)       # (nW, 1, N, N)
+        bias = bias + mask[idx]                                             # (B, k, heads, N, N)
+    out = kept + blk.drop_path1(Attention.forward(attn, h, attn_bias=bias))
+    out = out + blk.drop_path2(blk.mlp(blk.norm2(out)))
+    if keep_mask is not None and s:  # a shifted window straddles kept and pruned windows
+        keep = gather_windows(window_partition(cyclic_shift(keep_mask, s), M), idx)  # (B, k, N, 1)
+        out = torch.where(keep, out, kept)
+    kept = out
+    windows = scatter_windows(windows, idx, kept)
+    return reverse_shift(window_merge(windows, M, grid), s)[:, :H, :W]
+
+
+def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """A Swin stage with window activation pruning: (B, H, W, C_in) -> (B, H', W', C).
+
+    Scores are computed once, on the stage's input after patch merging, with the stage's windows.
+    """
+    x = stage.downsample(x)
+    first = stage.blocks[0].attn
+    M, _ = effective_window(x.shape[1:3], first.window_size, first.shift_size)
+    windows = window_partition(pad_to_multiple(x, M), M)                    # (B, nW, N, C)
+    k = kept_windows(windows.shape[1], sparsity)
+    idx = select_windows(window_scores(windows), k)                        # (B, k)
+    keep_mask = None
+    if k < windows.shape[1]:  # tokens of the kept windows, on the padded map: (B, Hp, Wp, 1)
+        ones = windows.new_ones(*idx.shape, windows.shape[2], 1, dtype=torch.bool)
+        keep_mask = window_merge(scatter_windows(torch.zeros_like(windows[..., :1], dtype=torch.bool),
+                                                 idx, ones), M, windows_grid(x, M))
+    for blk in stage.blocks:
+        x = sparse_window_block(blk, x, idx, keep_mask)
+    return x
+
+
+def windows_grid(x: torch.Tensor, window_size: int) -> tuple[int, int]:
+    """(Hp, Wp): the (H, W) of a map (B, H, W, C) padded to multiples of ``window_size``."""
+    return tuple(-(-n // window_size) * window_size for n in x.shape[1:3])
+
+
+class SparseViT(SwinTransformer):
+    """Swin with window activation pruning. (B, C, H, W) -> logits (B, num_classes).
+
+    ``sparsity`` (one float per stage) starts as ``cfg.sparsity`` and may be changed at any time with
+    :meth:`set_sparsity` (adaptation and search do). The API is Swin's.
+    """
+
+    def __init__(self, cfg: SparseViTConfig):
+        super().__init__(cfg)
+        self.num_stages = len(cfg.depths)
+        self.set_sparsity(cfg.sparsity or (0.0,) * self.num_stages)
+
+    def set_sparsity(self, sparsity: Sequence[float]) -> None:
+        """Per-stage window sparsity, each in [0, 1)."""
+        self.sparsity = _check_sparsity(sparsity, self.num_stages)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> normed last-stage map (B, h, w, num_features)."""
+        x = self._embed(x)
+        for stage, s in zip(self.stages, self.sparsity):
+            x = sparse_stage(stage, x, s)
+        return self.norm(x)
+
+    def forward_intermediates(self, x: torch.Tensor, return_attention: bool = False) -> dict:
+        """As Swin's: ``features`` and every stage's map (B, C_i, H_i, W_i). Attention maps only when
+        dense (every sparsity 0): pruned windows have none."""
+        if return_attention:
+            if any(self.sparsity):
+                raise ValueError("attention maps need sparsity 0 in every stage; call set_sparsity first")
+            return super().forward_intermediates(x, return_attention=True)
+        x = self._embed(x)
+        maps = []
+        for stage, s in zip(self.stages, self.sparsity):
+            x = sparse_stage(stage, x, s)
+            maps.append(rearrange(x, "b h w c -> b c h w"))
+        return {"features": self.norm(x), "stages": maps}
+
+    def extra_repr(self) -> str:
+        return f"sparsity={self.sparsity}"
+
+
+# -------------------------------------------------------------------- sparsity-aware adaptation
+def sample_sparsity(num_stages: int, choices: Sequence[float] = SPARSITY_CHOICES,
+                    rng: random.Random | None = None) -> tuple[float, ...]:
+    """One random per-stage config, each stage drawn uniformly from ``choices``."""
+    rng = rng or random
+    return tuple(float(rng.choice(choices)) for _ in range(num_stages))
+
+
+class SparsityAwareAdaptation:
+    """Wrap a task so that every training step runs the model at a fresh random per-stage sparsity
+    (the paper's sparsity-aware adaptation); evaluation runs at ``eval_sparsity`` (default: dense).
+
+    The wrapper is a task for the one trainer (``loss``, ``eval_metrics``; everything else, such as
+    ``main_metric`` or ``summarize``, comes from the wrapped task). The model must have
+    ``set_sparsity`` and ``num_stages`` (:class:`SparseViT`).
+    """
+
+    def __init__(self, task, choices: Sequence[float] = SPARSITY_CHOICES,
+                 eval_sparsity: Sequence[float] | None = None, seed: int = 0):
+        self.task, self.choices = task, tuple(choices)
+        self.eval_sparsity = None if eval_sparsity is None else tuple(eval_sparsity)
+        self.rng = random.Random(seed)
+        self.last_sparsity: tuple[float, ...] | None = None
+
+    def loss(self, model: SparseViT, batch):
+        self.last_sparsity = sample_sparsity(model.num_stages, self.choices, self.rng)
+        model.set_sparsity(self.last_sparsity)
+        return self.task.loss(model, batch)
+
+    def eval_metrics(self, model: SparseViT, batch):
+        model.set_sparsity(self.eval_sparsity or (0.0,) * model.num_stages)
+        return self.task.eval_metrics(model, batch)
+
+    def __getattr__(self, name: str):
+        if name == "task":  # not yet set (copy / unpickling)
+            raise AttributeError(name)
+        return getattr(self.task, name)
+
+
+# -------------------------------------------------------------------- latency and search
+@torch.no_grad()
+def measure_latency(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in milliseconds (CUDA synchronised when available)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def measure_latency_table(model: SparseViT, x: torch.Tensor, choices: Sequence[float] = SPARSITY_CHOICES,
+                          repeats: int = 5) -> dict:
+    """A per-stage latency table measured on this machine, for :func:`table_latency_fn`.
+
+    Stage i is timed alone at each sparsity in ``choices`` on its real (dense) input for ``x``;
+    ``base_ms`` is the rest (patch embedding, final norm and head). Returns
+    ``{"choices": [...], "base_ms": float, "stage_ms": [[ms per choice] per stage]}``.
+    """
+    model.eval()
+    inputs, h = [], model._embed(x)
+    base = measure_latency(lambda: model._embed(x), repeats)
+    for stage in model.stages:
+        inputs.append(h)
+        h = sparse_stage(stage, h, 0.0)
+    base += measure_latency(lambda: model.forward_head(model.norm(h)), repeats)
+    stage_ms = [[measure_latency(lambda: sparse_stage(stage, inp, s), repeats) for s in choices]
+                for stage, inp in zip(model.stages, inputs)]
+    return {"choices": [float(c) for c in choices], "base_ms": base, "stage_ms": stage_ms}
+
+
+def table_latency_fn(table: dict) -> Callable[[Sequence[float]], float]:
+    """config -> predicted latency (ms) = base_ms + sum over stages of stage_ms[i][choice index]."""
+    index = {round(c, 6): i for i, c in enumerate(table["choices"])}
+
+    def latency(config: Sequence[float]) -> float:
+        if len(config) != len(table["stage_ms"]):
+            raise ValueError(f"config {tuple(config)} has {len(config)} stages, the table "
+                             f"{len(table['stage_ms'])}")
+        try:
+            return table["base_ms"] + sum(row[index[round(s, 6)]] for row, s in zip(table["stage_ms"], config))
+        except KeyError as e:
+            raise ValueError(f"sparsity {e.args[0]} is not in the table's choices {table['choices']}") from None
+
+    return latency
+
+
+def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
+           latency_fn: Callable[[Sequence[float]], float], budget_ms: float, n_samples: int,
+           choices: Sequence[float] = SPARSITY_CHOICES, seed: int = 0,
+           max_draws: int | None = None) -> tuple[tuple[float, ...], list[dict]]:
+    """Resource-constrained search by rejection sampling.
+
+    Draw per-stage configs uniformly from ``choices`` (each distinct config once); reject a config
+    whose ``latency_fn(config)`` (ms) exceeds ``budget_ms``; run ``eval_fn(model)`` (higher is
+    better, e.g. held-out accuracy) with the model set to each kept config, until ``n_samples``
+    configs were evaluated or ``max_draws`` (default ``50 * n_samples``) were drawn. The model's
+    sparsity is restored afterwards.
+
+    Returns ``(best, table)``: ``best`` the evaluated config with the highest score (ties: the
+    faster); ``table`` one row per evaluated config, sorted by latency:
+    ``{"sparsity", "latency_ms", "score", "pareto"}``, ``pareto`` True when no other row is at least
+    as fast and at least as good and strictly better in one. Raises ValueError when no draw met the
+    budget (the message names the fastest one seen).
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    rng = random.Random(seed)
+    max_draws = max_draws or 50 * n_samples
+    space = len(choices) ** model.num_stages
+    seen: set[tuple[float, ...]] = set()
+    rows: list[dict] = []
+    fastest: tuple[float, tuple] | None = None
+    previous = model.sparsity
+    try:
+        for _ in range(max_draws):
+            if len(rows) >= n_samples or len(seen) >= space:
+                break
+            config = sample_sparsity(model.num_stages, choices, rng)
+            if config in seen:
+                continue
+            seen.add(config)
+            latency = float(latency_fn(config))
+            if fastest is None or latency < fastest[0]:
+                fastest = (latency, config)
+            if latency > budget_ms:
+                continue  # rejected: over the budget, never evaluated
+            model.set_sparsity(config)
+            rows.append({"sparsity": config, "latency_ms": latency, "score": float(eval_fn(model))})
+    finally:
+        model.set_sparsity(previous)
+    if not rows:
+        raise ValueError(f"no sampled config meets the {budget_ms} ms budget (fastest seen: {fastest[1]} "
+                         f"at {fastest[0]:.2f} ms); raise the budget or add higher sparsities")
+    rows.sort(key=lambda r: (r["latency_ms"], -r["score"]))
+    for r in rows:
+        r["pareto"] = not any(o is not r and o["latency_ms"] <= r["latency_ms"] and o["score"] >= r["score"]
+                              and (o["latency_ms"] < r["latency_ms"] or o["score"] > r["score"]) for o in rows)
+    best = max(rows, key=lambda r: (r["score"], -r["latency_ms"]))
+    return best["sparsity"], rows
+
+
+def format_table(rows: list[dict], pareto_only: bool = True) -> str:
+    """The search table as fixed-width text (the Pareto front by default), for a CLI to print."""
+    rows = [r for r in rows if r["pareto"] or not pareto_only]
+    lines = [f"{'sparsity per stage':<28}{'latency ms':>12}{'score':>10}"]
+    lines += [f"{'/'.join(f'{s:.0%}' for s in r['sparsity']):<28}{r['latency_ms']:>12.2f}{r['score']:>10.4f}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- registered variants
+def _sparsevit(base: SparseViTConfig, **overrides) -> SparseViT:
+    return SparseViT(build_from_config(SparseViTConfig, base, overrides))
+
+
+@register_model
+def sparsevit_swin_tiny_patch4_window7_224(**kw) -> SparseViT:
+    """SparseViT on Swin-T at 224 (C=96, depths (2, 2, 6, 2)); Swin-T weights load as is. Dense until
+    ``sparsity=`` (one float per stage) or ``set_sparsity`` says otherwise."""
+    dim, depths, heads = SIZES["tiny"]
+    return _sparsevit(SparseViTConfig(embed_dim=dim, depths=depths, num_heads=heads, window_size=7,
+                                      drop_path_rate=0.2, name="sparsevit_swin_tiny_patch4_window7_224"), **kw)
+
+
+@register_model
+def sparsevit_swin_nano_patch2_window4_28(**kw) -> SparseViT:
+    """SparseViT on ``swin_nano_patch2_window4_28`` (28x28 digits; 16, 4 and 1 windows per stage)."""
+    return _sparsevit(SparseViTConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, embed_dim=32,
+                                      depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, drop_path_rate=0.1,
+                                      name="sparsevit_swin_nano_patch2_window4_28"), **kw)

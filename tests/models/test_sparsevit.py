@@ -1,0 +1,165 @@
+"""SparseViT: sparsity 0 is the dense Swin; sparsity s runs every block on exactly ceil((1-s) nW)
+windows and leaves the pruned windows untouched; adaptation samples per-stage sparsities; the
+rejection-sampling search respects the latency budget and returns the Pareto front."""
+import math
+
+import pytest
+import torch
+
+from vitkit.layers import window_partition
+from vitkit.models import SparseViT, create_model, list_models
+from vitkit.models.sparsevit import (SparsityAwareAdaptation, format_table, measure_latency_table,
+                                     sample_sparsity, search, sparse_stage, table_latency_fn)
+
+
+def _pair(**kw):
+    """A nano Swin with every parameter randomised (LN biases too, so padding matters) and the
+    SparseViT holding the same weights."""
+    torch.manual_seed(0)
+    swin = create_model("swin_nano_patch2_window4_28", **kw).eval()
+    with torch.no_grad():
+        for p in swin.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    sparse = create_model("sparsevit_swin_nano_patch2_window4_28", **kw).eval()
+    sparse.load_state_dict(swin.state_dict())  # same parameter names as Swin
+    return swin, sparse
+
+
+def test_registered():
+    assert {"sparsevit_swin_nano_patch2_window4_28", "sparsevit_swin_tiny_patch4_window7_224"} <= set(
+        list_models("sparsevit_*"))
+    m = create_model("sparsevit_swin_tiny_patch4_window7_224", device="meta")
+    assert abs(sum(p.numel() for p in m.parameters()) / 1e6 - 28.3) < 0.1  # Swin-T's parameters
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (2, 1, 36, 20)])
+def test_sparsity_zero_equals_dense_swin(shape):
+    swin, sparse = _pair(dynamic_img_size=True)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        dense, out = swin.forward_features(x), sparse.forward_features(x)
+        assert torch.equal(out, dense), (out - dense).abs().max()              # bit for bit
+        assert torch.equal(sparse(x), swin(x))
+        inter = sparse.forward_intermediates(x)["stages"]
+        ref = swin.forward_intermediates(x)["stages"]
+        assert all(torch.allclose(a, b, atol=1e-6, rtol=0) for a, b in zip(inter, ref))
+
+
+def _count_windows(model, x):
+    """Windows each block's MLP ran on (the MLP sees (B, k, N, C))."""
+    counts = []
+    hooks = [blk.mlp.register_forward_hook(lambda m, inp, out: counts.append(inp[0].shape[1]))
+             for stage in model.stages for blk in stage.blocks]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return counts
+
+
+@pytest.mark.parametrize("sparsity", [(0.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.3, 0.7, 0.8), (0.8, 0.1, 0.0)])
+def test_blocks_run_on_exactly_ceil_kept_windows(sparsity):
+    _, m = _pair()
+    m.set_sparsity(sparsity)
+    windows = (16, 4, 1)  # nano: 14 -> 16 padded (4x4 windows of 4), 7 -> 8 (2x2), 4 (one window)
+    expected = [math.ceil((1 - s) * n - 1e-9) for s, n in zip(sparsity, windows) for _ in range(2)]
+    assert _count_windows(m, torch.randn(2, 1, 28, 28)) == expected
+
+
+def test_pruned_windows_pass_through_unchanged_and_kept_are_the_largest():
+    _, m = _pair()
+    x = m._embed(torch.randn(2, 1, 28, 28))                                    # stage 1 input (2, 14, 14, 32)
+    with torch.no_grad():
+        out = sparse_stage(m.stages[0], x, 0.5)
+    pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 2, 0, 2))          # 14 -> 16
+    w_in, w_out = window_partition(pad(x), 4), window_partition(pad(out), 4)  # (2, 16, 16, 32)
+    changed = (w_in != w_out).flatten(2).any(-1)                              # (2, 16)
+    norms = w_in.flatten(2).norm(dim=-1)
+    for b in range(2):
+        top = set(norms[b].topk(8).indices.tolist())
+        assert set(changed[b].nonzero().flatten().tolist()) <= top            # only kept windows change
+        assert changed[b].sum() >= 7
+
+
+def test_sparsity_validation_and_gradients():
+    with pytest.raises(ValueError, match="one sparsity per stage"):
+        create_model("sparsevit_swin_nano_patch2_window4_28", sparsity=(0.5,))
+    m = create_model("sparsevit_swin_nano_patch2_window4_28", sparsity=(0.5, 0.5, 0.0), drop_path_rate=0.0)
+    assert m.sparsity == (0.5, 0.5, 0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        m.set_sparsity((1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="1 input channel"):
+        m(torch.randn(1, 3, 28, 28))
+    m.train()(torch.randn(2, 1, 28, 28)).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    with pytest.raises(ValueError, match="sparsity 0"):
+        m.forward_intermediates(torch.randn(1, 1, 28, 28), return_attention=True)
+
+
+class _Task:
+    main_metric = ("acc", "max")
+
+    def __init__(self):
+        self.seen = []
+
+    def loss(self, model, batch):
+        self.seen.append(model.sparsity)
+        return model(batch[0]).mean(), {}
+
+    def eval_metrics(self, model, batch):
+        self.seen.append(model.sparsity)
+        return {"count": 1}
+
+
+def test_sparsity_aware_adaptation_samples_per_stage_each_step():
+    m = create_model("sparsevit_swin_nano_patch2_window4_28")
+    inner = _Task()
+    task = SparsityAwareAdaptation(inner, choices=(0.0, 0.2, 0.4, 0.6), seed=1)
+    batch = (torch.randn(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))
+    for _ in range(6):
+        task.loss(m, batch)
+    assert len(set(inner.seen)) > 1 and all(len(c) == 3 and set(c) <= {0.0, 0.2, 0.4, 0.6} for c in inner.seen)
+    task.eval_metrics(m, batch)
+    assert inner.seen[-1] == (0.0, 0.0, 0.0) and task.main_metric == ("acc", "max")
+    a, b = SparsityAwareAdaptation(_Task(), seed=1), SparsityAwareAdaptation(_Task(), seed=1)
+    assert a.rng.random() == b.rng.random()                                    # seeded
+    assert len(sample_sparsity(4)) == 4
+
+
+def _fake_table():
+    # latency falls linearly with sparsity: stage i costs (i + 1) * 10 * (1 - s) ms, plus 5 ms
+    choices = [0.0, 0.2, 0.4, 0.6, 0.8]
+    return {"choices": choices, "base_ms": 5.0,
+            "stage_ms": [[(i + 1) * 10 * (1 - s) for s in choices] for i in range(3)]}
+
+
+def test_search_rejects_over_budget_and_returns_best_and_pareto():
+    m = create_model("sparsevit_swin_nano_patch2_window4_28", device="meta")
+    latency = table_latency_fn(_fake_table())
+    assert latency((0.0, 0.0, 0.0)) == pytest.approx(65.0) and latency((0.8, 0.8, 0.8)) == pytest.approx(17.0)
+    evaluated = []
+
+    def eval_fn(model):  # accuracy falls with sparsity, most in the first stage
+        evaluated.append(model.sparsity)
+        return 1.0 - sum(s * w for s, w in zip(model.sparsity, (0.3, 0.2, 0.1)))
+
+    best, table = search(m, eval_fn, latency, budget_ms=40.0, n_samples=20, choices=_fake_table()["choices"])
+    assert len(table) == 20 == len(evaluated) and m.sparsity == (0.0, 0.0, 0.0)  # restored
+    assert all(r["latency_ms"] <= 40.0 for r in table)                         # rejected never evaluated
+    assert all(latency(c) <= 40.0 for c in evaluated)
+    assert best == max(table, key=lambda r: r["score"])["sparsity"]
+    front = [r for r in table if r["pareto"]]
+    assert front and all(not (o["latency_ms"] <= r["latency_ms"] and o["score"] > r["score"])
+                         for r in front for o in table)
+    scores = [r["score"] for r in front]                                       # sorted by latency: score rises
+    assert scores == sorted(scores)
+    assert "latency ms" in format_table(table) and len(format_table(table).splitlines()) == len(front) + 1
+    with pytest.raises(ValueError, match="budget"):
+        search(m, eval_fn, latency, budget_ms=10.0, n_samples=5, choices=_fake_table()["choices"])
+
+
+def test_measured_latency_table_on_this_machine():
+    m = create_model("sparsevit_swin_nano_patch2_window4_28")
+    table = measure_latency_table(m, torch.randn(1, 1, 28, 28), choices=(0.0, 0.5), repeats=1)
+    assert len(table["stage_ms"]) == 3 and all(len(r) == 2 and min(r) > 0 for r in table["stage_ms"])
+    assert table_latency_fn(table)((0.5, 0.0, 0.0)) > 0
