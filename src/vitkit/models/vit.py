@@ -9,6 +9,14 @@ Options from the paper's appendix D are config fields: pooling (class token or G
 embedding (none / learned 1D / learned 2D / fixed sin-cos / relative bias) and where it is added
 (input only, before every block, before every block with one shared table), the pre-logits layer
 (Linear + tanh, used in pre-training), and the hybrid input from a CNN feature map.
+
+DeiT (Touvron et al. 2021, "Training data-efficient image transformers & distillation through
+attention") is the same network with ``distilled=True``: a distillation token after the class token,
+
+    z_0 = [x_class; x_distil; x_p^1 E; ...; x_p^N E] + E_pos    (E_pos covers both prefix tokens)
+
+and a second head on it, trained against a teacher by ``vitkit.tasks.Distill``. In training mode the
+model returns both heads' logits ``(cls, dist)``; in eval mode their average (DeiT Sec. 5.2).
 """
 from __future__ import annotations
 
@@ -48,6 +56,7 @@ class ViTConfig:
     norm_eps: float = 1e-6
     dynamic_img_size: bool = False      # accept any size divisible by P, resampling E_pos on the fly
     hybrid: ResNetConfig | None = None  # CNN stem: its feature map is patchified with P = 1
+    distilled: bool = False             # DeiT: a distillation token after the class token + head_dist
     name: str | None = field(default=None, compare=False)  # registered name, for reports only
 
     def __post_init__(self):
@@ -59,6 +68,9 @@ class ViTConfig:
             raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' (GAP)")
+        if self.distilled and not (self.class_token and self.global_pool == "token"):
+            raise ValueError("distilled=True (DeiT) needs class_token=True and global_pool='token': "
+                             "the two heads read the class and the distillation token")
         if self.pos_embed not in POS_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_KINDS}, got {self.pos_embed!r}")
         if self.pos_embed_where is not None and self.pos_embed_where not in POS_WHERE:
@@ -90,7 +102,7 @@ class VisionTransformer(nn.Module):
         self.num_classes = cfg.num_classes
         self.num_features = D
         self.global_pool = cfg.global_pool
-        self.num_prefix_tokens = int(cfg.class_token)
+        self.num_prefix_tokens = int(cfg.class_token) + int(cfg.distilled)  # [class, distillation]
         if cfg.hybrid is not None:
             stem = ResNet(ResNetConfig(**{**cfg.hybrid.__dict__, "in_chans": cfg.in_chans, "num_classes": 0}))
             self.patch_embed = HybridEmbed(stem, cfg.img_size, cfg.in_chans, D,
@@ -101,6 +113,7 @@ class VisionTransformer(nn.Module):
         self.grid_size = self.patch_embed.grid_size
         self.input_size = (cfg.in_chans, *self.patch_embed.img_size)  # (C, H, W)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.distilled else None
 
         # Position information: an additive table at the input or before every block, or a
         # relative bias inside every block's attention.
@@ -128,6 +141,7 @@ class VisionTransformer(nn.Module):
                            if cfg.pre_logits else nn.Identity())
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = self._new_head(cfg.num_classes)
+        self.head_dist = self._new_head(cfg.num_classes) if cfg.distilled else None  # DeiT's second head
         self.init_weights()
 
     # ---------------------------------------------------------------- init and parameter groups
@@ -148,8 +162,9 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.patch_embed.proj.bias)
         else:
             self.patch_embed.backbone.init_weights()
-        if self.cls_token is not None:  # tokens at std 0.02
-            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for tok in (self.cls_token, self.dist_token):  # tokens at std 0.02
+            if tok is not None:
+                nn.init.trunc_normal_(tok, std=0.02)
         for name, p in self.named_parameters():  # learned position tables at std 0.02
             if name.startswith(("pos_embed.", "rel_pos.")):
                 nn.init.trunc_normal_(p, std=0.02)
@@ -160,10 +175,11 @@ class VisionTransformer(nn.Module):
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def _zero_head(self) -> None:
-        """The paper's fine-tuning head: a zero-initialised D x K layer."""
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        """The paper's fine-tuning head: a zero-initialised D x K layer (both heads for DeiT)."""
+        for head in (self.head, self.head_dist):
+            if isinstance(head, nn.Linear):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Install a new zero-initialised linear head (and optionally another pooling)."""
@@ -174,12 +190,14 @@ class VisionTransformer(nn.Module):
         self.num_classes = num_classes
         device = next(self.parameters()).device
         self.head = self._new_head(num_classes).to(device)
+        if self.head_dist is not None:
+            self.head_dist = self._new_head(num_classes).to(device)
         self._zero_head()
 
     def no_weight_decay(self) -> set[str]:
-        """Class token and position tables get no weight decay (norms and biases are ndim < 2)."""
+        """Class / distillation tokens and position tables get no weight decay (norms and biases are ndim < 2)."""
         return {n for n, _ in self.named_parameters()
-                if n == "cls_token" or n.startswith(("pos_embed.", "rel_pos."))}
+                if n in ("cls_token", "dist_token") or n.startswith(("pos_embed.", "rel_pos."))}
 
     # ---------------------------------------------------------------- forward
     def _pos(self, i: int) -> nn.Module | None:
@@ -196,8 +214,9 @@ class VisionTransformer(nn.Module):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         grid = self.patch_embed.dynamic_grid(x.shape[-2], x.shape[-1])
         x = self.patch_embed(x)                                         # (B, N, D), checks input
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if prefix:
+            x = torch.cat([*prefix, x], dim=1)                          # (B, P + N, D), class token first
         return x, grid
 
     def _run(self, x: torch.Tensor, collect: bool = False, return_attention: bool = False):
@@ -241,9 +260,25 @@ class VisionTransformer(nn.Module):
         """(B, P+N, D) -> (B, D): the class token, or the mean of the patch tokens (GAP)."""
         return x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(dim=1)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.pre_logits(self.pool(x)))
-        return x if pre_logits else self.head(x)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
+        """Normed tokens (B, P+N, D) -> logits (B, K), or the pooled features with ``pre_logits``.
+
+        DeiT (``distilled``): ``head`` reads the class token and ``head_dist`` the distillation token.
+        In training mode the result is the pair ``(cls_logits, dist_logits)``, each (B, K), for
+        ``tasks.Distill``; in eval mode it is their average ``(cls + dist) / 2``, DeiT's inference rule.
+        ``pre_logits`` gives the average of the two tokens' (B, D) features in either mode.
+        """
+        if self.head_dist is None:
+            x = self.head_drop(self.pre_logits(self.pool(x)))
+            return x if pre_logits else self.head(x)
+        x_cls = self.head_drop(self.pre_logits(x[:, 0]))
+        x_dist = self.head_drop(self.pre_logits(x[:, 1]))
+        if pre_logits:
+            return (x_cls + x_dist) / 2
+        x_cls, x_dist = self.head(x_cls), self.head_dist(x_dist)
+        if self.training:
+            return x_cls, x_dist
+        return (x_cls + x_dist) / 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -275,6 +310,26 @@ def _register_paper_variants() -> None:
 
 
 _register_paper_variants()
+
+
+def _register_deit_variants() -> None:
+    """DeiT-Ti/S/B at 224 (the ViT widths, DeiT Table 1), plain and with the distillation token, as timm names them."""
+    for size in ("tiny", "small", "base"):
+        dim, depth, heads = SIZES[size]
+        for distilled in (False, True):
+            name = f"deit_{size}_{'distilled_' if distilled else ''}patch16_224"
+            base = ViTConfig(img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=heads,
+                             distilled=distilled, name=name)
+
+            def make(_base=base, **kw):
+                return _vit(_base, **kw)
+
+            make.__doc__ = (f"DeiT-{size[0].upper()}/16 at 224 (D={dim}, depth {depth}, {heads} heads)"
+                            + (", distillation token and head" if distilled else ""))
+            register_model(make, name=name)
+
+
+_register_deit_variants()
 
 # Small named configs for 28x28 digits (mnist5k) and 8x8 digits, used by the demo and tests.
 MNIST = dict(img_size=28, in_chans=1, num_classes=10)
@@ -319,3 +374,17 @@ def vit_hybrid_nano_28(**kw) -> VisionTransformer:
                         stem_pool=False)
     return _vit(ViTConfig(**MNIST, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, hybrid=stem,
                           name="vit_hybrid_nano_28"), **kw)
+
+
+@register_model
+def deit_nano_distilled_patch4_28(**kw) -> VisionTransformer:
+    """DeiT for 28x28 digits: vit_nano_patch4_28 (D=64, 4 blocks) with a distillation token and head."""
+    return _vit(ViTConfig(**MNIST, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
+                          distilled=True, name="deit_nano_distilled_patch4_28"), **kw)
+
+
+@register_model
+def deit_nano_distilled_patch2_8(**kw) -> VisionTransformer:
+    """DeiT for scikit-learn's 8x8 digits: vit_nano_patch2_8 with a distillation token and head."""
+    return _vit(ViTConfig(img_size=8, in_chans=1, num_classes=10, patch_size=2, embed_dim=64, depth=4,
+                          num_heads=4, mlp_ratio=2.0, distilled=True, name="deit_nano_distilled_patch2_8"), **kw)

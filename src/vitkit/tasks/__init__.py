@@ -1,4 +1,5 @@
 """Tasks: what is learned. Each has `loss(model, batch) -> (loss, metrics)` and `eval_metrics(model, batch)`."""
 from .classify import Classify
+from .distill import Distill
 
-__all__ = ["Classify"]
+__all__ = ["Classify", "Distill"]
