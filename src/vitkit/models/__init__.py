@@ -1,6 +1,8 @@
 """Model families, one file each, all built from ``vitkit.layers`` and registered by name."""
 from . import resnet, swin, vit  # noqa: F401  (registers the families)
 from . import sparsevit  # noqa: F401
+from . import efficientvit  # noqa: F401
+from .efficientvit import EfficientViT, EfficientViTConfig
 from .registry import create_model, is_model, list_models, register_model
 from .resnet import ResNet, ResNetConfig
 from .sparsevit import SparseViT, SparseViTConfig
@@ -8,4 +10,5 @@ from .swin import SwinConfig, SwinTransformer
 from .vit import ViTConfig, VisionTransformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
+           "EfficientViT", "EfficientViTConfig",
            "SparseViT", "SparseViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig", "VisionTransformer"]

@@ -86,3 +86,4 @@ def _import_families() -> None:
     """Import every model family so its names are registered."""
     from . import resnet, swin, vit  # noqa: F401
     from . import sparsevit  # noqa: F401
+    from . import efficientvit  # noqa: F401
