@@ -26,10 +26,13 @@ def test_patterns_and_rules_run_both_ways():
     assert not rest and all(torch.equal(back[k], theirs[k]) for k in back)
 
 
-def test_deit_is_recognised_and_refused():
+def test_deit_is_recognised_and_mapped():
+    """DeiT used to be refused (no distillation token); it now maps onto a distilled ViT (tests/weights/test_deit.py)."""
     km = detect_format(["deit.embeddings.distillation_token", "deit.embeddings.cls_token"])
-    with pytest.raises(ValueError, match="distillation token"):
-        km.to_vitkit({"deit.embeddings.distillation_token": torch.zeros(1, 1, 8)})
+    assert km.name == "hf-deit"
+    ours, unmapped, _, _ = km.to_vitkit({"deit.embeddings.distillation_token": torch.zeros(1, 1, 8),
+                                         "distillation_classifier.weight": torch.zeros(3, 8)})
+    assert set(ours) == {"dist_token", "head_dist.weight"} and not unmapped
 
 
 def test_training_run_folder_loads_and_resamples(tmp_path):

@@ -10,7 +10,13 @@ is ``head``. ``ViTForImageClassification`` pools the class token; HF has no mean
 The MAE encoder (``ViTMAEModel`` / the ``vit.`` part of ``ViTMAEForPreTraining``) uses the same
 names; its fixed sin-cos position table is stored, and loads as a (learned-layout) table, or is
 checked against a vitkit sin-cos model's own table. The MAE decoder is dropped (reported).
-Not yet: DeiT (vitkit's ViT has no distillation token) and HF's hybrid ViT (a BiT backbone).
+
+DeiT (``DeiTForImageClassificationWithTeacher``, ``DeiTModel``) loads into a distilled ViT
+(``distilled=True``): ``distillation_token`` is ``dist_token``, ``cls_classifier`` is ``head`` and
+``distillation_classifier`` is ``head_dist``; both average in eval mode, as HF's ``logits``. DeiTModel's
+pooler (on the class token only) is dropped and reported. ``DeiTForImageClassification`` (one head on
+the class token, no distillation head) does not fit a distilled ViT strictly: load it with strict=False.
+Not yet: HF's hybrid ViT (a BiT backbone).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ def _strip_vit(sd: StateDict) -> StateDict:
 
 _COMMON = (
     Rule("cls_token", "embeddings.cls_token"),
+    Rule("dist_token", "embeddings.distillation_token"),  # DeiT only
     Rule("pos_embed.weight", "embeddings.position_embeddings"),
     Rule("patch_embed.proj.{p}", "embeddings.patch_embeddings.projection.{p}"),
 )
@@ -36,18 +43,28 @@ _TOP = (
     Rule("head.{p}", "classifier.{p}"),
 )
 
+_BLOCKS = (  # save_pretrained names
+    Rule("blocks.{i}.norm1.{p}", "encoder.layer.{i}.layernorm_before.{p}"),
+    Rule("blocks.{i}.attn.qkv.{p}", tuple(f"encoder.layer.{{i}}.attention.attention.{n}.{{p}}"
+                                          for n in ("query", "key", "value")), FUSE_QKV),
+    Rule("blocks.{i}.attn.proj.{p}", "encoder.layer.{i}.attention.output.dense.{p}"),
+    Rule("blocks.{i}.norm2.{p}", "encoder.layer.{i}.layernorm_after.{p}"),
+    Rule("blocks.{i}.mlp.fc1.{p}", "encoder.layer.{i}.intermediate.dense.{p}"),
+    Rule("blocks.{i}.mlp.fc2.{p}", "encoder.layer.{i}.output.dense.{p}"),
+)
+_BLOCKS_MEMORY = (  # transformers 5 in-memory names
+    Rule("blocks.{i}.norm1.{p}", "layers.{i}.layernorm_before.{p}"),
+    Rule("blocks.{i}.attn.qkv.{p}", tuple(f"layers.{{i}}.attention.{n}_proj.{{p}}" for n in "qkv"), FUSE_QKV),
+    Rule("blocks.{i}.attn.proj.{p}", "layers.{i}.attention.o_proj.{p}"),
+    Rule("blocks.{i}.norm2.{p}", "layers.{i}.layernorm_after.{p}"),
+    Rule("blocks.{i}.mlp.fc1.{p}", "layers.{i}.mlp.fc1.{p}"),
+    Rule("blocks.{i}.mlp.fc2.{p}", "layers.{i}.mlp.fc2.{p}"),
+)
+
 HF_VIT = register_format(KeyMap(
     name="hf",
     description="HF transformers ViT / ViT-MAE (save_pretrained names)",
-    rules=_COMMON + (
-        Rule("blocks.{i}.norm1.{p}", "encoder.layer.{i}.layernorm_before.{p}"),
-        Rule("blocks.{i}.attn.qkv.{p}", tuple(f"encoder.layer.{{i}}.attention.attention.{n}.{{p}}"
-                                              for n in ("query", "key", "value")), FUSE_QKV),
-        Rule("blocks.{i}.attn.proj.{p}", "encoder.layer.{i}.attention.output.dense.{p}"),
-        Rule("blocks.{i}.norm2.{p}", "encoder.layer.{i}.layernorm_after.{p}"),
-        Rule("blocks.{i}.mlp.fc1.{p}", "encoder.layer.{i}.intermediate.dense.{p}"),
-        Rule("blocks.{i}.mlp.fc2.{p}", "encoder.layer.{i}.output.dense.{p}"),
-    ) + _TOP,
+    rules=_COMMON + _BLOCKS + _TOP,
     signature=(r"^(vit\.)?encoder\.layer\.\d+\.attention\.attention\.",),
     ignore=(r"^decoder\.", r"^embeddings\.mask_token$"),  # MAE / SimMIM decoders, SimMIM's mask token
     prepare=_strip_vit,
@@ -57,39 +74,44 @@ HF_VIT = register_format(KeyMap(
 HF_VIT_MEMORY = register_format(KeyMap(
     name="hf-memory",
     description="HF transformers 5 ViT / ViT-MAE (in-memory state_dict names)",
-    rules=_COMMON + (
-        Rule("blocks.{i}.norm1.{p}", "layers.{i}.layernorm_before.{p}"),
-        Rule("blocks.{i}.attn.qkv.{p}", tuple(f"layers.{{i}}.attention.{n}_proj.{{p}}" for n in "qkv"), FUSE_QKV),
-        Rule("blocks.{i}.attn.proj.{p}", "layers.{i}.attention.o_proj.{p}"),
-        Rule("blocks.{i}.norm2.{p}", "layers.{i}.layernorm_after.{p}"),
-        Rule("blocks.{i}.mlp.fc1.{p}", "layers.{i}.mlp.fc1.{p}"),
-        Rule("blocks.{i}.mlp.fc2.{p}", "layers.{i}.mlp.fc2.{p}"),
-    ) + _TOP,
+    rules=_COMMON + _BLOCKS_MEMORY + _TOP,
     signature=(r"^(vit\.)?layers\.\d+\.attention\.q_proj\.",),
     ignore=(r"^decoder\.", r"^embeddings\.mask_token$"),
     prepare=_strip_vit,
     priority=31,
 ))
 
-register_format(KeyMap(
-    name="hf-deit", description="HF transformers DeiT", rules=(),
+def _strip_deit(sd: StateDict) -> StateDict:
+    """``DeiTForImageClassification*`` put the encoder under ``deit.``."""
+    return {(k[5:] if k.startswith("deit.") else k): v for k, v in sd.items()}
+
+
+_DEIT_HEADS = (
+    Rule("norm.{p}", "layernorm.{p}"),
+    Rule("head.{p}", "cls_classifier.{p}"),                  # WithTeacher: the class-token head
+    Rule("head_dist.{p}", "distillation_classifier.{p}"),    # and the distillation-token head
+    Rule("head.{p}", "classifier.{p}"),                      # DeiTForImageClassification: one head
+)
+
+HF_DEIT = register_format(KeyMap(
+    name="hf-deit",
+    description="HF transformers DeiT (save_pretrained or in-memory names)",
+    rules=_COMMON + _BLOCKS + _BLOCKS_MEMORY + _DEIT_HEADS,
     signature=(r"^(deit\.)?embeddings\.distillation_token$",),
-    unsupported="this is a DeiT checkpoint (it has a distillation token), and vitkit's ViT has no "
-                "distillation token yet; DeiT weights cannot be loaded until it lands",
+    ignore=(r"^pooler\.", r"^embeddings\.mask_token$"),  # DeiTModel's class-token pooler; MIM's mask token
+    prepare=_strip_deit,
     priority=20,
 ))
 
 
 # ---- config.json <-> ViTConfig -----------------------------------------------------------------
-VIT_MODEL_TYPES = ("vit", "vit_mae")
+VIT_MODEL_TYPES = ("vit", "vit_mae", "deit")
 
 
 def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict[str, Any]:
     """ViTConfig fields from a HF ``config.json`` (``keys``: the checkpoint's vitkit keys, which tell
     whether a pooler / a head is present)."""
     mt = hf.get("model_type")
-    if mt == "deit":
-        raise ValueError("DeiT checkpoints need a distillation token, which vitkit's ViT does not have yet")
     if mt not in VIT_MODEL_TYPES:
         raise ValueError(f"config.json has model_type {mt!r}; vitkit maps HF {' / '.join(VIT_MODEL_TYPES)}")
     if hf.get("hidden_act", "gelu") != "gelu":
@@ -103,17 +125,19 @@ def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict
             raise ValueError(f"config.json has a non-square patch {patch}; vitkit's patches are square")
         patch = patch[0]
     archs = hf.get("architectures") or []
-    classifier = any(a.endswith("ForImageClassification") for a in archs)
+    classifier = any(a.endswith(("ForImageClassification", "ForImageClassificationWithTeacher")) for a in archs)
     if keys is not None:
         classifier = "head.weight" in keys
     num_classes = (len(hf.get("id2label") or {}) or int(hf.get("num_labels", 2))) if classifier else 0
     pooler = ("pre_logits.0.weight" in keys) if keys is not None else archs == ["ViTModel"]
+    distilled = ("dist_token" in keys) if keys is not None else mt == "deit"
     out = dict(img_size=tuple(img) if isinstance(img, (list, tuple)) else int(img), patch_size=int(patch),
                in_chans=int(hf.get("num_channels", 3)), embed_dim=D, depth=int(hf["num_hidden_layers"]),
                num_heads=int(hf["num_attention_heads"]), mlp_ratio=inter / D,
                qkv_bias=bool(hf.get("qkv_bias", True)), class_token=True, global_pool="token",
                pos_embed="learn", norm_eps=float(hf.get("layer_norm_eps", 1e-12)), num_classes=num_classes,
-               pre_logits=pooler, pre_logits_dim=int(hf.get("pooler_output_size") or D) if pooler else None)
+               pre_logits=pooler, pre_logits_dim=int(hf.get("pooler_output_size") or D) if pooler else None,
+               distilled=distilled)
     if int(D * out["mlp_ratio"]) != inter:  # float round-off: keep the MLP width exact
         raise ValueError(f"intermediate_size {inter} is not hidden_size {D} x a ratio vitkit can represent")
     return out
@@ -122,6 +146,8 @@ def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict
 def check_exportable(cfg: ViTConfig) -> None:
     """Raise a ValueError naming the first vitkit option HF's ViT cannot express."""
     problems = []
+    if cfg.distilled:
+        problems.append("a distillation token (writing HF DeiT is not supported yet)")
     if cfg.hybrid is not None:
         problems.append("a hybrid CNN stem (HF's ViTHybrid uses a BiT backbone with other names)")
     if cfg.pos_embed != "learn" or cfg.where != "input":

@@ -108,7 +108,7 @@ def infer_vit_config(sd: StateDict, known: dict[str, Any] | None = None, base: V
         f.update(in_chans=w.shape[1], patch_size=w.shape[-1])
     D = w.shape[0]
     f.update(embed_dim=D, depth=max(blocks) + 1, qkv_bias="blocks.0.attn.qkv.bias" in sd,
-             class_token="cls_token" in sd)
+             class_token="cls_token" in sd, distilled="dist_token" in sd)
     hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
     if int(D * f.get("mlp_ratio", 4.0)) != hidden:
         f["mlp_ratio"] = hidden / D
@@ -121,7 +121,7 @@ def infer_vit_config(sd: StateDict, known: dict[str, Any] | None = None, base: V
     table = sd.get("pos_embed.weight")
     if table is not None:
         f["pos_embed"], f["pos_embed_where"] = "learn", None
-        n = table.shape[1] - int(f["class_token"])
+        n = table.shape[1] - int(f["class_token"]) - int(f["distilled"])
         grid = _grid_of(f, n)
         if grid is None:
             raise ValueError(f"cannot tell the patch grid of a {n}-position table; give the image size")

@@ -38,6 +38,7 @@ TIMM = register_format(KeyMap(
     description="timm vit_* (VisionTransformer)",
     rules=(
         Rule("cls_token", "cls_token"),
+        Rule("dist_token", "dist_token"),            # timm deit_*_distilled_*
         Rule("pos_embed.weight", "pos_embed"),
         Rule("patch_embed.proj.{p}", "patch_embed.proj.{p}"),
         Rule("patch_embed.backbone.{rest}", "patch_embed.backbone.{rest}"),
@@ -50,6 +51,7 @@ TIMM = register_format(KeyMap(
         Rule("norm.{p}", "norm.{p}"),
         Rule("pre_logits.0.{p}", "pre_logits.fc.{p}"),
         Rule("head.{p}", "head.{p}"),
+        Rule("head_dist.{p}", "head_dist.{p}"),
     ),
     signature=(r"^pos_embed$", r"^fc_norm\.", r"^pre_logits\.fc\.", r"^blocks\.\d+\.ls\d\.", r"^reg_token$"),
     prepare=_refuse_other_functions,
