@@ -27,7 +27,7 @@ def test_patterns_and_rules_run_both_ways():
 
 
 def test_deit_is_recognised_and_mapped():
-    """DeiT used to be refused (no distillation token); it now maps onto a distilled ViT (tests/weights/test_deit.py)."""
+    """DeiT used to be refused (no distillation token); now it maps onto a distilled ViT (see test_deit.py)."""
     km = detect_format(["deit.embeddings.distillation_token", "deit.embeddings.cls_token"])
     assert km.name == "hf-deit"
     ours, unmapped, _, _ = km.to_vitkit({"deit.embeddings.distillation_token": torch.zeros(1, 1, 8),
