@@ -2,7 +2,9 @@
 from . import resnet, swin, vit  # noqa: F401  (registers the families)
 from . import sparsevit  # noqa: F401
 from . import efficientvit  # noqa: F401
+from . import pvt  # noqa: F401
 from .efficientvit import EfficientViT, EfficientViTConfig
+from .pvt import PVTConfig, PyramidVisionTransformer
 from .registry import create_model, is_model, list_models, register_model
 from .resnet import ResNet, ResNetConfig
 from .sparsevit import SparseViT, SparseViTConfig
@@ -10,5 +12,5 @@ from .swin import SwinConfig, SwinTransformer
 from .vit import ViTConfig, VisionTransformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
-           "EfficientViT", "EfficientViTConfig",
+           "EfficientViT", "EfficientViTConfig", "PVTConfig", "PyramidVisionTransformer",
            "SparseViT", "SparseViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig", "VisionTransformer"]

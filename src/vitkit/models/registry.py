@@ -87,3 +87,4 @@ def _import_families() -> None:
     from . import resnet, swin, vit  # noqa: F401
     from . import sparsevit  # noqa: F401
     from . import efficientvit  # noqa: F401
+    from . import pvt  # noqa: F401
