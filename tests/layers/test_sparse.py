@@ -1,8 +1,11 @@
-"""Window activation pruning helpers: kept counts, L2 scores, top-k selection, gather/scatter round trip."""
+"""Window activation pruning helpers (kept counts, L2 scores, top-k selection, gather/scatter) and sparse
+window attention (equal-size token subsets per window) against WindowAttention and a brute-force reference."""
 import pytest
 import torch
 
-from vitkit.layers.sparse import gather_windows, kept_windows, scatter_windows, select_windows, window_scores
+from vitkit.layers import WindowAttention, cyclic_shift, shift_window_bias, window_partition
+from vitkit.layers.sparse import (SparseWindowAttention, gather_windows, kept_windows, scatter_windows,
+                                  select_windows, window_scores)
 
 
 @pytest.mark.parametrize("nW,s,k", [(16, 0.0, 16), (16, 0.5, 8), (10, 0.3, 7), (16, 0.3, 12), (16, 0.8, 4),
@@ -39,3 +42,48 @@ def test_gather_scatter_updates_only_the_kept_windows():
             assert torch.equal(out[b, j], w[b, j] * (2 if j in ks else 1))
     out.sum().backward()
     assert w.grad[0, 0].eq(2).all() and w.grad[0, 1].eq(1).all()
+
+
+# ---------------------------------------------------------------- sparse window attention (token subsets)
+
+
+@pytest.mark.parametrize("shift,hw", [(0, (8, 8)), (2, (8, 8)), (2, (7, 10))])
+def test_sparse_window_attention_keeping_everything_is_window_attention(shift, hw):
+    torch.manual_seed(0)
+    dense = WindowAttention(16, 2, window_size=4, shift_size=shift)
+    torch.nn.init.normal_(dense.rel_pos.table)
+    sparse = SparseWindowAttention(16, 2, window_size=4, shift_size=shift, keep_ratio=1.0)
+    sparse.load_state_dict(dense.state_dict())
+    x = torch.randn(2, *hw, 16)
+    assert torch.allclose(sparse(x), dense(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_sparse_window_attention_equals_attention_among_each_windows_top_tokens(shift):
+    torch.manual_seed(1)
+    m = SparseWindowAttention(8, 2, window_size=4, shift_size=shift, keep_ratio=0.4)   # 16 tokens -> 7
+    torch.nn.init.normal_(m.rel_pos.table)
+    x = torch.randn(2, 8, 8, 8)
+    out = m(x)
+    xs = window_partition(cyclic_shift(x, shift), 4)                                  # (2, 4, 16, 8)
+    os_ = window_partition(cyclic_shift(out, shift), 4)
+    bias = m.rel_pos((4, 4)) + (shift_window_bias((8, 8), 4, shift)[:, 0, None] if shift else 0)
+    bias = bias.expand(4, 2, 16, 16)                                                  # (nW, heads, N, N)
+    for b in range(2):
+        for w in range(4):
+            keep = xs[b, w].norm(dim=-1).topk(7).indices.sort().values
+            t = xs[b, w, keep]                                                        # (7, 8)
+            q, k, v = (t @ m.qkv.weight.T + m.qkv.bias).reshape(7, 3, 2, 4).permute(1, 2, 0, 3)
+            a = (q @ k.transpose(-2, -1) * 4 ** -0.5 + bias[w][:, keep][:, :, keep]).softmax(-1)
+            ref = (a @ v).transpose(0, 1).reshape(7, 8) @ m.proj.weight.T + m.proj.bias
+            assert torch.allclose(os_[b, w, keep], ref, atol=1e-5)
+            dropped = torch.ones(16, dtype=torch.bool)
+            dropped[keep] = False
+            assert torch.count_nonzero(os_[b, w, dropped]) == 0                     # equal-size subset: 7 per window
+
+
+def test_sparse_window_attention_rejects_bad_keep_ratio_and_maps():
+    with pytest.raises(ValueError):
+        SparseWindowAttention(8, 2, keep_ratio=0.0)
+    with pytest.raises(ValueError, match="attention maps"):
+        SparseWindowAttention(8, 2, window_size=4)(torch.randn(1, 4, 4, 8), return_attention=True)
