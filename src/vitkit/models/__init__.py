@@ -3,6 +3,8 @@ from . import resnet, swin, vit  # noqa: F401  (registers the families)
 from . import sparsevit  # noqa: F401
 from . import efficientvit  # noqa: F401
 from . import pvt  # noqa: F401
+from . import convit  # noqa: F401
+from .convit import ConViT, ConViTConfig
 from .efficientvit import EfficientViT, EfficientViTConfig
 from .pvt import PVTConfig, PyramidVisionTransformer
 from .registry import create_model, is_model, list_models, register_model
@@ -13,4 +15,5 @@ from .vit import ViTConfig, VisionTransformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
            "EfficientViT", "EfficientViTConfig", "PVTConfig", "PyramidVisionTransformer",
-           "SparseViT", "SparseViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig", "VisionTransformer"]
+           "SparseViT", "SparseViTConfig", "ConViT", "ConViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig",
+           "VisionTransformer"]

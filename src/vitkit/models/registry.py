@@ -88,3 +88,4 @@ def _import_families() -> None:
     from . import sparsevit  # noqa: F401
     from . import efficientvit  # noqa: F401
     from . import pvt  # noqa: F401
+    from . import convit  # noqa: F401
