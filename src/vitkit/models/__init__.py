@@ -4,6 +4,7 @@ from . import sparsevit  # noqa: F401
 from . import efficientvit  # noqa: F401
 from . import pvt  # noqa: F401
 from . import convit  # noqa: F401
+from . import t2t  # noqa: F401
 from .convit import ConViT, ConViTConfig
 from .efficientvit import EfficientViT, EfficientViTConfig
 from .pvt import PVTConfig, PyramidVisionTransformer
@@ -11,9 +12,10 @@ from .registry import create_model, is_model, list_models, register_model
 from .resnet import ResNet, ResNetConfig
 from .sparsevit import SparseViT, SparseViTConfig
 from .swin import SwinConfig, SwinTransformer
+from .t2t import T2TViT, T2TViTConfig
 from .vit import ViTConfig, VisionTransformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
            "EfficientViT", "EfficientViTConfig", "PVTConfig", "PyramidVisionTransformer",
            "SparseViT", "SparseViTConfig", "ConViT", "ConViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig",
-           "VisionTransformer"]
+           "VisionTransformer", "T2TViT", "T2TViTConfig"]

@@ -89,3 +89,4 @@ def _import_families() -> None:
     from . import efficientvit  # noqa: F401
     from . import pvt  # noqa: F401
     from . import convit  # noqa: F401
+    from . import t2t  # noqa: F401
