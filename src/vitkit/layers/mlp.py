@@ -67,3 +67,44 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.point_conv(self.depth_conv(self.inverted_conv(x)))
+
+
+class LeFF(nn.Module):
+    """Locally-enhanced feed-forward (CeiT, Yuan et al. 2021, Sec. 3.3): the MLP with a depthwise conv
+    between its two Linears, run on the patch tokens put back on their grid.
+
+    x: (B, P + h*w, dim) -> same shape; the first ``num_prefix_tokens`` (the class token) never enter the
+    conv or the Linears and come out unchanged:
+
+        x_c, x_p = split(x);  x_p = GELU(BN(Linear(x_p)))          (B, N, e*dim)
+        x_p = GELU(BN(DWConv_k(restructure(x_p, grid))))          (B, e*dim, h, w), depthwise k x k
+        x_p = GELU(BN(Linear(flatten(x_p))));  return concat(x_c, x_p)
+    """
+
+    def __init__(self, dim: int, hidden_features: int, grid_size: tuple[int, int], kernel_size: int = 3,
+                 num_prefix_tokens: int = 1, act_layer: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.grid_size, self.num_prefix_tokens = tuple(grid_size), num_prefix_tokens
+        self.fc1 = nn.Linear(dim, hidden_features)
+        self.bn1 = nn.BatchNorm1d(hidden_features)
+        self.dwconv = ConvNormAct(hidden_features, hidden_features, kernel_size, groups=hidden_features, bias=True,
+                                  act_layer=act_layer)
+        self.fc2 = nn.Linear(hidden_features, dim)
+        self.bn2 = nn.BatchNorm1d(dim)
+        self.act = act_layer()
+
+    def _linear_bn_act(self, x: torch.Tensor, fc: nn.Linear, bn: nn.BatchNorm1d) -> torch.Tensor:
+        return self.act(bn(fc(x).transpose(1, 2)).transpose(1, 2))      # BN over channels of (B, N, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.num_prefix_tokens
+        prefix, x = x[:, :p], x[:, p:]
+        B, N, _ = x.shape
+        gh, gw = self.grid_size
+        if N != gh * gw:
+            raise ValueError(f"LeFF was built for a {gh}x{gw} grid ({gh * gw} patch tokens), got {N}")
+        x = self._linear_bn_act(x, self.fc1, self.bn1)                   # (B, N, hidden)
+        x = x.transpose(1, 2).reshape(B, -1, gh, gw)                     # (B, hidden, gh, gw)
+        x = self.dwconv(x).flatten(2).transpose(1, 2)                    # (B, N, hidden)
+        x = self._linear_bn_act(x, self.fc2, self.bn2)                   # (B, N, dim)
+        return torch.cat([prefix, x], dim=1)

@@ -5,6 +5,8 @@ from . import efficientvit  # noqa: F401
 from . import pvt  # noqa: F401
 from . import convit  # noqa: F401
 from . import t2t  # noqa: F401
+from . import ceit  # noqa: F401
+from .ceit import CeiT, CeiTConfig
 from .convit import ConViT, ConViTConfig
 from .efficientvit import EfficientViT, EfficientViTConfig
 from .pvt import PVTConfig, PyramidVisionTransformer
@@ -18,4 +20,4 @@ from .vit import ViTConfig, VisionTransformer
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
            "EfficientViT", "EfficientViTConfig", "PVTConfig", "PyramidVisionTransformer",
            "SparseViT", "SparseViTConfig", "ConViT", "ConViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig",
-           "VisionTransformer", "T2TViT", "T2TViTConfig"]
+           "VisionTransformer", "T2TViT", "T2TViTConfig", "CeiT", "CeiTConfig"]

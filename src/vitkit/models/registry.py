@@ -90,3 +90,4 @@ def _import_families() -> None:
     from . import pvt  # noqa: F401
     from . import convit  # noqa: F401
     from . import t2t  # noqa: F401
+    from . import ceit  # noqa: F401
