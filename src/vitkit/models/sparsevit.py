@@ -76,16 +76,17 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
     padded = pad_to_multiple(x, M)
     grid = padded.shape[1:3]
     windows = window_partition(cyclic_shift(padded, s), M)                  # (B, nW, N, C)
-    kept = gather_windows(windows, idx)                                     # (B, k, N, C)
+    every = idx.shape[1] == windows.shape[1]                                # idx is then the identity
+    kept = windows if every else gather_windows(windows, idx)               # (B, k, N, C)
     h = blk.norm1(kept)
     if grid != (H, W):  # the dense block pads *after* norm1: padded tokens are zero keys
         valid = pad_to_multiple(x.new_ones(1, H, W, 1), M)
-        valid = gather_windows(window_partition(cyclic_shift(valid, s), M).expand(B, -1, -1, -1), idx)
-        h = h * valid
+        valid = window_partition(cyclic_shift(valid, s), M)                  # (1, nW, N, 1)
+        h = h * (valid if every else gather_windows(valid.expand(B, -1, -1, -1), idx))
     bias = attn.rel_pos((M, M))                                             # (heads, N, N)
     if s:
         mask = shift_window_bias(grid, M, s, bias.dtype, bias.device)       # (nW, 1, N, N)
-        bias = bias + mask[idx]                                             # (B, k, heads, N, N)
+        bias = bias + (mask if every else mask[idx])                        # (B, k, heads, N, N)
     out = kept + blk.drop_path1(Attention.forward(attn, h, attn_bias=bias))
     out = out + blk.drop_path2(blk.mlp(blk.norm2(out)))
     if keep_mask is not None and s:  # a shifted window straddles kept and pruned windows
