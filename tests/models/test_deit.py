@@ -33,6 +33,10 @@ def test_eval_output_is_the_mean_of_the_two_heads():
     m.train()
     cls, dist = m.forward_head(f)
     assert torch.allclose((cls + dist) / 2, want, atol=1e-6)
+    m.set_distilled_training(False)       # e.g. fine-tuning with Classify: one tensor in training mode too
+    assert torch.allclose(m.forward_head(f), want, atol=1e-6)
+    with pytest.raises(ValueError, match="distillation head"):
+        create_model("vit_nano_patch4_28").set_distilled_training(True)
 
 
 def test_tokens_order_and_intermediates():

@@ -142,6 +142,7 @@ class VisionTransformer(nn.Module):
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = self._new_head(cfg.num_classes)
         self.head_dist = self._new_head(cfg.num_classes) if cfg.distilled else None  # DeiT's second head
+        self.distilled_training = cfg.distilled  # train mode returns (cls, dist); see set_distilled_training
         self.init_weights()
 
     # ---------------------------------------------------------------- init and parameter groups
@@ -193,6 +194,13 @@ class VisionTransformer(nn.Module):
         if self.head_dist is not None:
             self.head_dist = self._new_head(num_classes).to(device)
         self._zero_head()
+
+    def set_distilled_training(self, enable: bool = True) -> None:
+        """DeiT: whether training mode returns both heads' logits (for ``tasks.Distill``, the default) or
+        their average like eval mode (to fine-tune with ``tasks.Classify``, which expects one tensor)."""
+        if enable and self.head_dist is None:
+            raise ValueError("this model has no distillation head (build it with distilled=True)")
+        self.distilled_training = enable
 
     def no_weight_decay(self) -> set[str]:
         """Class / distillation tokens and position tables get no weight decay (norms and biases are ndim < 2)."""
@@ -265,7 +273,8 @@ class VisionTransformer(nn.Module):
 
         DeiT (``distilled``): ``head`` reads the class token and ``head_dist`` the distillation token.
         In training mode the result is the pair ``(cls_logits, dist_logits)``, each (B, K), for
-        ``tasks.Distill``; in eval mode it is their average ``(cls + dist) / 2``, DeiT's inference rule.
+        ``tasks.Distill``; in eval mode it is their average ``(cls + dist) / 2``, DeiT's inference rule
+        (also in training mode after ``set_distilled_training(False)``).
         ``pre_logits`` gives the average of the two tokens' (B, D) features in either mode.
         """
         if self.head_dist is None:
@@ -276,7 +285,7 @@ class VisionTransformer(nn.Module):
         if pre_logits:
             return (x_cls + x_dist) / 2
         x_cls, x_dist = self.head(x_cls), self.head_dist(x_dist)
-        if self.training:
+        if self.training and self.distilled_training:
             return x_cls, x_dist
         return (x_cls + x_dist) / 2
 
