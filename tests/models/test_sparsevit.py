@@ -8,7 +8,7 @@ import torch
 
 from vitkit.layers import window_partition
 from vitkit.models import SparseViT, create_model, list_models
-from vitkit.models.sparsevit import (SparsityAwareAdaptation, format_table, measure_latency_table,
+from vitkit.models.sparsevit import (SparsityAwareAdaptation, accuracy_fn, format_table, measure_latency_table,
                                      sample_sparsity, search, sparse_stage, table_latency_fn)
 
 
@@ -162,4 +162,10 @@ def test_measured_latency_table_on_this_machine():
     m = create_model("sparsevit_swin_nano_patch2_window4_28")
     table = measure_latency_table(m, torch.randn(1, 1, 28, 28), choices=(0.0, 0.5), repeats=1)
     assert len(table["stage_ms"]) == 3 and all(len(r) == 2 and min(r) > 0 for r in table["stage_ms"])
-    assert table_latency_fn(table)((0.5, 0.0, 0.0)) > 0
+    latency = table_latency_fn(table)
+    assert latency((0.5, 0.0, 0.0)) > 0
+    # end to end on the measured table: a budget between the fastest and the dense config
+    loader = [(torch.randn(4, 1, 28, 28), torch.arange(4))]
+    budget = (latency((0.5, 0.5, 0.5)) + latency((0.0, 0.0, 0.0))) / 2
+    best, rows = search(m, accuracy_fn(loader), latency, budget, n_samples=3, choices=(0.0, 0.5))
+    assert rows and all(r["latency_ms"] <= budget and 0 <= r["score"] <= 1 for r in rows) and len(best) == 3

@@ -257,6 +257,22 @@ def table_latency_fn(table: dict) -> Callable[[Sequence[float]], float]:
     return latency
 
 
+def accuracy_fn(loader, device: str | torch.device | None = None) -> Callable[[nn.Module], float]:
+    """An ``eval_fn`` for :func:`search`: top-1 accuracy over ``loader`` ((images, labels) batches)."""
+
+    @torch.no_grad()
+    def accuracy(model: nn.Module) -> float:
+        model.eval()
+        dev = device or next(model.parameters()).device
+        correct = count = 0
+        for x, y in loader:
+            correct += (model(x.to(dev)).argmax(-1) == y.to(dev)).sum().item()
+            count += len(y)
+        return correct / max(count, 1)
+
+    return accuracy
+
+
 def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
            latency_fn: Callable[[Sequence[float]], float], budget_ms: float, n_samples: int,
            choices: Sequence[float] = SPARSITY_CHOICES, seed: int = 0,
