@@ -103,6 +103,7 @@ class _Task:
         self.seen = []
 
     def loss(self, model, batch):
+        model = getattr(model, "module", model)
         self.seen.append(model.sparsity)
         return model(batch[0]).mean(), {}
 
@@ -124,6 +125,10 @@ def test_sparsity_aware_adaptation_samples_per_stage_each_step():
     a, b = SparsityAwareAdaptation(_Task(), seed=1), SparsityAwareAdaptation(_Task(), seed=1)
     assert a.rng.random() == b.rng.random()                                    # seeded
     assert len(sample_sparsity(4)) == 4
+    wrapped = torch.nn.Module()                                                  # as DDP: the model is .module
+    wrapped.module = m
+    task.loss(wrapped, batch)
+    assert m.sparsity == task.last_sparsity
 
 
 def _fake_table():

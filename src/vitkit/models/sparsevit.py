@@ -189,12 +189,14 @@ class SparsityAwareAdaptation:
         self.last_sparsity: tuple[float, ...] | None = None
 
     def loss(self, model: SparseViT, batch):
-        self.last_sparsity = sample_sparsity(model.num_stages, self.choices, self.rng)
-        model.set_sparsity(self.last_sparsity)
+        inner = getattr(model, "module", model)  # the trainer may pass a DDP wrapper
+        self.last_sparsity = sample_sparsity(inner.num_stages, self.choices, self.rng)
+        inner.set_sparsity(self.last_sparsity)
         return self.task.loss(model, batch)
 
     def eval_metrics(self, model: SparseViT, batch):
-        model.set_sparsity(self.eval_sparsity or (0.0,) * model.num_stages)
+        inner = getattr(model, "module", model)
+        inner.set_sparsity(self.eval_sparsity or (0.0,) * inner.num_stages)
         return self.task.eval_metrics(model, batch)
 
     def __getattr__(self, name: str):
