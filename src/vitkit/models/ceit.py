@@ -20,6 +20,7 @@ from torch import nn
 
 from ..layers import Block, LearnedPosEmbed, PatchEmbed, check_image, to_2tuple
 from ..layers.mlp import LeFF
+from ..layers.init import init_transformer_
 from .registry import build_from_config, register_model
 
 
@@ -96,12 +97,9 @@ class CeiT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        init_transformer_(self)  # Linear: truncated normal 0.02, zero bias; LayerNorm: 1, 0
         for m in self.modules():
-            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Conv2d):  # He init for the conv stem and the depthwise convs

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..layers import Block, LearnedPosEmbed, PatchEmbed
 from ..layers.gpsa import GPSA
+from ..layers.init import init_patch_embed_, init_transformer_
 from .registry import build_from_config, register_model
 
 
@@ -79,17 +80,8 @@ class ConViT(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias (timm)
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        w = self.patch_embed.proj.weight  # patch embed initialised like a Linear
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        init_transformer_(self)                   # Linear: truncated normal 0.02; LayerNorm: 1, 0
+        init_patch_embed_(self.patch_embed.proj)  # patch embed initialised like a Linear
         nn.init.trunc_normal_(self.cls_token, std=0.02)  # tokens and the position table at std 0.02
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed.weight, std=0.02)

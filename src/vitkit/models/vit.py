@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..layers import POS_EMBEDS, Block, HybridEmbed, PatchEmbed, RelativePositionBias, to_2tuple
+from ..layers.init import init_patch_embed_, init_transformer_
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
 
@@ -147,20 +148,9 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- init and parameter groups
     def init_weights(self) -> None:
-        def init_linear(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias (BERT / timm)
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-        self.apply(init_linear)
+        init_transformer_(self)  # Linear: truncated normal 0.02, zero bias; LayerNorm: 1, 0
         if isinstance(self.patch_embed, PatchEmbed):  # patch embed initialised like a Linear (MAE)
-            w = self.patch_embed.proj.weight
-            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-            nn.init.zeros_(self.patch_embed.proj.bias)
+            init_patch_embed_(self.patch_embed.proj)
         else:
             self.patch_embed.backbone.init_weights()
         for tok in (self.cls_token, self.dist_token):  # tokens at std 0.02
