@@ -22,3 +22,12 @@ def test_model_is_sized_for_the_data():
     x, y = next(iter(loaders["train"]))
     assert x.shape[1:] == (1, 28, 28)
     assert meta["classes"] == [str(i) for i in range(10)] and len(meta["mean"]) == 1
+
+
+def test_a_distilled_model_trains_from_the_cli_path(tmp_path):
+    from vitkit.train import fit
+    cfg = TrainConfig(model="deit_nano_distilled_patch2_8", data="digits", epochs=1, batch_size=64,
+                      out=str(tmp_path / "run"), num_threads=1)
+    model, task, loaders, bundle, meta = build_run(cfg)
+    result = fit(model, task, loaders, cfg, meta)
+    assert result["test_count"] == len(bundle.test)

@@ -58,6 +58,10 @@ def build_run(cfg: TrainConfig):
     bundle = vdata.build(cfg.data, split_seed=cfg.seed if cfg.data.startswith("imagefolder") else 0)
     seed_everything(cfg.seed)  # the initial weights depend on the run's seed and nothing else
     model = build_model(cfg, bundle)
+    if getattr(model, "head_dist", None) is not None:
+        # A distilled (DeiT) model trained by Classify has no teacher: it trains on the average of
+        # its two heads, as it is evaluated (timm's fine-tuning mode). Distillation uses tasks.Distill.
+        model.set_distilled_training(False)
     task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
                     num_classes=bundle.num_classes)
     meta = run_meta(model, bundle, cfg)
