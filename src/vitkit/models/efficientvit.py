@@ -24,6 +24,7 @@ from torch import nn
 
 from ..layers import MultiScaleLinearAttention, check_image, to_2tuple
 from ..layers.mlp import ConvNormAct, MBConv
+from ..layers.init import init_transformer_
 from .registry import build_from_config, register_model
 
 
@@ -139,12 +140,9 @@ class EfficientViT(nn.Module):
     def init_weights(self) -> None:
         # Convs keep PyTorch's default (Kaiming-uniform) init: at std 0.02 an Adam step moves a conv
         # weight by ~10%, the BatchNorm running statistics lag behind, and eval-mode outputs collapse.
+        init_transformer_(self)  # Linear (the head): truncated normal 0.02; LayerNorm: 1, 0
         for m in self.modules():
-            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias (the head)
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+            if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import Block, PatchEmbed, SpatialReductionAttention, check_image, resample_pos_embed, to_2tuple
+from ..layers.init import init_transformer_
 from .registry import build_from_config, register_model
 
 
@@ -140,16 +141,7 @@ class PyramidVisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- init and parameter groups
     def init_weights(self) -> None:
-        def init(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):  # truncated normal, std 0.02, zero bias (PVT)
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-        self.apply(init)  # convs (patch embeddings, SR) keep PyTorch's default init, as PVT
+        init_transformer_(self)  # Linear: trunc normal 0.02; LayerNorm: 1, 0; convs keep PyTorch's init (PVT)
         for stage in self.stages:  # position tables and the class token at std 0.02 (PVT)
             nn.init.trunc_normal_(stage.pos_embed, std=0.02)
             if stage.cls_token is not None:
