@@ -7,6 +7,8 @@ seeded generator gives the same augmentation on any device. Geometric transforms
 """
 from __future__ import annotations
 
+import abc
+
 import math
 from collections.abc import Sequence
 
@@ -26,8 +28,8 @@ def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None) ->
     return torch.rand(n, generator=generator, dtype=torch.float64) * (hi - lo) + lo
 
 
-class Transform:
-    """Base class: `t(x, generator=None)` with x (B, C, H, W) or (C, H, W); subclasses define `forward`."""
+class Transform(abc.ABC):
+    """Abstract base class: `t(x, generator=None)` with x (B, C, H, W) or (C, H, W); subclasses define `forward`."""
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.ndim == 3:
@@ -36,8 +38,9 @@ class Transform:
             raise ValueError(f"{type(self).__name__} expects (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
         return self.forward(x, generator)
 
+    @abc.abstractmethod
     def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        raise NotImplementedError
+        """The transform of a batch (B, C, H, W)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
