@@ -1,0 +1,29 @@
+import importlib.util
+from pathlib import Path
+
+import torch
+
+import vitkit
+from vitkit.export import quantize_int8
+
+
+def test_int8_replaces_every_linear_and_stays_close():
+    torch.manual_seed(0)
+    m = vitkit.create_model("vit_nano_patch4_28").eval()
+    q = quantize_int8(m)
+    assert not any(type(x) is torch.nn.Linear for x in q.modules())
+    assert any(type(x) is torch.nn.Linear for x in m.modules())  # the original is untouched
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        a, b = m(x), q(x)
+    assert (a - b).abs().max() < 0.05 * a.abs().max() + 1e-3
+    assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+def test_int8_benchmark_quick_runs(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("int8", root / "benchmarks" / "int8.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--quick", "--out", str(tmp_path)])
+    assert res["speed"]["int8_img_per_s"] > 0 and (tmp_path / "int8_quick.md").is_file()
