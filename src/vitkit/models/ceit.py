@@ -21,6 +21,7 @@ from torch import nn
 from ..layers import Block, LearnedPosEmbed, PatchEmbed, check_image, to_2tuple
 from ..layers.mlp import LeFF
 from ..layers.init import init_transformer_
+from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 
 
@@ -115,11 +116,7 @@ class CeiT(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """A new zero-initialised linear head."""
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes).to(self.cls_token.device) if num_classes > 0 \
-            else nn.Identity()
-        if num_classes > 0:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.num_features, num_classes, zero=True, like=self.cls_token)
 
     def _run(self, x: torch.Tensor, return_attention: bool = False):
         check_image(x, self.cfg.in_chans, self.input_size[1:], what="CeiT")
@@ -151,10 +148,7 @@ class CeiT(nn.Module):
     def forward_intermediates(self, x: torch.Tensor, return_attention: bool = False) -> dict:
         """``hidden_states``: the embedded input then every block's output (B, 1 + N, D)."""
         _, hidden, attns = self._run(x, return_attention)
-        out = {"features": self.forward_features(x), "hidden_states": hidden}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return pack_intermediates(self.forward_features(x), attns, return_attention, hidden_states=hidden)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x[:, 0])

@@ -20,6 +20,7 @@ from torch import nn
 from ..layers import Block, LearnedPosEmbed, PatchEmbed
 from ..layers.gpsa import GPSA
 from ..layers.init import init_patch_embed_, init_transformer_
+from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 
 
@@ -97,11 +98,7 @@ class ConViT(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """A new zero-initialised linear head."""
         self.num_classes = num_classes
-        device = self.cls_token.device
-        self.head = nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.num_features, num_classes, zero=True, like=self.cls_token)
 
     def _run(self, x: torch.Tensor, return_attention: bool = False):
         x = self.patch_embed(x)                                         # (B, N, D), checks input
@@ -131,10 +128,7 @@ class ConViT(nn.Module):
         """``features``, ``hidden_states`` (each block's input, then the last output: GPSA blocks hold
         N tokens, the rest 1 + N) and with ``return_attention`` every block's attention."""
         feats, hidden, attns = self._run(x, return_attention)
-        out = {"features": feats, "hidden_states": hidden}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return pack_intermediates(feats, attns, return_attention, hidden_states=hidden)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x[:, 0])

@@ -25,6 +25,7 @@ from torch import nn
 from ..layers import MultiScaleLinearAttention, check_image, to_2tuple
 from ..layers.mlp import ConvNormAct, MBConv
 from ..layers.init import init_transformer_
+from .heads import linear_head
 from .registry import build_from_config, register_model
 
 
@@ -133,7 +134,7 @@ class EfficientViT(nn.Module):
         self.head_conv = ConvNormAct(w[-1], h0, 1, act_layer=nn.Hardswish, norm_eps=eps)
         self.head_fc = nn.Sequential(nn.Linear(h0, h1, bias=False), nn.LayerNorm(h1, eps=eps), nn.Hardswish())
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = self._new_head(cfg.num_classes)
+        self.head = linear_head(self.cfg.head_widths[1], cfg.num_classes)
         self.init_weights()
 
     # ---------------------------------------------------------------- init and parameter groups
@@ -146,17 +147,10 @@ class EfficientViT(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _new_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.cfg.head_widths[1], num_classes) if num_classes > 0 else nn.Identity()
-
     def reset_classifier(self, num_classes: int) -> None:
         """Install a new zero-initialised linear head (``num_classes=0``: no head, pre-logits)."""
         self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = self._new_head(num_classes).to(device)
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.cfg.head_widths[1], num_classes, zero=True, like=next(self.parameters()))
 
     def no_weight_decay(self) -> set[str]:
         """Nothing beyond the rule's norms and biases (ndim < 2): there are no tokens or tables."""

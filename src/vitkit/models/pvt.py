@@ -23,6 +23,7 @@ from torch import nn
 
 from ..layers import Block, PatchEmbed, SpatialReductionAttention, check_image, resample_pos_embed, to_2tuple
 from ..layers.init import init_transformer_
+from .heads import linear_head
 from .registry import build_from_config, register_model
 
 
@@ -136,7 +137,7 @@ class PyramidVisionTransformer(nn.Module):
             grid = stage.grid_size
         self.norm = nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = self._new_head(cfg.num_classes)
+        self.head = linear_head(self.num_features, cfg.num_classes)
         self.init_weights()
 
     # ---------------------------------------------------------------- init and parameter groups
@@ -147,17 +148,10 @@ class PyramidVisionTransformer(nn.Module):
             if stage.cls_token is not None:
                 nn.init.trunc_normal_(stage.cls_token, std=0.02)
 
-    def _new_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def reset_classifier(self, num_classes: int) -> None:
         """Install a new zero-initialised linear head (``num_classes=0``: no head, the class token)."""
         self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = self._new_head(num_classes).to(device)
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.num_features, num_classes, zero=True, like=next(self.parameters()))
 
     def no_weight_decay(self) -> set[str]:
         """Position tables and the class token (norms and biases are ndim < 2)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .heads import linear_head
 from .registry import build_from_config, register_model
 
 
@@ -102,10 +103,7 @@ class ResNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.num_features, num_classes, zero=True, like=next(self.parameters()))
 
 
 def _resnet(base: ResNetConfig, **overrides) -> ResNet:

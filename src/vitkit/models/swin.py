@@ -22,6 +22,7 @@ from torch import nn
 
 from ..layers import Block, PatchEmbed, WindowAttention
 from ..layers.init import init_patch_embed_, init_transformer_
+from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 
 
@@ -142,7 +143,7 @@ class SwinTransformer(nn.Module):
                 norm_eps=cfg.norm_eps))
         self.norm = nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = self._new_head(cfg.num_classes)
+        self.head = linear_head(self.num_features, cfg.num_classes)
         self.init_weights()
 
     # ---------------------------------------------------------------- init and parameter groups
@@ -153,17 +154,10 @@ class SwinTransformer(nn.Module):
             if name.endswith("rel_pos.table"):
                 nn.init.trunc_normal_(p, std=0.02)
 
-    def _new_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def reset_classifier(self, num_classes: int) -> None:
         """Install a new zero-initialised linear head (``num_classes=0``: no head, pooled features)."""
         self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = self._new_head(num_classes).to(device)
-        if isinstance(self.head, nn.Linear):
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.num_features, num_classes, zero=True, like=next(self.parameters()))
 
     def no_weight_decay(self) -> set[str]:
         """Relative position tables get no weight decay (norms and biases are ndim < 2)."""
@@ -200,10 +194,7 @@ class SwinTransformer(nn.Module):
             else:
                 x = stage(x)
             maps.append(rearrange(x, "b h w c -> b c h w"))
-        out = {"features": self.norm(x), "stages": maps}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return pack_intermediates(self.norm(x), attns, return_attention, stages=maps)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, h, w, D) -> global average pool (B, D) -> logits (B, num_classes)."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..layers import Block, SinCosPosEmbed, check_image, to_2tuple
 from ..layers.t2t import T2TModule
+from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 
 
@@ -89,11 +90,7 @@ class T2TViT(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """A new zero-initialised linear head."""
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes).to(self.cls_token.device) if num_classes > 0 \
-            else nn.Identity()
-        if num_classes > 0:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.num_features, num_classes, zero=True, like=self.cls_token)
 
     def _run(self, x: torch.Tensor, collect: bool = False, return_attention: bool = False):
         check_image(x, self.cfg.in_chans, self.input_size[1:], what="T2T-ViT")
@@ -121,10 +118,7 @@ class T2TViT(nn.Module):
         """``features``, ``hidden_states`` (each backbone block's input, then the last output), and with
         ``return_attention`` the backbone's attention maps."""
         feats, hidden, attns = self._run(x, collect=True, return_attention=return_attention)
-        out = {"features": feats, "hidden_states": hidden}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return pack_intermediates(feats, attns, return_attention, hidden_states=hidden)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x[:, 0])

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..layers import POS_EMBEDS, Block, HybridEmbed, PatchEmbed, RelativePositionBias, to_2tuple
 from ..layers.init import init_patch_embed_, init_transformer_
+from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
 
@@ -141,8 +142,8 @@ class VisionTransformer(nn.Module):
         self.pre_logits = (nn.Sequential(nn.Linear(D, self.head_hidden_size), nn.Tanh())
                            if cfg.pre_logits else nn.Identity())
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = self._new_head(cfg.num_classes)
-        self.head_dist = self._new_head(cfg.num_classes) if cfg.distilled else None  # DeiT's second head
+        self.head = linear_head(self.head_hidden_size, cfg.num_classes)
+        self.head_dist = linear_head(self.head_hidden_size, cfg.num_classes) if cfg.distilled else None  # DeiT
         self.distilled_training = cfg.distilled  # train mode returns (cls, dist); see set_distilled_training
         self.init_weights()
 
@@ -162,16 +163,6 @@ class VisionTransformer(nn.Module):
         # The head stays at std 0.02 from scratch: a zero head (the paper's fine-tuning head, see
         # reset_classifier) blocks the backbone's gradient at the start and trained mnist5k far slower.
 
-    def _new_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-
-    def _zero_head(self) -> None:
-        """The paper's fine-tuning head: a zero-initialised D x K layer (both heads for DeiT)."""
-        for head in (self.head, self.head_dist):
-            if isinstance(head, nn.Linear):
-                nn.init.zeros_(head.weight)
-                nn.init.zeros_(head.bias)
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Install a new zero-initialised linear head (and optionally another pooling)."""
         if global_pool is not None:
@@ -179,11 +170,10 @@ class VisionTransformer(nn.Module):
                 raise ValueError(f"cannot pool with {global_pool!r} on this model")
             self.global_pool = global_pool
         self.num_classes = num_classes
-        device = next(self.parameters()).device
-        self.head = self._new_head(num_classes).to(device)
+        like = next(self.parameters())
+        self.head = linear_head(self.head_hidden_size, num_classes, zero=True, like=like)
         if self.head_dist is not None:
-            self.head_dist = self._new_head(num_classes).to(device)
-        self._zero_head()
+            self.head_dist = linear_head(self.head_hidden_size, num_classes, zero=True, like=like)
 
     def set_distilled_training(self, enable: bool = True) -> None:
         """DeiT: whether training mode returns both heads' logits (for ``tasks.Distill``, the default) or
@@ -249,10 +239,7 @@ class VisionTransformer(nn.Module):
         ``return_attention`` also ``attentions``: depth tensors (B, heads, P+N, P+N) of probabilities.
         """
         feats, hidden, attns = self._run(x, collect=True, return_attention=return_attention)
-        out = {"features": feats, "hidden_states": hidden}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return pack_intermediates(feats, attns, return_attention, hidden_states=hidden)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """(B, P+N, D) -> (B, D): the class token, or the mean of the patch tokens (GAP)."""
