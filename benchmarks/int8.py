@@ -38,16 +38,13 @@ def speed(name: str, batch: int, repeats: int) -> dict:
 
 
 def accuracy(run_dir: str) -> dict:
-    from vitkit import data as vdata
-    from vitkit.train.run import load_run, predict_batches
+    from vitkit.train.run import load_run, predict_batches, top1
     run = load_run(run_dir)
-    bundle = vdata.build(run.train_cfg.data)
-    loader = vdata.make_loader(bundle.test, batch_size=256,
-                               transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
+    loader = run.test_loader()
     out = {"run": run_dir, "weights": run.weights}
     for key, model in (("fp32", run.model), ("int8", quantize_int8(run.model))):
         logits, labels = predict_batches(model, loader)
-        out[f"{key}_top1"] = int((logits.argmax(1) == labels).sum()) / len(labels)
+        out[f"{key}_top1"] = top1(logits, labels)
     out["change_points"] = 100 * (out["int8_top1"] - out["fp32_top1"])
     return out
 

@@ -118,13 +118,10 @@ def cmd_train(args) -> int:
 
 def report(run_dir: str | Path, weights: str | None = None) -> dict:
     """Evaluate a run folder on its test split and write its pictures; returns the summary."""
-    from . import data as vdata
-    from .train.run import load_run, predict_batches
+    from .train.run import load_run, predict_batches, top1
     from .viz.report import classification_pictures
     run = load_run(run_dir, weights)
-    bundle = vdata.build(run.train_cfg.data)
-    loader = vdata.make_loader(bundle.test, batch_size=256,
-                               transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
+    loader = run.test_loader()
     logits, labels = predict_batches(run.model, loader)
     acc = top1(logits, labels)
     images = next(iter(loader))[0][:8]
@@ -138,21 +135,13 @@ def report(run_dir: str | Path, weights: str | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------- eval / predict / info
-def top1(logits, labels) -> float:
-    """Correct / count as a Python float (the same arithmetic as the trainer's evaluation)."""
-    return int((logits.argmax(1) == labels).sum()) / len(labels)
-
-
 def cmd_eval(args) -> int:
     import torch
 
-    from . import data as vdata
-    from .train.run import load_run, predict_batches
+    from .train.run import load_run, predict_batches, top1
     run = load_run(args.run, args.weights)
     spec = args.data or run.train_cfg.data
-    bundle = vdata.build(spec)
-    loader = vdata.make_loader(bundle.test, batch_size=args.batch_size,
-                               transform=vdata.eval_transform(bundle, run.train_cfg.img_size))
+    loader = run.test_loader(spec, args.batch_size)
     logits, labels = predict_batches(run.model, loader)
     acc = top1(logits, labels)
     loss = torch.nn.functional.cross_entropy(logits, labels).item()

@@ -98,6 +98,17 @@ class Run:
     def std(self) -> tuple[float, ...]:
         return tuple(self.config["std"])
 
+    def test_loader(self, spec: str | None = None, batch_size: int = 256):
+        """The held-out split of the run's data (or of ``spec``), transformed as in evaluation."""
+        bundle = vdata.build(spec or self.train_cfg.data)
+        return vdata.make_loader(bundle.test, batch_size=batch_size,
+                                 transform=vdata.eval_transform(bundle, self.train_cfg.img_size))
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Correct / count as a Python float (the same arithmetic as the trainer's evaluation)."""
+    return int((logits.argmax(1) == labels).sum()) / len(labels)
+
 
 def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") -> Run:
     """Load a run folder written by `fit`. ``weights``: "ema", "model" or None (the evaluated ones)."""
