@@ -2,6 +2,8 @@
 
     vitkit models [PATTERN]                  registered models with parameter counts
     vitkit train --config configs/demo_mnist.yaml --out runs/demo   (or flags: --model --data ...)
+    vitkit pretrain --task mae --model vit_mnist_patch7_28 --out runs/mae   (self-supervised / generative)
+    vitkit train --init runs/mae --labels-per-class 10 [--probe]    fine-tune / linear-probe a backbone
     vitkit eval RUN                          held-out top-1 of a run folder
     vitkit predict RUN IMAGE...              top-k classes with probabilities
     vitkit info RUN                          what a run folder holds
@@ -46,6 +48,7 @@ TRAIN_FLAGS = {  # flag -> TrainConfig field
     "model": "model", "data": "data", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
     "img_size": "img_size", "device": "device", "out": "out", "seed": "seed", "ema": "ema_decay",
     "warmup": "warmup_epochs", "weight_decay": "weight_decay", "threads": "num_threads",
+    "task": "task", "init": "init", "labels_per_class": "labels_per_class",
 }
 
 
@@ -84,6 +87,8 @@ def train_config(args):
             base[field] = value
     if args.resume:
         base["resume"] = True
+    if getattr(args, "probe", False):
+        base["probe"] = True
     for key, value in parse_set(args.set).items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}
@@ -97,23 +102,43 @@ def cmd_train(args) -> int:
     from .train import fit
     from .train.run import build_run
     cfg = train_config(args)
+    if args.command == "pretrain" and cfg.task == "classify":
+        raise CLIError("pretrain needs --task (mae, simclr, mocov3, clip, vq, ar, var, hart); "
+                       "supervised training is `vitkit train`")
     dist.init_distributed()
     model, task, loaders, bundle, meta = build_run(cfg)
     if dist.is_main():
-        print(f"vitkit: training {cfg.model} ({meta['num_params'] / 1e6:.2f}M params) on {cfg.data} "
+        what = cfg.model if cfg.task == "classify" else f"{cfg.task} ({cfg.model})"
+        print(f"vitkit: training {what}, {meta['num_trainable'] / 1e6:.2f}M trainable params, on {cfg.data} "
               f"({len(bundle.train)} train / {len(bundle.test)} test images) for {cfg.epochs} epochs "
               f"-> {cfg.out}", flush=True)
     t0 = time.time()
     result = fit(model, task, loaders, cfg, meta)
     seconds = time.time() - t0
     if dist.is_main():
-        acc = result.get("test_acc")
-        print(f"vitkit: held-out top-1 {acc:.2%} on {result.get('test_count')} images "
-              f"({result.get('eval_weights', 'model')} weights); training took {seconds:.0f} s")
+        if "test_acc" in result and cfg.task == "classify":
+            print(f"vitkit: held-out top-1 {result['test_acc']:.2%} on {result.get('test_count')} images "
+                  f"({result.get('eval_weights', 'model')} weights); training took {seconds:.0f} s")
+        else:
+            held_out = ", ".join(f"{k[5:]} {v:.4g}" for k, v in result.items()
+                                 if k.startswith("test_") and k != "test_count" and isinstance(v, float))
+            print(f"vitkit: held-out {held_out}; training took {seconds:.0f} s")
         if not args.no_report:
-            report(cfg.out)
+            if cfg.task == "classify":
+                report(cfg.out)
+            else:
+                task_pictures(cfg.out)
     dist.cleanup()
     return 0
+
+
+def task_pictures(run_dir: str | Path) -> dict:
+    """The pictures of a pretraining run (MAE reconstructions, generated samples...), where the task has any."""
+    from .train.pictures import task_pictures as draw
+    pictures = draw(run_dir)
+    if pictures:
+        print(f"vitkit: pictures: {', '.join(str(p) for p in pictures.values())}")
+    return pictures
 
 
 def report(run_dir: str | Path, weights: str | None = None) -> dict:
@@ -208,18 +233,16 @@ def cmd_convert(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser / main
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers: train, evaluate, predict.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    m = sub.add_parser("models", help="list registered models")
-    m.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'vit_*_patch16_224'")
-    m.set_defaults(func=cmd_models)
-
-    t = sub.add_parser("train", help="train a classifier (config file and/or flags)")
+def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="YAML/JSON file of TrainConfig fields (flags override it)")
-    t.add_argument("--model", help="registered model name (see `vitkit models`)")
+    t.add_argument("--model", help="registered model name (see `vitkit models`): the classifier or the backbone")
+    t.add_argument("--task", help="classify (train) | mae | simclr | mocov3 | clip | vq | ar | var | hart (pretrain)")
     t.add_argument("--data", help="mnist5k | digits | imagefolder:PATH | cifar10:PATH")
+    t.add_argument("--labels-per-class", type=int, dest="labels_per_class",
+                   help="train on this many labelled images per class (a seeded draw)")
+    t.add_argument("--init", help="start from the backbone of this run folder or weights file (fine-tuning)")
+    t.add_argument("--probe", action="store_true",
+                   help="linear probe: freeze the --init backbone, train a BatchNorm + linear head")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int, dest="batch_size", help="global batch size")
     t.add_argument("--lr", type=float, help="peak learning rate")
@@ -233,9 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any config field, e.g. --set model_args.depth=8 --set augment.rotate=10")
+                   help="any config field, e.g. --set model_args.depth=8 --set task_args.mask_ratio=0.5")
     t.add_argument("--no-report", action="store_true", help="skip the pictures after training")
-    t.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers: train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'vit_*_patch16_224'")
+    m.set_defaults(func=cmd_models)
+
+    for name, text in (("train", "train a classifier (config file and/or flags)"),
+                       ("pretrain", "self-supervised / generative pretraining: --task mae|simclr|mocov3|clip|vq|ar|var|hart")):
+        t = sub.add_parser(name, help=text)
+        add_train_flags(t)
+        t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="top-1 accuracy of a run on its test split")
     e.add_argument("run", help="run folder")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-from .bundle import DataBundle, TensorImageDataset
+from .bundle import DataBundle, TensorImageDataset, labelled_subset
 from .bundled import digits, mnist5k
 from .cifar import cifar10
 from .folder import FolderDataset, imagefolder
@@ -49,5 +49,5 @@ def build(spec: str, split_seed: int = 0, **kwargs) -> DataBundle:
 
 
 __all__ = ["build", "make_loader", "train_transform", "eval_transform", "load_image", "DataBundle",
-           "ImageLoadError", "Loader", "TensorImageDataset", "FolderDataset", "AUGMENT_DEFAULTS",
+           "ImageLoadError", "labelled_subset", "Loader", "TensorImageDataset", "FolderDataset", "AUGMENT_DEFAULTS",
            "IMAGE_EXTENSIONS", "mnist5k", "digits", "imagefolder", "cifar10"]

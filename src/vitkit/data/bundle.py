@@ -91,6 +91,32 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     return train_idx, test_idx
 
 
+def labelled_subset(dataset: Dataset, per_class: int, seed: int) -> Dataset:
+    """The first ``per_class`` images of every class in a seeded random order: the few-label split.
+
+    For the "pretrain on everything, fine-tune on 10 / 100 labels per class" protocol. The draw
+    depends on ``seed`` only, and a larger ``per_class`` with the same seed keeps the smaller set.
+    Raises ValueError when a class has fewer than ``per_class`` images.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise ValueError(f"{type(dataset).__name__} has no .labels: cannot draw labels per class from it")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} training images, fewer than labels_per_class={per_class}")
+        picked.append(idx[:per_class])
+    idx = rng.permutation(np.concatenate(picked))
+    if hasattr(dataset, "subset"):
+        return dataset.subset(idx)
+    return torch.utils.data.Subset(dataset, idx.tolist())
+
+
 def uint8_channel_stats(images: torch.Tensor, max_value: int = 255) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and (population) std of uint8 images (N, C, H, W), in [0, 1] units.
 

@@ -18,10 +18,12 @@ AMP_MODES = (None, "bf16", "fp16")
 # Field kinds used to coerce and check values (YAML reads "1e-3" as a string, so floats accept numeric strings).
 _FLOATS = {"lr", "min_lr", "warmup_epochs", "weight_decay", "label_smoothing", "mixup", "cutmix",
            "clip_grad", "ema_decay"}
-_INTS = {"epochs", "batch_size", "accum_steps", "seed", "eval_every", "log_every", "img_size", "num_threads"}
-_OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads"}
-_STRS = {"model", "data", "device", "out", "amp"}
-_DICTS = {"model_args", "augment"}
+_INTS = {"epochs", "batch_size", "accum_steps", "seed", "eval_every", "log_every", "img_size", "num_threads",
+         "labels_per_class"}
+_OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads", "init", "labels_per_class"}
+_STRS = {"model", "data", "device", "out", "amp", "task", "init"}
+_DICTS = {"model_args", "augment", "task_args"}
+_BOOLS = {"resume", "probe"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,12 @@ class TrainConfig:
     # what to train
     model: str = "vit_mnist_patch4_28"
     model_args: dict = field(default_factory=dict)  # overrides passed to create_model
+    task: str = "classify"                          # see vitkit.train.tasks.TASKS (classify, mae, clip, ...)
+    task_args: dict = field(default_factory=dict)   # the task's own options (e.g. mask_ratio for mae)
+    init: str | None = None                         # run folder / weights file whose backbone starts the model
+    probe: bool = False                             # linear probe: freeze all but a new (BN + linear) head
     data: str = "mnist5k"
+    labels_per_class: int | None = None             # train on this many labelled images per class (seeded)
     img_size: int | None = None                     # None: the dataset's native size
     augment: dict = field(default_factory=dict)     # passed through to the data package
     # optimisation
@@ -98,6 +105,10 @@ class TrainConfig:
         need(bool(self.out), "out must be a non-empty directory path")
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        need(bool(self.task), "task must be a non-empty name")
+        need(self.labels_per_class is None or self.labels_per_class >= 1,
+             f"labels_per_class must be >= 1 or None, got {self.labels_per_class}")
+        need(not self.probe or self.task == "classify", "probe applies to task 'classify' only")
         need(self.num_threads is None or self.num_threads >= 1,
              f"num_threads must be >= 1 or None, got {self.num_threads}")
         if errors:
@@ -182,7 +193,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise bad
         return dict(value)
-    if name == "resume":
+    if name in _BOOLS:
         if not isinstance(value, bool):
             raise bad
         return value

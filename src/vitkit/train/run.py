@@ -1,4 +1,4 @@
-"""One classification run from a `TrainConfig`, and a finished run folder loaded back.
+"""One run from a `TrainConfig` (any task, see `vitkit.train.tasks`), and a finished run folder loaded back.
 
     model, task, loaders, bundle = build_run(cfg)      # what `vitkit train` fits
     run = load_run("runs/demo")                        # what `vitkit eval/predict/info` use
@@ -17,27 +17,11 @@ import torch
 from torch import nn
 
 from .. import data as vdata
-from ..models import create_model
-from ..tasks import Classify
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .config import TrainConfig
+from .tasks import DataInfo, build_task
 from .trainer import seed_everything
-
-
-def build_model(cfg: TrainConfig, bundle: vdata.DataBundle) -> nn.Module:
-    """The model named by ``cfg``, sized for the data (classes, channels, image size)."""
-    size = cfg.img_size or bundle.img_size[0]
-    kwargs = dict(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
-    if "img_size" in _config_fields(cfg.model):
-        kwargs["img_size"] = size
-    return create_model(cfg.model, **{**kwargs, **cfg.model_args})
-
-
-def _config_fields(name: str) -> set[str]:
-    m = create_model(name, device="meta")
-    cfg = getattr(m, "cfg", None)
-    return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
 
 
 def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
@@ -54,27 +38,33 @@ def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
 
 
 def build_run(cfg: TrainConfig):
-    """-> (model, task, loaders, bundle, meta) for ``fit(model, task, loaders, cfg, meta)``."""
+    """-> (model, task, loaders, bundle, meta) for ``fit(model, task, loaders, cfg, meta)``.
+
+    ``model`` is what the trainer optimises and saves for ``cfg.task`` (a classifier, or a
+    pretraining wrapper holding the backbone); see `vitkit.train.tasks`.
+    """
     bundle = vdata.build(cfg.data, split_seed=cfg.seed if cfg.data.startswith("imagefolder") else 0)
+    if cfg.labels_per_class:
+        bundle = dataclasses.replace(bundle, train=vdata.labelled_subset(bundle.train, cfg.labels_per_class,
+                                                                         seed=cfg.seed))
     seed_everything(cfg.seed)  # the initial weights depend on the run's seed and nothing else
-    model = build_model(cfg, bundle)
-    if getattr(model, "head_dist", None) is not None:
-        # A distilled (DeiT) model trained by Classify has no teacher: it trains on the average of
-        # its two heads, as it is evaluated (timm's fine-tuning mode). Distillation uses tasks.Distill.
-        model.set_distilled_training(False)
-    task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
-                    num_classes=bundle.num_classes)
-    meta = run_meta(model, bundle, cfg)
+    info = DataInfo.from_bundle(bundle, cfg.img_size)
+    model, task = build_task(cfg, info)
+    meta = run_meta(model, bundle, cfg, info)
     return model, task, build_loaders(cfg, bundle), bundle, meta
 
 
-def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig) -> dict[str, Any]:
+def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig, info: DataInfo | None = None) -> dict[str, Any]:
     """What config.json needs beyond the TrainConfig to rebuild and use the model on its own."""
+    info = info or DataInfo.from_bundle(bundle, cfg.img_size)
     model_cfg = getattr(model, "cfg", None)
     return {"model_config": dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else None,
             "classes": list(bundle.classes), "mean": list(bundle.mean), "std": list(bundle.std),
-            "in_chans": bundle.in_chans, "input_size": list(getattr(model, "input_size", ())),
-            "num_params": sum(p.numel() for p in model.parameters())}
+            "in_chans": bundle.in_chans, "data_img_size": list(info.img_size),
+            "input_size": list(getattr(model, "input_size", None) or ()),
+            "train_count": len(bundle.train),
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "num_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 @dataclass
@@ -120,8 +110,10 @@ def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") 
     config = ckpt.read_config(path)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     train_cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in fields})
-    overrides = {k: v for k, v in (config.get("model_config") or {}).items() if k != "name"}
-    model = create_model(train_cfg.model, **overrides)
+    if "data_img_size" not in config:  # runs written before task builders: the model's own input size
+        config = {**config, "data_img_size": config["input_size"][1:]}
+    with torch.random.fork_rng():  # building draws initial weights; leave the caller's RNG alone
+        model, _ = build_task(train_cfg.replace(init=None), DataInfo.from_meta(config))
     if weights is None:
         weights = "ema" if train_cfg.ema_decay else "model"
     ckpt.load_model_state(model, ckpt.load_run_weights(path, weights))

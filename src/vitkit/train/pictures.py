@@ -1,0 +1,31 @@
+"""Pictures of a finished pretraining run, by task: what `vitkit pretrain` draws when it ends.
+
+    task_pictures("runs/mae")   # -> {"reconstructions": Path(...)} for an MAE run
+
+Each task that has pictures registers a function ``draw(run, images) -> {name: path}`` in
+``DRAWERS``; ``images`` is the first held-out batch (normalised). Tasks without one draw nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+DRAWERS: dict[str, Callable] = {}
+
+
+def register_pictures(task: str) -> Callable[[Callable], Callable]:
+    def deco(fn: Callable) -> Callable:
+        DRAWERS[task] = fn
+        return fn
+    return deco
+
+
+def task_pictures(run_dir: str | Path, n: int = 8) -> dict[str, Path]:
+    """Draw the pictures of the run's task into its folder; {} when the task has none."""
+    from .run import load_run
+    run = load_run(run_dir)
+    draw = DRAWERS.get(run.train_cfg.task)
+    if draw is None:
+        return {}
+    images = next(iter(run.test_loader()))[0][:n]
+    return draw(run, images)

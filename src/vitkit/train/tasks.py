@@ -1,0 +1,167 @@
+"""What `vitkit train` / `vitkit pretrain` fit: the module and the task object for ``cfg.task``.
+
+    module, task = build_task(cfg, DataInfo.from_bundle(bundle))
+
+Every task is one builder here: it reads ``cfg.model`` / ``cfg.model_args`` (the backbone) and
+``cfg.task_args`` (the task's own options) and returns the nn.Module the trainer optimises and
+saves, and the task object with ``loss`` / ``eval_metrics``. A finished run folder is rebuilt by
+the same builder from its config.json (`vitkit.train.run.load_run`), so what is trained is what
+is loaded. Pretraining wrappers keep the pretrained backbone under ``backbone``; ``cfg.init``
+starts a classifier from such a backbone (`load_backbone`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import create_model
+from ..tasks import Classify
+from . import checkpoint as ckpt
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a builder needs to know of the data: from a DataBundle, or from a run's config.json."""
+    num_classes: int
+    in_chans: int
+    img_size: tuple[int, int]
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_bundle(cls, bundle, img_size: int | None = None) -> DataInfo:
+        size = (img_size, img_size) if img_size else tuple(bundle.img_size)
+        return cls(bundle.num_classes, bundle.in_chans, size, tuple(bundle.classes),
+                   tuple(bundle.mean), tuple(bundle.std))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> DataInfo:
+        return cls(len(meta["classes"]), meta["in_chans"], tuple(meta["data_img_size"]), tuple(meta["classes"]),
+                   tuple(meta["mean"]), tuple(meta["std"]))
+
+
+# ---------------------------------------------------------------------------- backbones
+def build_backbone(cfg, info: DataInfo, num_classes: int | None = None) -> nn.Module:
+    """``cfg.model`` sized for the data; ``num_classes=0`` gives a headless backbone (pooled features)."""
+    kwargs: dict[str, Any] = dict(num_classes=info.num_classes if num_classes is None else num_classes,
+                                  in_chans=info.in_chans)
+    if "img_size" in _config_fields(cfg.model):
+        kwargs["img_size"] = info.img_size[0] if info.img_size[0] == info.img_size[1] else info.img_size
+    return create_model(cfg.model, **{**kwargs, **cfg.model_args})
+
+
+def _config_fields(name: str) -> set[str]:
+    m = create_model(name, device="meta")
+    mcfg = getattr(m, "cfg", None)
+    return {f.name for f in dataclasses.fields(mcfg)} if dataclasses.is_dataclass(mcfg) else set()
+
+
+def backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A pretraining run's ``backbone.*`` weights with the prefix stripped (a classifier's as they are)."""
+    if any(k.startswith("backbone.") for k in state):
+        return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return dict(state)
+
+
+def load_backbone(model: nn.Module, source: str | Path) -> dict[str, list[str]]:
+    """Start ``model`` from the backbone in ``source`` (a run folder, or a .safetensors file).
+
+    Everything but the classifier head must match by name and shape: the head (``head.*``,
+    ``head_dist.*``) is left as the model built it (``reset_classifier`` gives the paper's zero
+    head). Returns {"loaded": [...], "skipped": [...]}; raises ValueError naming what does not fit.
+    """
+    source = Path(source)
+    if source.is_dir():
+        cfg = ckpt.read_config(source)
+        which = "ema" if cfg.get("ema_decay") else "model"
+        state = ckpt.load_run_weights(source, which)
+    else:
+        from ..weights.io import load_weights_file
+        state = load_weights_file(source)
+    state = backbone_state(state)
+    own = model.state_dict()
+    is_head = lambda k: k.startswith(("head.", "head_dist."))  # noqa: E731
+    missing = [k for k in own if k not in state and not is_head(k)]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape and not is_head(k)]
+    if missing or wrong:
+        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: "
+                         f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}, wrong shapes {wrong[:6]}; "
+                         "init needs the same backbone (same --model and model_args) as the pretraining run")
+    take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and not is_head(k)}
+    model.load_state_dict(take, strict=False)
+    return {"loaded": sorted(take), "skipped": sorted(set(state) - set(take))}
+
+
+class LinearProbe(nn.Module):
+    """A frozen backbone and a trainable BatchNorm (no affine) + zero-initialised linear head (MAE App. A.2).
+
+    The backbone stays in eval mode (no dropout / drop-path on the frozen features) whatever mode
+    the probe is put in; only the head's BatchNorm statistics and Linear are trained.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        backbone.reset_classifier(0)
+        self.backbone = backbone.requires_grad_(False)
+        dim = backbone.num_features if not hasattr(backbone, "head_hidden_size") else backbone.head_hidden_size
+        self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes))
+        nn.init.zeros_(self.head[1].weight)
+        nn.init.zeros_(self.head[1].bias)
+        self.input_size = getattr(backbone, "input_size", None)
+        self.num_classes = num_classes
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = self.backbone(x)
+        return self.head(feats)
+
+
+# ---------------------------------------------------------------------------- builders
+def build_classify(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    model = build_backbone(cfg, info)
+    if cfg.init:
+        load_backbone(model, cfg.init)
+        model.reset_classifier(info.num_classes)  # fine-tuning head: zero-initialised (ViT paper)
+    if getattr(model, "head_dist", None) is not None:
+        # A distilled (DeiT) model trained by Classify has no teacher: it trains on the average of
+        # its two heads, as it is evaluated (timm's fine-tuning mode). Distillation uses tasks.Distill.
+        model.set_distilled_training(False)
+    if cfg.probe:
+        model = LinearProbe(model, info.num_classes)
+    task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                    num_classes=info.num_classes)
+    return model, task
+
+
+Builder = Callable[[Any, DataInfo], "tuple[nn.Module, Any]"]
+TASKS: dict[str, Builder] = {"classify": build_classify}
+
+
+def register_task(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        TASKS[name] = fn
+        return fn
+    return deco
+
+
+def build_task(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """(module to train, task object) for ``cfg.task``; unknown names raise ValueError listing the known ones."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    unknown_args = cfg.task_args and cfg.task == "classify"
+    if unknown_args:
+        raise ValueError(f"task 'classify' takes no task_args, got {sorted(cfg.task_args)}")
+    return TASKS[cfg.task](cfg, info)
