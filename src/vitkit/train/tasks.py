@@ -132,7 +132,7 @@ class LinearProbe(nn.Module):
 # ---------------------------------------------------------------------------- builders
 def build_classify(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     model = build_backbone(cfg, info)
-    if cfg.init:
+    if cfg.init:  # fine-tuning (or probing) a pretrained backbone; without init a probe reads random features
         load_backbone(model, cfg.init)
         model.reset_classifier(info.num_classes)  # fine-tuning head: zero-initialised (ViT paper)
     if getattr(model, "head_dist", None) is not None:
