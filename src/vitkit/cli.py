@@ -89,6 +89,9 @@ def train_config(args):
         base["resume"] = True
     if getattr(args, "probe", False):
         base["probe"] = True
+    if getattr(args, "teacher", None):
+        base["task"] = "distill"
+        base["task_args"] = {**base.get("task_args", {}), "teacher": args.teacher}
     for key, value in parse_set(args.set).items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}
@@ -243,6 +246,8 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--init", help="start from the backbone of this run folder or weights file (fine-tuning)")
     t.add_argument("--probe", action="store_true",
                    help="linear probe: freeze the --init backbone, train a BatchNorm + linear head")
+    t.add_argument("--teacher", help="DeiT distillation from this trained run folder (task distill); "
+                   "tune it with --set task_args.kind=soft|hard, task_args.tau, task_args.alpha")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int, dest="batch_size", help="global batch size")
     t.add_argument("--lr", type=float, help="peak learning rate")

@@ -1,4 +1,6 @@
 """Task builders: few-label subsets, starting a classifier from a pretrained backbone, linear probes."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +83,23 @@ def test_linear_probe_trains_only_its_head_and_round_trips(tmp_path):
 def test_pretrain_command_needs_a_task(capsys):
     assert main(["pretrain", "--model", "vit_nano_patch2_8", "--data", "digits", "--out", "/tmp/x"]) == 1
     assert "pretrain needs --task" in capsys.readouterr().err
+
+
+def test_train_with_a_teacher_distils_from_that_run(tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--model", "vit_nano_patch2_8", "--data", "digits", "--epochs", "1", "--threads", "1",
+                 "--out", str(teacher), "--no-report"]) == 0
+    student = tmp_path / "student"
+    assert main(["train", "--model", "deit_nano_distilled_patch2_8", "--data", "digits", "--epochs", "1",
+                 "--threads", "1", "--teacher", str(teacher), "--set", "task_args.kind=soft",
+                 "--out", str(student), "--no-report"]) == 0
+    run = load_run(student)
+    assert run.train_cfg.task == "distill" and run.train_cfg.task_args == {"teacher": str(teacher), "kind": "soft"}
+    lines = [json.loads(x) for x in (student / "metrics.jsonl").read_text().splitlines()]
+    assert any("train_loss_dist" in r for r in lines)  # the distillation term was trained
+    assert main(["eval", str(student)]) == 0
+
+
+def test_distill_without_a_teacher_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs a teacher run folder"):
+        build_run(TrainConfig(**{**TINY, "model": "deit_nano_distilled_patch2_8"}, task="distill"))

@@ -112,8 +112,11 @@ def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") 
     train_cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in fields})
     if "data_img_size" not in config:  # runs written before task builders: the model's own input size
         config = {**config, "data_img_size": config["input_size"][1:]}
+    rebuild = train_cfg.replace(init=None)
+    if train_cfg.task == "distill":  # the student alone: its teacher is not needed to use it
+        rebuild = rebuild.replace(task="classify", task_args={})
     with torch.random.fork_rng():  # building draws initial weights; leave the caller's RNG alone
-        model, _ = build_task(train_cfg.replace(init=None), DataInfo.from_meta(config))
+        model, _ = build_task(rebuild, DataInfo.from_meta(config))
     if weights is None:
         weights = "ema" if train_cfg.ema_decay else "model"
     ckpt.load_model_state(model, ckpt.load_run_weights(path, weights))

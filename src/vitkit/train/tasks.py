@@ -146,8 +146,32 @@ def build_classify(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     return model, task
 
 
+def build_distill(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """DeiT distillation from a trained run: task_args teacher=RUN (required), kind, tau, alpha."""
+    from ..tasks import Distill
+    args = dict(cfg.task_args)
+    teacher_dir = args.pop("teacher", None)
+    if not teacher_dir:
+        raise ValueError("task 'distill' needs a teacher run folder: --teacher RUN (task_args.teacher)")
+    allowed = {"kind", "tau", "alpha"}
+    if set(args) - allowed:
+        raise ValueError(f"task 'distill' takes task_args teacher, {sorted(allowed)}; got {sorted(args)}")
+    from .run import load_run
+    teacher = load_run(teacher_dir).model
+    if teacher.num_classes != info.num_classes:
+        raise ValueError(f"the teacher {teacher_dir} predicts {teacher.num_classes} classes, the data has "
+                         f"{info.num_classes}")
+    model = build_backbone(cfg, info)
+    if cfg.init:
+        load_backbone(model, cfg.init)
+        model.reset_classifier(info.num_classes)
+    task = Distill(teacher, label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                   num_classes=info.num_classes, **args)
+    return model, task
+
+
 Builder = Callable[[Any, DataInfo], "tuple[nn.Module, Any]"]
-TASKS: dict[str, Builder] = {"classify": build_classify}
+TASKS: dict[str, Builder] = {"classify": build_classify, "distill": build_distill}
 
 
 def register_task(name: str) -> Callable[[Builder], Builder]:
