@@ -83,7 +83,8 @@ def mae_config_from_hf(hf: dict[str, Any], backbone_keys: set[str] | None = None
     dim = int(hf["decoder_hidden_size"])
     inter = int(hf.get("decoder_intermediate_size", 4 * dim))
     if int(dim * (inter / dim)) != inter:
-        raise ValueError(f"decoder_intermediate_size {inter} is not decoder_hidden_size {dim} x a ratio vitkit can represent")
+        raise ValueError(f"decoder_intermediate_size {inter} is not decoder_hidden_size {dim} x a ratio "
+                         f"vitkit can represent")
     kwargs = dict(decoder_dim=dim, decoder_depth=int(hf["decoder_num_hidden_layers"]),
                   decoder_heads=int(hf["decoder_num_attention_heads"]), mlp_ratio=inter / dim,
                   mask_ratio=float(hf.get("mask_ratio", 0.75)), norm_pix_loss=bool(hf.get("norm_pix_loss", False)),
