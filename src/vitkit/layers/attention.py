@@ -2,7 +2,8 @@
 
 One fused qkv Linear. The default path is ``F.scaled_dot_product_attention`` and never builds the
 N x N matrix in Python; ``return_attention=True`` takes the explicit reference path and also returns
-the attention probabilities (for rollout, pictures and the parity test).
+the attention probabilities (for rollout, pictures and the parity test). A ``KVCache`` lets a
+decoder feed only its new tokens at each generation step (incremental decoding, as GPT-2).
 """
 from __future__ import annotations
 
@@ -29,11 +30,44 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.T
     return F.dropout(attn, dropout_p) @ v, attn
 
 
+class KVCache:
+    """The keys and values of the tokens one attention layer has already seen, for incremental decoding.
+
+    Each call feeds only the new tokens; their keys/values are appended here (along the sequence
+    axis) and their queries attend to every cached token and to each other. One cache per layer;
+    ``k``, ``v``: (B, nh, L, hd), None until the first call.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new tokens' k, v (B, nh, n, hd); return all keys and values so far (B, nh, L + n, hd)."""
+        if self.k is not None:
+            if self.k.shape[:2] != k.shape[:2]:
+                raise ValueError(f"the cache holds batch/heads {tuple(self.k.shape[:2])}, the new tokens "
+                                 f"{tuple(k.shape[:2])}: use one cache per sequence batch (reset it between batches)")
+            k, v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        self.k, self.v = k, v
+        return k, v
+
+    def reset(self) -> None:
+        self.k = self.v = None
+
+
 class Attention(nn.Module):
     """x: (B, N, D) -> (B, N, D); ``attn_bias``: additive logits bias broadcastable to (B, heads, N, N).
 
     Any leading dims are batch dims: x (B, nW, N, D) attends within each of the nW groups (windows,
     rows), with a bias broadcastable to (B, nW, heads, N, N), e.g. a per-window (nW, heads, N, N).
+
+    ``kv_cache`` (x: (B, n, D) only): the n new tokens attend to the L cached ones and to themselves,
+    and their keys/values are appended to the cache; ``attn_bias`` is then broadcastable to
+    (B, heads, n, L + n).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
@@ -50,8 +84,10 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
-                return_attention: bool = False):
+                return_attention: bool = False, kv_cache: KVCache | None = None):
         *lead, N, D = x.shape
+        if kv_cache is not None and len(lead) != 1:
+            raise ValueError(f"a KV cache needs tokens (B, N, D), got shape {tuple(x.shape)}")
         if len(lead) != 1:  # fold the leading dims into one batch dim (SDPA's fast kernels are 4D)
             if attn_bias is not None and attn_bias.ndim > 3:
                 attn_bias = attn_bias.expand(*lead, self.num_heads, N, N).reshape(-1, self.num_heads, N, N)
@@ -62,6 +98,8 @@ class Attention(nn.Module):
         B = lead[0]
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)                                         # each (B, nh, N, hd)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)                                # each (B, nh, L + N, hd)
         out = attend(q, k, v, attn_bias, self.attn_drop if self.training else 0.0, return_attention)
         if return_attention:
             out, attn = out
