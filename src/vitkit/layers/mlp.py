@@ -1,9 +1,29 @@
-"""Feed-forward layers: the transformer MLP (ViT eq. 3); MBConv, the inverted residual's body
-(MobileNetV2, Sandler et al. 2018), used as the FFN of EfficientViT."""
+"""Feed-forward layers: the transformer MLP (ViT eq. 3) and its activations (GELU, CLIP's QuickGELU);
+MBConv, the inverted residual's body (MobileNetV2, Sandler et al. 2018), used as the FFN of EfficientViT."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation (Radford et al. 2021; Hendrycks & Gimpel 2016, Sec. 2): ``x * sigmoid(1.702 x)``.
+
+    OpenAI's CLIP weights were trained with it, so loading them needs it (HF ``hidden_act="quick_gelu"``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACT_LAYERS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+
+
+def get_act_layer(name: str) -> type[nn.Module]:
+    """``"gelu"`` (exact, erf) or ``"quick_gelu"`` -> the module class, for config fields ``act=...``."""
+    if name not in ACT_LAYERS:
+        raise ValueError(f"unknown activation {name!r}; use one of {sorted(ACT_LAYERS)}")
+    return ACT_LAYERS[name]
 
 
 class Mlp(nn.Module):

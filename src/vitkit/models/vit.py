@@ -17,6 +17,13 @@ attention") is the same network with ``distilled=True``: a distillation token af
 
 and a second head on it, trained against a teacher by ``vitkit.tasks.Distill``. In training mode the
 model returns both heads' logits ``(cls, dist)``; in eval mode their average (DeiT Sec. 5.2).
+
+CLIP's image tower (Radford et al. 2021, Sec. 2.4) is this ViT with three config fields set: a patch
+conv without bias (``patch_bias=False``), a LayerNorm on the embedded tokens before the first block
+(``norm_pre=True``: "an additional layer normalization to the combined patch and position embeddings
+before the transformer"), and the QuickGELU activation (``act="quick_gelu"``). Its final norm on the
+class token is ``norm`` here (a LayerNorm acts per token, so norming every token and then pooling the
+class token equals HF's ``post_layernorm`` on the pooled token).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from torch import nn
 
 from ..layers import POS_EMBEDS, Block, HybridEmbed, PatchEmbed, RelativePositionBias, to_2tuple
 from ..layers.init import init_patch_embed_, init_transformer_
+from ..layers.mlp import get_act_layer
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
@@ -59,6 +67,9 @@ class ViTConfig:
     dynamic_img_size: bool = False      # accept any size divisible by P, resampling E_pos on the fly
     hybrid: ResNetConfig | None = None  # CNN stem: its feature map is patchified with P = 1
     distilled: bool = False             # DeiT: a distillation token after the class token + head_dist
+    act: str = "gelu"                   # MLP activation: "gelu" (exact) or "quick_gelu" (OpenAI CLIP)
+    norm_pre: bool = False              # LayerNorm on the embedded tokens before block 0 (CLIP's ln_pre)
+    patch_bias: bool = True             # bias in the patch-embedding conv (CLIP's conv has none)
     name: str | None = field(default=None, compare=False)  # registered name, for reports only
 
     def __post_init__(self):
@@ -82,6 +93,10 @@ class ViTConfig:
                              "(a table per block) or 'every_shared' (one table)")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        get_act_layer(self.act)  # a ValueError naming the valid activations
+        if self.hybrid is not None and not self.patch_bias:
+            raise ValueError("patch_bias=False removes the patch conv's bias; a hybrid stem has no patch conv "
+                             "(its 1x1 projection keeps its bias): leave patch_bias=True with hybrid")
 
     @property
     def where(self) -> str:
@@ -110,7 +125,7 @@ class VisionTransformer(nn.Module):
             self.patch_embed = HybridEmbed(stem, cfg.img_size, cfg.in_chans, D,
                                            strict_img_size=not cfg.dynamic_img_size)
         else:
-            self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, D,
+            self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, D, bias=cfg.patch_bias,
                                           strict_img_size=not cfg.dynamic_img_size)
         self.grid_size = self.patch_embed.grid_size
         self.input_size = (cfg.in_chans, *self.patch_embed.img_size)  # (C, H, W)
@@ -130,11 +145,13 @@ class VisionTransformer(nn.Module):
                       for _ in range(n_tables)]
             self.pos_embed = tables[0] if n_tables == 1 else nn.ModuleList(tables)
         self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.norm_pre = nn.LayerNorm(D, eps=cfg.norm_eps) if cfg.norm_pre else nn.Identity()  # CLIP's ln_pre
 
+        act_layer = get_act_layer(cfg.act)
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear decay rule
         self.blocks = nn.ModuleList([
             Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, drop=cfg.drop_rate,
-                  attn_drop=cfg.attn_drop_rate, drop_path=dpr[i], norm_eps=cfg.norm_eps)
+                  attn_drop=cfg.attn_drop_rate, drop_path=dpr[i], norm_eps=cfg.norm_eps, act_layer=act_layer)
             for i in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
 
@@ -215,7 +232,7 @@ class VisionTransformer(nn.Module):
             if pos is not None:
                 x = pos(x, grid)
             if i == 0:
-                x = self.pos_drop(x)
+                x = self.norm_pre(self.pos_drop(x))
             if collect:
                 hidden.append(x)
             if return_attention:
