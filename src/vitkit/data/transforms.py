@@ -250,3 +250,99 @@ class RandomErasing(Transform):
         if value.shape[1] not in (1, c):
             raise ValueError(f"RandomErasing has {value.shape[1]} fill values but the batch has {c} channels")
         return torch.where(mask.unsqueeze(1), value, x)
+
+
+def _grayscale_mean(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, 1, 1): the mean grey level of each image (ITU-R 601 luma for RGB, channel mean otherwise)."""
+    if x.shape[1] == 3:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    return x.mean((1, 2, 3), keepdim=True)
+
+
+class RandomIntensityJitter(Transform):
+    """Random brightness then contrast per sample, each sample jittered with probability p: (B, C, H, W) -> same.
+
+    As torchvision's ColorJitter (brightness, contrast) for pixel values in [0, 1], in a fixed order:
+        brightness: x <- clamp(b x),                    b ~ U(max(0, 1 - brightness), 1 + brightness)
+        contrast:   x <- clamp(c x + (1 - c) mean(x)),  c ~ U(max(0, 1 - contrast), 1 + contrast)
+    where mean(x) is the image's mean grey level (computed after the brightness step). `clamp`:
+    the (lo, hi) range of valid pixel values (None: no clamping, e.g. on normalised batches, where
+    the multiplicative brightness then scales about 0, the mean, not about black). Samples not
+    chosen (probability 1 - p) are returned unchanged, bit for bit.
+    """
+
+    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, p: float = 0.8,
+                 clamp: tuple[float, float] | None = (0.0, 1.0)):
+        if brightness < 0 or contrast < 0:
+            raise ValueError(f"brightness and contrast must be >= 0, got {brightness}, {contrast}")
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        if clamp is not None and not clamp[0] < clamp[1]:
+            raise ValueError(f"clamp must be (lo, hi) with lo < hi, or None; got {clamp}")
+        self.brightness, self.contrast, self.p = float(brightness), float(contrast), float(p)
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+
+    def forward(self, x, generator):
+        b = x.shape[0]
+        apply = torch.rand(b, generator=generator) < self.p
+        bright = _uniform(b, max(0.0, 1 - self.brightness), 1 + self.brightness, generator)
+        contrast = _uniform(b, max(0.0, 1 - self.contrast), 1 + self.contrast, generator)
+        view = (b, 1, 1, 1)
+        bright = bright.to(device=x.device, dtype=x.dtype).view(view)
+        contrast = contrast.to(device=x.device, dtype=x.dtype).view(view)
+        y = self._clamp(x * bright)
+        y = self._clamp(contrast * y + (1 - contrast) * _grayscale_mean(y))
+        return torch.where(apply.to(x.device).view(view), y, x)
+
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.clamp is None else x.clamp(*self.clamp)
+
+
+def gaussian_kernel1d(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,) standard deviations in pixels -> (B, size) normalised 1-D Gaussian kernels, size odd.
+
+    g_i(t) = exp(-t^2 / (2 sigma_i^2)) / sum_t exp(-t^2 / (2 sigma_i^2)),  t = -(size // 2) .. size // 2.
+    sigma = 0 gives the identity kernel (1 at the centre).
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"kernel size must be a positive odd number, got {size}")
+    t = torch.arange(size, dtype=torch.float64) - size // 2
+    s = sigma.to(torch.float64).view(-1, 1)
+    logits = -(t.view(1, -1) ** 2) / (2 * s.clamp(min=1e-12) ** 2)
+    return torch.softmax(logits, dim=-1)  # = exp(.) / sum exp(.), safe for tiny sigma
+
+
+class RandomGaussianBlur(Transform):
+    """Gaussian blur with sigma ~ U(sigma) per sample, each sample blurred with probability p: (B, C, H, W) -> same.
+
+    Separable: one depthwise (grouped) conv along H, one along W, for the whole batch; borders
+    are reflected, as torchvision's GaussianBlur. kernel_size: odd, default 2 * ceil(3 * sigma_hi) + 1
+    (covers +-3 sigma), shrunk to fit the image. Samples not chosen are returned unchanged.
+    """
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0), p: float = 0.5, kernel_size: int | None = None):
+        if not 0 < sigma[0] <= sigma[1]:
+            raise ValueError(f"sigma must be (lo, hi) with 0 < lo <= hi, got {sigma}")
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+        self.p = float(p)
+        self.kernel_size = kernel_size
+
+    def forward(self, x, generator):
+        b, c, h, w = x.shape
+        apply = torch.rand(b, generator=generator) < self.p
+        sigma = torch.where(apply, _uniform(b, *self.sigma, generator), torch.zeros(b, dtype=torch.float64))
+        k = self.kernel_size or 2 * math.ceil(3 * self.sigma[1]) + 1
+        k = min(k, 2 * ((min(h, w) - 1) // 2) + 1)  # reflect padding needs k // 2 < side
+        if k == 1:
+            return x
+        g = gaussian_kernel1d(sigma, k).to(device=x.device, dtype=x.dtype)  # (B, k)
+        g = g.repeat_interleave(c, dim=0)  # (B*C, k): one kernel per (sample, channel) group
+        y = x.reshape(1, b * c, h, w)
+        y = F.conv2d(F.pad(y, (0, 0, k // 2, k // 2), mode="reflect"), g.view(b * c, 1, k, 1), groups=b * c)
+        y = F.conv2d(F.pad(y, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(b * c, 1, 1, k), groups=b * c)
+        return torch.where(apply.to(x.device).view(b, 1, 1, 1), y.view(b, c, h, w), x)
