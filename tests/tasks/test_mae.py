@@ -1,5 +1,7 @@
 """MAE (He et al. 2021): masking, the visible-only encoder, the masked-only loss, and learning on real digits.
 The parity with HF's ViTMAEForPreTraining is in tests/weights/test_mae_hf.py."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -95,9 +97,11 @@ def test_patchify_is_maes_einsum_and_unpatchify_inverts_it():
 
 # ---- the encoder -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("vit_kw", [{}, dict(pos_embed="learn"), dict(class_token=False, global_pool="avg"),
-                                    dict(distilled=True), dict(pos_embed="none")])
+                                    dict(distilled=True), dict(pos_embed="none"), dict(norm_pre=True)])
 def test_encoder_without_masking_is_the_backbone(vit_kw):
     """With r = 0 and noise that sorts to the identity, forward_encoder is the ViT's forward_features."""
+    if "norm_pre" in vit_kw and "norm_pre" not in {f.name for f in dataclasses.fields(ViTConfig)}:
+        pytest.skip("this ViTConfig has no norm_pre field")
     vit = tiny_vit(**vit_kw).eval()
     mae = MAE(vit, decoder_dim=16, decoder_depth=1, decoder_heads=2, mask_ratio=0.0).eval()
     x = torch.randn(2, 3, 16, 16)

@@ -214,7 +214,8 @@ class MAE(nn.Module):
         """Images (B, C, H, W) -> (latent (B, prefix + len_keep, D), mask (B, N), ids_restore (B, N)).
 
         Patch embedding, + position embedding on the patch tokens, masking, prefix token(s) with their
-        own position rows in front, the backbone's blocks and final norm: the ViT on visible tokens.
+        own position rows in front, the backbone's (pre-norm,) blocks and final norm: the ViT's
+        ``forward_features`` on the visible tokens only.
         """
         bb, p = self.backbone, self.num_prefix_tokens
         grid = self.grid_of(images)
@@ -230,6 +231,9 @@ class MAE(nn.Module):
                 tokens = tokens + table[:, :p]
             x = torch.cat([tokens.expand(x.shape[0], -1, -1), x], dim=1)   # (B, p + len_keep, D)
         x = bb.pos_drop(x)
+        norm_pre = getattr(bb, "norm_pre", None)  # CLIP's ln_pre (Identity unless the ViT asks for it)
+        if norm_pre is not None:
+            x = norm_pre(x)
         for blk in bb.blocks:
             x = blk(x)
         return bb.norm(x), mask, ids_restore
