@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.gen.ar import ARTransformer, causal_bias, class_tokens
+from vitkit.layers.attention import Attention, KVCache
 from vitkit.gen.sampling import cfg_logits
 from vitkit.gen.task import GenerativeModel, GenerativeTask
 
@@ -25,6 +26,27 @@ def changed_positions(model, ids, labels, pos, **kw):
     ids2 = ids.clone().flatten(1)
     ids2[:, pos] = (ids2[:, pos] + 1) % V
     return (model(ids2.view_as(ids), labels, **kw) - base).abs().amax(dim=(0, 2))   # (N,)
+
+
+@pytest.mark.parametrize("chunks", [[1] * 7, [3, 1, 2, 1]])
+def test_attention_kv_cache_equals_causal_attention(chunks):
+    """Feeding tokens chunk by chunk through a KVCache (no mask) = one causal pass when each chunk
+    is a single token; with a block-causal mask when chunks are longer (VAR's case)."""
+    attn = Attention(32, num_heads=4).eval()
+    x = torch.randn(2, 7, 32)
+    ends = torch.tensor(chunks).cumsum(0).tolist()
+    block = torch.cat([torch.full((n,), i) for i, n in enumerate(chunks)])
+    bias = torch.zeros(7, 7).masked_fill(block[None] > block[:, None], float("-inf"))
+    full = attn(x, attn_bias=bias)
+    cache, outs = KVCache(), []
+    for lo, hi in zip([0] + ends[:-1], ends):
+        outs.append(attn(x[:, lo:hi], kv_cache=cache))
+        assert len(cache) == hi
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-6)
+    with pytest.raises(ValueError):
+        attn(torch.randn(3, 1, 32), kv_cache=cache)          # another batch: a clear error
+    with pytest.raises(ValueError):
+        attn(torch.randn(2, 2, 3, 32), kv_cache=KVCache())   # windows / groups cannot be cached
 
 
 def test_causal_bias_is_strictly_lower_triangular():
