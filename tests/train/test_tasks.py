@@ -10,7 +10,8 @@ from vitkit import data as vdata
 from vitkit.cli import main
 from vitkit.train import TrainConfig, fit
 from vitkit.train.run import build_run, load_run
-from vitkit.train.tasks import LinearProbe, backbone_state, load_backbone
+from vitkit.tasks import LinearProbe, backbone_state_dict
+from vitkit.train.tasks import load_backbone
 
 TINY = dict(model="vit_nano_patch2_8", data="digits", batch_size=32, num_threads=1, log_every=1000)
 
@@ -26,6 +27,11 @@ def test_labelled_subset_draws_exactly_n_per_class_and_nests():
     assert set(ten.source_indices.tolist()) != set(other.source_indices.tolist())
     with pytest.raises(ValueError, match="fewer than labels_per_class"):
         vdata.labelled_subset(bundle.train, 10_000, seed=1)
+
+
+def test_fewer_images_than_a_batch_is_a_clear_error():
+    with pytest.raises(ValueError, match="fewer than one batch.*lower --batch-size"):
+        build_run(TrainConfig(**{**TINY, "batch_size": 128}, labels_per_class=5))
 
 
 def test_build_run_trains_on_the_few_labels_only():
@@ -51,7 +57,7 @@ def test_init_takes_the_backbone_of_a_pretraining_checkpoint(tmp_path):
             assert torch.count_nonzero(got[k]) == 0, k  # the zero-initialised fine-tuning head
         else:
             assert torch.equal(got[k], v), k
-    assert "decoder.weight" not in backbone_state(state) and "blocks.0.attn.qkv.weight" in backbone_state(state)
+    assert "decoder.weight" not in backbone_state_dict(state) and "blocks.0.attn.qkv.weight" in backbone_state_dict(state)
 
 
 def test_init_from_another_backbone_says_what_does_not_fit(tmp_path):
@@ -71,7 +77,7 @@ def test_linear_probe_trains_only_its_head_and_round_trips(tmp_path):
     model, task, loaders, bundle, meta = build_run(probe_cfg)
     assert isinstance(model, LinearProbe)
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    assert meta["num_trainable"] == model.head[1].weight.numel() + model.head[1].bias.numel()
+    assert meta["num_trainable"] == model.head.weight.numel() + model.head.bias.numel()
     result = fit(model, task, loaders, probe_cfg, meta)
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in frozen.items())
     assert result["test_acc"] > 0.4  # far above chance (0.1) on frozen features of a weak backbone
@@ -103,3 +109,21 @@ def test_train_with_a_teacher_distils_from_that_run(tmp_path, capsys):
 def test_distill_without_a_teacher_is_a_clear_error():
     with pytest.raises(ValueError, match="needs a teacher run folder"):
         build_run(TrainConfig(**{**TINY, "model": "deit_nano_distilled_patch2_8"}, task="distill"))
+
+
+def test_pretrain_mae_then_fine_tune_and_probe_from_it(tmp_path, capsys):
+    pre = tmp_path / "mae"
+    assert main(["pretrain", "--task", "mae", "--model", "vit_nano_patch2_8", "--data", "digits", "--epochs", "1",
+                 "--threads", "1", "--set", "task_args.decoder_dim=16", "--set", "task_args.decoder_depth=1",
+                 "--out", str(pre)]) == 0
+    assert (pre / "reconstructions.png").is_file()
+    run = load_run(pre)
+    assert run.train_cfg.task == "mae" and run.model.decoder_embed.out_features == 16
+    for extra in ([], ["--probe"]):
+        out = tmp_path / f"ft{len(extra)}"
+        assert main(["train", "--model", "vit_nano_patch2_8", "--data", "digits", "--epochs", "1", "--threads", "1",
+                     "--init", str(pre), "--labels-per-class", "10", "--batch-size", "32", "--out", str(out), "--no-report", *extra]) == 0
+        ft = load_run(out).model
+        body = ft.backbone if extra else ft
+        assert torch.equal(body.blocks[0].attn.qkv.weight, run.model.backbone.blocks[0].attn.qkv.weight) == bool(extra)
+    assert "held-out top-1" in capsys.readouterr().out

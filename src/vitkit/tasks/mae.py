@@ -28,6 +28,7 @@ from torch import nn
 
 from ..layers import Block, PatchEmbed, SinCosPosEmbed
 from ..models.vit import VisionTransformer
+from .pretrained import LinearProbe, backbone_state_dict  # noqa: F401  (re-exported)
 
 KEEP_RULES = ("round", "floor")
 
@@ -336,17 +337,6 @@ class MAEPretrain:
 
 
 # ---- after pre-training --------------------------------------------------------------------------
-def backbone_state_dict(state: dict[str, torch.Tensor] | MAE) -> dict[str, torch.Tensor]:
-    """The encoder's weights from an ``MAE`` or its state dict (a checkpoint's ``backbone.*`` keys,
-    prefix removed): load them into the same ViT config to fine-tune."""
-    if isinstance(state, MAE):
-        return state.backbone.state_dict()
-    out = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    if not out:
-        raise ValueError("no 'backbone.*' keys: this is not an MAE state dict")
-    return out
-
-
 def classifier_from_mae(mae: MAE, num_classes: int, global_pool: str | None = None) -> VisionTransformer:
     """Fine-tuning (MAE Sec. 4): a copy of the pre-trained encoder with a new zero-initialised head.
 
@@ -356,36 +346,3 @@ def classifier_from_mae(mae: MAE, num_classes: int, global_pool: str | None = No
     model = copy.deepcopy(mae.backbone)
     model.reset_classifier(num_classes, global_pool)
     return model
-
-
-class LinearProbe(nn.Module):
-    """Linear probing (MAE appendix A.2): frozen encoder features -> BatchNorm1d(affine=False) -> Linear.
-
-    The features are the backbone's pooled tokens (``forward_head(..., pre_logits=True)``: the class
-    token or the patch mean). The backbone is frozen (no gradients, always in eval mode, so its
-    dropout / drop-path are off); the BatchNorm without affine whitens the features, which MAE found
-    matters because MAE features are not normalised the way a linear classifier likes. The head is
-    initialised normal(std 0.01), zero bias, as MAE. Train it with ``tasks.Classify``.
-    """
-
-    def __init__(self, backbone: VisionTransformer, num_classes: int):
-        super().__init__()
-        self.backbone = backbone.requires_grad_(False).eval()
-        dim = getattr(backbone, "head_hidden_size", backbone.num_features)
-        self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
-
-    def train(self, mode: bool = True) -> LinearProbe:
-        super().train(mode)
-        self.backbone.eval()  # frozen: its dropout and drop-path stay off
-        return self
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen pooled features (B, D)."""
-        with torch.no_grad():
-            return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.bn(self.features(images)))

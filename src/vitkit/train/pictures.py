@@ -29,3 +29,15 @@ def task_pictures(run_dir: str | Path, n: int = 8) -> dict[str, Path]:
         return {}
     images = next(iter(run.test_loader()))[0][:n]
     return draw(run, images)
+
+
+@register_pictures("mae")
+def _mae_reconstructions(run, images) -> dict[str, Path]:
+    """Original / masked / reconstruction (visible patches pasted) / raw prediction, fixed masks."""
+    import torch
+
+    from ..viz.reconstruction import plot_reconstruction
+    noise = run.model.make_noise(images, torch.Generator().manual_seed(0))
+    path = plot_reconstruction(run.model, images, run.path / "reconstructions.png", mean=run.mean, std=run.std,
+                               noise=noise, scale=4)
+    return {"reconstructions": path}

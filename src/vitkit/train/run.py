@@ -27,6 +27,9 @@ from .trainer import seed_everything
 def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
     """Train loader (augmented, shuffled, this rank's shard) and test loader (every image once)."""
     per_rank = cfg.batch_size // dist.world_size()
+    if len(bundle.train) < cfg.batch_size:
+        raise ValueError(f"the training split has {len(bundle.train)} images, fewer than one batch "
+                         f"(batch_size {cfg.batch_size}); lower --batch-size")
     train = vdata.make_loader(bundle.train, batch_size=per_rank, shuffle=True, drop_last=True,
                               seed=cfg.seed, transform=vdata.train_transform(bundle, cfg.img_size, **cfg.augment),
                               rank=dist.rank(), world_size=dist.world_size())

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..models import create_model
 from ..tasks import Classify
+from ..tasks.pretrained import LinearProbe, backbone_state_dict
 from . import checkpoint as ckpt
 
 
@@ -63,13 +64,6 @@ def _config_fields(name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(mcfg)} if dataclasses.is_dataclass(mcfg) else set()
 
 
-def backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A pretraining run's ``backbone.*`` weights with the prefix stripped (a classifier's as they are)."""
-    if any(k.startswith("backbone.") for k in state):
-        return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return dict(state)
-
-
 def load_backbone(model: nn.Module, source: str | Path) -> dict[str, list[str]]:
     """Start ``model`` from the backbone in ``source`` (a run folder, or a .safetensors file).
 
@@ -85,7 +79,8 @@ def load_backbone(model: nn.Module, source: str | Path) -> dict[str, list[str]]:
     else:
         from ..weights.io import load_weights_file
         state = load_weights_file(source)
-    state = backbone_state(state)
+    if any(k.startswith("backbone.") for k in state):  # a pretraining run; else a classifier's weights
+        state = backbone_state_dict(state)
     own = model.state_dict()
     is_head = lambda k: k.startswith(("head.", "head_dist."))  # noqa: E731
     missing = [k for k in own if k not in state and not is_head(k)]
@@ -98,35 +93,6 @@ def load_backbone(model: nn.Module, source: str | Path) -> dict[str, list[str]]:
     take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and not is_head(k)}
     model.load_state_dict(take, strict=False)
     return {"loaded": sorted(take), "skipped": sorted(set(state) - set(take))}
-
-
-class LinearProbe(nn.Module):
-    """A frozen backbone and a trainable BatchNorm (no affine) + zero-initialised linear head (MAE App. A.2).
-
-    The backbone stays in eval mode (no dropout / drop-path on the frozen features) whatever mode
-    the probe is put in; only the head's BatchNorm statistics and Linear are trained.
-    """
-
-    def __init__(self, backbone: nn.Module, num_classes: int):
-        super().__init__()
-        backbone.reset_classifier(0)
-        self.backbone = backbone.requires_grad_(False)
-        dim = backbone.num_features if not hasattr(backbone, "head_hidden_size") else backbone.head_hidden_size
-        self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes))
-        nn.init.zeros_(self.head[1].weight)
-        nn.init.zeros_(self.head[1].bias)
-        self.input_size = getattr(backbone, "input_size", None)
-        self.num_classes = num_classes
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = self.backbone(x)
-        return self.head(feats)
 
 
 # ---------------------------------------------------------------------------- builders
@@ -179,6 +145,28 @@ def register_task(name: str) -> Callable[[Builder], Builder]:
         TASKS[name] = fn
         return fn
     return deco
+
+
+def _task_args(cfg, name: str, defaults: dict, allowed: set[str]) -> dict:
+    """``cfg.task_args`` over the task's defaults; unknown keys raise ValueError naming the valid ones."""
+    unknown = sorted(set(cfg.task_args) - allowed)
+    if unknown:
+        raise ValueError(f"task {name!r} does not take task_args {unknown}; it takes {sorted(allowed)}")
+    return {**defaults, **cfg.task_args}
+
+
+@register_task("mae")
+def build_mae(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """MAE on a headless ``cfg.model`` (an unused head would get no gradient, which DDP rejects).
+
+    Defaults sized for the 0.8M mnist ViT: a 64-wide, 2-block decoder (half the encoder's width, as MAE).
+    """
+    from ..tasks.mae import MAE, MAEPretrain
+    args = _task_args(cfg, "mae", {"decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4},
+                      {"decoder_dim", "decoder_depth", "decoder_heads", "mlp_ratio", "mask_ratio", "norm_pix_loss",
+                       "keep_rule", "eval_seed"})
+    eval_seed = args.pop("eval_seed", 0)
+    return MAE(build_backbone(cfg, info, num_classes=0), **args), MAEPretrain(eval_seed)
 
 
 def build_task(cfg, info: DataInfo) -> tuple[nn.Module, Any]:

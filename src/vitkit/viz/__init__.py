@@ -7,6 +7,7 @@
 - ``plot_curves``: loss and accuracy from a metrics JSONL log.
 - ``confusion_matrix`` / ``plot_confusion``.
 - ``image_grid`` / ``make_grid``: pixel-exact sample and reconstruction grids.
+- ``reconstruct`` / ``plot_reconstruction``: MAE original / masked / reconstruction rows.
 
 Plots draw on a pyplot-free Agg figure (no global backend is chosen), create the output's
 parent folder, and return the PNG's path.
@@ -16,6 +17,7 @@ from .curves import plot_curves, read_metrics
 from .filters import patch_filter_components, plot_patch_filters
 from .images import image_grid, make_grid, plot_rollout
 from .pos_embed import plot_pos_embed_similarity, pos_embed_similarity
+from .reconstruction import plot_reconstruction, reconstruct
 from .rollout import attention_rollout, discard_lowest, fuse_heads, rollout_to_image
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "discard_lowest",
     "fuse_heads",
     "image_grid",
+    "plot_reconstruction",
+    "reconstruct",
     "make_grid",
     "patch_filter_components",
     "plot_confusion",
