@@ -95,7 +95,8 @@ def test_sampler_returns_the_point_mass_under_the_exact_eps(eta, steps):
             return (x - ab.sqrt() * target) / (1 - ab).sqrt()
 
     head = Oracle(C, 8, width=16, depth=1).double()
-    out = head.sample(torch.randn(5, 8, dtype=torch.double), steps=steps, eta=eta, clip_x0=None, generator=torch.Generator().manual_seed(0))
+    out = head.sample(torch.randn(5, 8, dtype=torch.double), steps=steps, eta=eta, clip_x0=None,
+                      generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, target.expand(5, -1), atol=1e-9)
     assert head.sampling_timesteps(8) == [999, 856, 714, 571, 428, 285, 143, 0]   # round(999 - 999 i / 7)
 

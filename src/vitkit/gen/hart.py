@@ -99,8 +99,9 @@ class ResidualDiffusionHead(nn.Module):
         return self.out(self.final_norm(h) * (1 + scale) + shift)
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDPM's simple loss (Ho et al. 2020, eq. 14): E ||eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t, c)||^2,
-        t ~ U{0..T-1}, mean over tokens and channels. x0: (M, C), cond: (M, cond_dim)."""
+        """DDPM's simple loss (Ho et al. 2020, eq. 14), mean over tokens and channels:
+        E ||eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t, c)||^2, t ~ U{0..T-1}.
+        x0: (M, C), cond: (M, cond_dim)."""
         M, dev = x0.shape[0], x0.device
         t = torch.randint(0, self.num_timesteps, (M,), generator=generator, device=dev)
         eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
