@@ -100,6 +100,10 @@ def test_prompt_ensembling_is_the_mean_of_normalised_embeddings():
     assert torch.allclose(tok_weights, weights, atol=1e-6)
     with pytest.raises(ValueError, match="exactly one"):
         class_prompts(["a"], ["no slot"])
+    f = torch.tensor([[3.0, 0.0], [0.0, 0.5], [1.0, 1.0]])               # class 0: rows 0, 1; class 1: row 2
+    w = ensemble_prompts(f, torch.tensor([0, 0, 1]), 2)
+    s = 0.5 ** 0.5
+    assert torch.allclose(w, torch.tensor([[s, s], [s, s]]), atol=1e-6)   # mean of (1,0) and (0,1), renormed
 
 
 def test_zero_shot_classify_and_predict():
@@ -159,8 +163,8 @@ def test_task_loss_reaches_every_weight_and_eval_sums():
 
 
 def test_tiny_clip_learns_to_pair_digits_with_captions(tmp_path):
-    """mnist5k, 2,048 training digits, 12 short epochs (~6 s on one idle core): zero-shot top-1 with held-out templates well above 10% chance;
-    the run folder loads back with load_clip and predicts the same."""
+    """mnist5k, 2,048 training digits, 12 short epochs (~6 s on one idle core): zero-shot top-1 with
+    held-out templates well above 10% chance; the run folder loads back with load_clip and predicts the same."""
     from vitkit.train import TrainConfig, fit
     from vitkit.weights.clip import clip_meta, load_clip
     torch.manual_seed(0)
@@ -226,3 +230,48 @@ def test_locked_tower_is_frozen_cached_and_outside_the_checkpoint(locked, monkey
     assert model.text_projection.weight.grad is not None      # the one trainable part of the text side
     with pytest.raises(ValueError, match="strings"):
         locked(torch.zeros(1, 4, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------- two ranks
+_GATHER_WORKER = r'''
+import sys, torch, torch.distributed as dist
+from vitkit.tasks.clip import clip_loss
+
+def run(rank, world, store):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    full_img, full_txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
+    full = clip_loss(full_img, full_txt, 5.0, gather=False)  # as one process with the global batch of 8
+    full.backward()
+    s = slice(4 * rank, 4 * rank + 4)
+    mine_img, mine_txt = img[s].clone().requires_grad_(), txt[s].clone().requires_grad_()
+    loss = clip_loss(mine_img, mine_txt, 5.0)              # this rank's 4, gathered across ranks
+    loss.backward()
+    assert torch.allclose(loss, full, atol=1e-6), (loss, full)
+    assert torch.allclose(mine_img.grad, full_img.grad[s], atol=1e-6)
+    assert torch.allclose(mine_txt.grad, full_txt.grad[s], atol=1e-6)
+    dist.destroy_process_group()
+
+run(int(sys.argv[1]), 2, sys.argv[2])
+'''
+
+
+@pytest.mark.slow
+def test_gathered_loss_on_two_ranks_equals_the_global_batch(tmp_path):
+    """Two gloo ranks with 4 pairs each: the loss is the 8-pair loss, and each rank's local features get
+    exactly the 8-pair loss's gradient (the other ranks' features are constants there)."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "worker.py"
+    script.write_text(_GATHER_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(tmp_path / "store")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-2000:]

@@ -100,7 +100,8 @@ class TextConfig:
         if self.tokenizer not in ("bytes", "none"):
             raise ValueError(f"tokenizer must be 'bytes' or 'none', got {self.tokenizer!r}")
         if self.tokenizer == "bytes" and self.vocab_size < ByteTokenizer.vocab_size:
-            raise ValueError(f"the byte tokenizer needs vocab_size >= {ByteTokenizer.vocab_size}, got {self.vocab_size}")
+            raise ValueError(f"the byte tokenizer needs vocab_size >= {ByteTokenizer.vocab_size}, "
+                             f"got {self.vocab_size}")
         if self.eot_id is not None and not 0 <= self.eot_id < self.vocab_size:
             raise ValueError(f"eot_id {self.eot_id} is outside the vocabulary (size {self.vocab_size})")
         if self.context_length < 2:
@@ -156,7 +157,8 @@ class TextTransformer(nn.Module):
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L, width) after the final LayerNorm; position i depends on tokens <= i only."""
         if tokens.ndim != 2 or tokens.dtype.is_floating_point:
-            raise ValueError(f"the text tower expects integer token ids (B, L), got {tokens.dtype} {tuple(tokens.shape)}")
+            raise ValueError(f"the text tower expects integer token ids (B, L), "
+                             f"got {tokens.dtype} {tuple(tokens.shape)}")
         L = tokens.shape[1]
         if L > self.cfg.context_length:
             raise ValueError(f"{L} tokens exceed the text tower's context_length {self.cfg.context_length}: "

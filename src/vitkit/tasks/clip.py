@@ -64,6 +64,11 @@ class CLIP(nn.Module):
         nn.init.normal_(self.visual_projection.weight, std=self.image_width ** -0.5)
         nn.init.normal_(self.text_projection.weight, std=text.width ** -0.5)
 
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """(C, H, W) the image tower takes."""
+        return tuple(getattr(self.backbone, "input_size", ()))
+
     def no_weight_decay(self) -> set[str]:
         """The towers' own no-decay names, prefixed (logit_scale is a scalar: no decay by the ndim rule)."""
         out = set()
@@ -96,7 +101,9 @@ class CLIP(nn.Module):
         return self.logit_scale.clamp(max=self.max_logit_scale).exp()
 
     def forward(self, image: torch.Tensor | None = None, text=None):
-        """-> (image_features (B, E) or None, text_features (T, E) or None, exp(logit_scale)); features L2-normalised."""
+        """-> (image_features (B, E) or None, text_features (T, E) or None, exp(logit_scale)).
+
+        Features are L2-normalised; a tower whose input is None is skipped (open_clip's convention)."""
         image_features = self.encode_image(image, normalize=True) if image is not None else None
         text_features = self.encode_text(text, normalize=True) if text is not None else None
         return image_features, text_features, self.scale()
@@ -197,7 +204,7 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 # Training captions; a random one (and a random name: numeral or word) per image and step.
 DIGIT_TEMPLATES = ("a handwritten {}.", "the digit {}.", "a photo of the number {}.", "{}",
                    "the number {}.", "an image of the digit {}.", "a {} written by hand.",
-                   "a scan of a handwritten {}.", "a white {} on a black background.", "a drawing of a {}.")
+                   "a scan of a handwritten {}.", "a white {} on black.", "a drawing of a {}.")
 # Held out from training: zero-shot evaluation only (disjoint from DIGIT_TEMPLATES; a test checks).
 DIGIT_EVAL_TEMPLATES = ("a picture of the digit {}.", "this is a {}.", "number {}, handwritten.")
 # For datasets whose classes are not digits.
@@ -228,7 +235,8 @@ def _check_templates(templates: Sequence[str]) -> tuple[str, ...]:
     return tuple(templates)
 
 
-def class_prompts(classnames: Sequence[str | Sequence[str]], templates: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+def class_prompts(classnames: Sequence[str | Sequence[str]],
+                  templates: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     """Every (template, name) prompt of every class, and its class index: (prompts, owner (P,) int64)."""
     templates = _check_templates(templates)
     prompts, owner = [], []
