@@ -46,7 +46,7 @@ class CLIP(nn.Module):
     uses by default (saved with the model's config).
     """
 
-    def __init__(self, backbone: nn.Module, text: nn.Module, embed_dim: int = 128,
+    def __init__(self, backbone: nn.Module, text: nn.Module, embed_dim: int = 64,
                  init_logit_scale: float = LOGIT_SCALE_INIT, max_logit_scale: float = LOGIT_SCALE_MAX,
                  templates: Sequence[str] | None = None, backbone_name: str | None = None):
         super().__init__()
@@ -133,7 +133,7 @@ def build_text_tower(spec: TextConfig | dict | str) -> nn.Module:
     raise ValueError(f"unknown text tower {spec!r}: give a TextConfig, its dict, or 'locked'")
 
 
-def make_clip(image_model: str, *, text: TextConfig | dict | str | None = None, embed_dim: int = 128,
+def make_clip(image_model: str, *, text: TextConfig | dict | str | None = None, embed_dim: int = 64,
               templates: Sequence[str] | None = None, image_args: dict | None = None) -> CLIP:
     """A CLIP whose image tower is the registered ``image_model`` without its head (``num_classes=0``).
 
