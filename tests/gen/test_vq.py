@@ -208,6 +208,16 @@ def test_multiscale_loss_and_phi_follow_var():
     torch.testing.assert_close(f.grad, w, atol=0, rtol=0)  # straight through the whole f^
 
 
+def test_multiscale_ema_counts_the_residual_rows_of_every_scale():
+    d = 0.9
+    msvq = MultiScaleVQ(16, 4, (1, 2, 4), decay=d, restart_dead=False, data_init=False).train()
+    _, ids_list, _ = msvq(torch.randn(3, 4, 4, 4))
+    rows = 3 * (1 + 4 + 16)
+    assert msvq.vq.cluster_size.sum().item() == pytest.approx(d * 16 + (1 - d) * rows)
+    counts = torch.bincount(torch.cat([i.flatten() for i in ids_list]), minlength=16).float()
+    torch.testing.assert_close(msvq.vq.cluster_size, d * torch.ones(16) + (1 - d) * counts)
+
+
 def test_teacher_inputs_and_step_agree():
     tok = MultiScaleVQTokenizer(channels=(8, 8, 8), embed_dim=4, codebook_size=32, quant_resi=0.5).eval()
     with torch.no_grad():
@@ -253,6 +263,24 @@ def test_tokenizer_shapes(size):
     torch.testing.assert_close(hy.decode_latent(f_hat), hy(x)[1]["recon_discrete"], atol=1e-5, rtol=1e-4)
 
 
+def test_task_loss_and_eval_metrics():
+    x = torch.randn(4, 1, 16, 16)
+    task = TokenizerTask()
+    tok = VQTokenizer(img_size=16, channels=(8, 8, 8), embed_dim=4, codebook_size=16).eval()  # eval: no EMA step
+    loss, metrics = task.loss(tok, (x, torch.zeros(4)))
+    recon, info = tok(x)
+    torch.testing.assert_close(loss, F.mse_loss(recon, x) + info["loss_vq"])
+    assert set(metrics) == {"loss", "mse", "loss_vq", "usage", "perplexity"}
+    hy = HybridTokenizer(img_size=16, channels=(8, 8, 8), embed_dim=4, codebook_size=16).eval()
+    sums = task.eval_metrics(hy, (x, torch.zeros(4)))
+    assert sums["count"] == 4 and set(sums) == {"loss_sum", "mse_sum", "psnr_sum", "usage_sum", "mse_discrete_sum",
+                                                "count"}
+    with torch.no_grad():
+        recon, info = hy(x)
+    torch.testing.assert_close(sums["mse_sum"], F.mse_loss(recon, x, reduction="sum") / x[0].numel())
+    torch.testing.assert_close(sums["mse_discrete_sum"], F.mse_loss(info["recon_discrete"], x, reduction="sum") / x[0].numel())
+
+
 def test_psnr_on_unnormalised_pixels():
     task = TokenizerTask(mean=(0.5,), std=(0.25,))
     images = torch.full((2, 1, 4, 4), 0.0)  # pixel 0.5
@@ -296,7 +324,7 @@ def test_hybrid_reconstruction_beats_discrete_only():
     x, bundle = _digits()
     task = TokenizerTask(bundle.mean, bundle.std)
     model = HybridTokenizer(channels=(16, 16, 16), embed_dim=8, codebook_size=64, num_res_blocks=0)
-    first, _ = _fit(model, task, x, 60)  # HART's training: discrete-only or continuous latent, p = 0.5
+    first, _ = _fit(model, task, x, 90)  # HART's training: discrete-only or continuous latent, p = 0.5
     model.eval()
     ids_list, residual = model.encode_hybrid(x)
     f_hat = model.quantizer.ids_to_fhat(ids_list)

@@ -6,7 +6,8 @@
 
 The autoencoder is sized for 28x28 digits: widths ``channels`` at sides H, H/2, ..., i.e. a
 2^(len(channels)-1) downsampling (4x by default: 28x28 -> 7x7 latent); any H, W divisible by it work.
-Every ``forward(images)`` returns ``(recon (B, C, H, W), {"loss_vq", "usage", "perplexity"})``.
+Defaults (channels (16, 32, 32), one ResBlock per level, embed_dim 8, 256 codes) are the
+recommended size for 28x28 digits: ~120k parameters. Every ``forward(images)`` returns ``(recon (B, C, H, W), {"loss_vq", "usage", "perplexity"})``.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class Encoder(nn.Module):
     -> GN -> SiLU -> conv3x3 to out_dim.
     """
 
-    def __init__(self, in_chans: int = 1, channels: tuple[int, ...] = (32, 64, 64), out_dim: int = 16,
+    def __init__(self, in_chans: int = 1, channels: tuple[int, ...] = (16, 32, 32), out_dim: int = 8,
                  num_res_blocks: int = 1):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_chans, channels[0], 3, padding=1)]
@@ -63,7 +64,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Mirror of ``Encoder``: (B, in_dim, h, w) -> (B, out_chans, h*f, w*f), nearest x2 upsampling + conv3x3."""
 
-    def __init__(self, out_chans: int = 1, channels: tuple[int, ...] = (32, 64, 64), in_dim: int = 16,
+    def __init__(self, out_chans: int = 1, channels: tuple[int, ...] = (16, 32, 32), in_dim: int = 8,
                  num_res_blocks: int = 1):
         super().__init__()
         rev = tuple(reversed(channels))
@@ -90,7 +91,7 @@ class _ConvAutoencoder(nn.Module):
         super().__init__()
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if not channels:
-            raise ValueError("channels must name at least one width, e.g. (32, 64, 64)")
+            raise ValueError("channels must name at least one width, e.g. (16, 32, 32)")
         f = 2 ** (len(channels) - 1)
         if h % f or w % f:
             raise ValueError(f"img_size {(h, w)} must be divisible by the downsampling {f} "
@@ -121,8 +122,8 @@ class VQTokenizer(_ConvAutoencoder):
     ``VectorQuantizer``.
     """
 
-    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28, channels: tuple[int, ...] = (32, 64, 64),
-                 embed_dim: int = 16, codebook_size: int = 256, num_res_blocks: int = 1, **vq_kwargs):
+    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28, channels: tuple[int, ...] = (16, 32, 32),
+                 embed_dim: int = 8, codebook_size: int = 256, num_res_blocks: int = 1, **vq_kwargs):
         super().__init__(in_chans, img_size, channels, embed_dim, num_res_blocks)
         self.quantizer = VectorQuantizer(codebook_size, embed_dim, **vq_kwargs)
         self.codebook_size = self.quantizer.codebook_size
@@ -155,13 +156,13 @@ class MultiScaleVQTokenizer(_ConvAutoencoder):
 
     scales: None -> ``default_scales(latent side)``; the last must equal the (square) latent side.
     quant_resi, num_phi: VAR's phi (see ``MultiScaleVQ``); other keywords go to ``VectorQuantizer``
-    (ema defaults to False, as VAR).
+    (ema defaults to True here; VAR learns its codebook by gradient, ema=False).
     Generation: ``f = None; for k: ids_k = sample(...); f, nxt = tok.step(f, k, ids_k)``; then
     ``tok.decode_latent(f)``. Training a generator: ``tok.teacher_inputs(tok.encode(images))``.
     """
 
-    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28, channels: tuple[int, ...] = (32, 64, 64),
-                 embed_dim: int = 16, codebook_size: int = 256, scales: tuple[int, ...] | None = None,
+    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28, channels: tuple[int, ...] = (16, 32, 32),
+                 embed_dim: int = 8, codebook_size: int = 256, scales: tuple[int, ...] | None = None,
                  num_res_blocks: int = 1, quant_resi: float = 0.5, num_phi: int = 4, **vq_kwargs):
         super().__init__(in_chans, img_size, channels, embed_dim, num_res_blocks)
         h, w = self.grid
