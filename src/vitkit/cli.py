@@ -7,6 +7,8 @@
     vitkit eval RUN                          held-out top-1 of a run folder
     vitkit predict RUN IMAGE...              top-k classes with probabilities
     vitkit info RUN                          what a run folder holds
+    vitkit zero-shot RUN IMAGE... --labels "cat,dog"   CLIP zero-shot labels (run or HF CLIP folder)
+    vitkit generate RUN --n 64 --class 7     sample a grid from an ar / var / hart run
 
 Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zero; set
 ``VITKIT_DEBUG=1`` to see the traceback. Under ``torchrun`` training is data-parallel.
@@ -111,7 +113,9 @@ def cmd_train(args) -> int:
     dist.init_distributed()
     model, task, loaders, bundle, meta = build_run(cfg)
     if dist.is_main():
-        what = cfg.model if cfg.task == "classify" else f"{cfg.task} ({cfg.model})"
+        from .train.tasks import GENERATORS
+        what = (cfg.model if cfg.task == "classify" else cfg.task if cfg.task in (*GENERATORS, "vq")
+                else f"{cfg.task} ({cfg.model})")
         print(f"vitkit: training {what}, {meta['num_trainable'] / 1e6:.2f}M trainable params, on {cfg.data} "
               f"({len(bundle.train)} train / {len(bundle.test)} test images) for {cfg.epochs} epochs "
               f"-> {cfg.out}", flush=True)
@@ -228,6 +232,87 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- zero-shot / generate
+def _clip_normalisation(src: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The image normalisation of a CLIP: a vitkit run's data statistics, a HF folder's preprocessor
+    config, else OpenAI CLIP's."""
+    from .weights import hub
+    folder = hub.resolve(src) if hub.is_hub_id(src) else Path(src)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if "mean" in config and "std" in config:
+        return tuple(config["mean"]), tuple(config["std"])
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        p = json.loads(pre.read_text())
+        if "image_mean" in p and "image_std" in p:
+            return tuple(p["image_mean"]), tuple(p["image_std"])
+    return (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def cmd_zero_shot(args) -> int:
+    import torch
+
+    from . import load_clip
+    from .data import load_image
+    from .data.transforms import Compose, Normalize, Resize
+    from .tasks.clip import zero_shot_predict
+    model = load_clip(args.run)
+    mean, std = _clip_normalisation(args.run)
+    c, h, w = model.input_size
+    tf = Compose([Resize((h, w)), Normalize(mean, std)])
+    templates = None
+    if args.templates:
+        templates = [line.strip() for line in Path(args.templates).read_text().splitlines() if line.strip()]
+        if not templates:
+            raise CLIError(f"{args.templates} holds no templates (one per line, with {{}} for the label)")
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+    failed = 0
+    for path in args.images:
+        try:
+            x = load_image(path, in_chans=c)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            print(f"vitkit: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.no_grad():
+            probs = zero_shot_predict(model, tf(x[None]), labels, templates)[0]
+        top = probs.topk(min(args.topk, len(labels)))
+        ranked = ", ".join(f"{labels[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: {ranked}")
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from .train.run import load_run
+    from .viz import image_grid
+    run = load_run(args.run)
+    if run.train_cfg.task not in ("ar", "var", "hart"):
+        raise CLIError(f"{args.run} is a {run.train_cfg.task!r} run; generate needs an ar, var or hart run "
+                       "(`vitkit pretrain --task ar|var|hart`)")
+    k = len(run.classes)
+    if args.cls is None:
+        labels = torch.arange(args.n) % k  # every class in turn: one class per column of the grid
+    else:
+        if args.cls not in run.classes:
+            raise CLIError(f"--class {args.cls!r} is not one of the run's classes {run.classes}")
+        labels = torch.full((args.n,), run.classes.index(args.cls))
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                "cfg_scale": args.cfg_scale, "generator": torch.Generator().manual_seed(args.seed)}
+    if run.train_cfg.task_args.get("order") == "masked":
+        sampling["steps"] = args.steps
+    t0 = time.perf_counter()
+    images = run.model.generate(labels, **sampling)
+    seconds = time.perf_counter() - t0
+    out = Path(args.out or run.path / "samples.png")
+    image_grid(images, k if args.cls is None else min(8, args.n), out, run.mean, run.std, scale=args.scale)
+    passes = getattr(run.model.generator, "last_forward_passes", None)
+    print(f"vitkit: {args.n} samples -> {out} ({seconds / args.n * 1e3:.1f} ms/image"
+          + (f", {passes} transformer forward passes" if passes is not None else "") + ")")
+    return 0
+
+
 # ---------------------------------------------------------------------------- convert
 def cmd_convert(args) -> int:
     from .weights import convert
@@ -239,7 +324,8 @@ def cmd_convert(args) -> int:
 def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="YAML/JSON file of TrainConfig fields (flags override it)")
     t.add_argument("--model", help="registered model name (see `vitkit models`): the classifier or the backbone")
-    t.add_argument("--task", help="classify (train) | mae | simclr | mocov3 | clip | vq | ar | var | hart (pretrain)")
+    t.add_argument("--task", help="classify | distill | diverse_patch (train); mae | simclr | mocov3 | clip | "
+                   "vq | ar | var | hart (pretrain)")
     t.add_argument("--data", help="mnist5k | digits | imagefolder:PATH | cifar10:PATH")
     t.add_argument("--labels-per-class", type=int, dest="labels_per_class",
                    help="train on this many labelled images per class (a seeded draw)")
@@ -301,6 +387,29 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="(re)write a run's pictures and report.json")
     rp.add_argument("run")
     rp.set_defaults(func=lambda a: (report(a.run), 0)[1])
+
+    z = sub.add_parser("zero-shot", help="classify images by text labels with a CLIP (run folder or HF folder)")
+    z.add_argument("run", help="a CLIP run folder, a HF CLIPModel folder, or hf:org/name (local cache)")
+    z.add_argument("images", nargs="+", help="PNG/JPEG/BMP files")
+    z.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,seven"')
+    z.add_argument("--templates", help="file of prompt templates, one per line with {} for the label "
+                   "(default: the run's held-out templates); several templates are ensembled")
+    z.add_argument("--topk", type=int, default=3)
+    z.set_defaults(func=cmd_zero_shot)
+
+    g = sub.add_parser("generate", help="sample images from a generator run (ar, var, hart) into a PNG grid")
+    g.add_argument("run", help="run folder of `vitkit pretrain --task ar|var|hart`")
+    g.add_argument("--n", type=int, default=64, help="number of images")
+    g.add_argument("--class", dest="cls", help="class name to generate (default: every class in turn)")
+    g.add_argument("--out", help="PNG path (default: RUN/samples.png)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, dest="top_k")
+    g.add_argument("--top-p", type=float, dest="top_p")
+    g.add_argument("--cfg-scale", type=float, default=1.0, dest="cfg_scale", help="classifier-free guidance")
+    g.add_argument("--steps", type=int, default=8, help="decoding steps of masked AR (MaskGIT)")
+    g.add_argument("--scale", type=int, default=3, help="pixel enlargement of the PNG")
+    g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("convert", help="convert ViT weights between vitkit, HF transformers and timm")
     c.add_argument("src", help="weights file, checkpoint folder (HF/timm/vitkit), Google .npz, or hf:org/name")

@@ -91,3 +91,4 @@ def _import_families() -> None:
     from . import convit  # noqa: F401
     from . import t2t  # noqa: F401
     from . import ceit  # noqa: F401
+    from . import visual_tokens  # noqa: F401

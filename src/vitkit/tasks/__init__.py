@@ -1,7 +1,9 @@
 """Tasks: what is learned. Each has `loss(model, batch) -> (loss, metrics)` and `eval_metrics(model, batch)`."""
 from .classify import Classify
+from .clip import CLIP, CLIPTask
 from .distill import Distill
+from .diverse_patch import DiversePatch, PatchDiversified
 from .mae import MAE, MAEPretrain
 from .pretrained import LinearProbe, backbone_state_dict
 
-__all__ = ["Classify", "Distill", "MAE", "MAEPretrain", "LinearProbe", "backbone_state_dict"]
+__all__ = ["Classify", "CLIP", "CLIPTask", "Distill", "DiversePatch", "PatchDiversified", "MAE", "MAEPretrain", "LinearProbe", "backbone_state_dict"]

@@ -54,6 +54,9 @@ def build_run(cfg: TrainConfig):
     info = DataInfo.from_bundle(bundle, cfg.img_size)
     model, task = build_task(cfg, info)
     meta = run_meta(model, bundle, cfg, info)
+    if cfg.task == "clip":  # what `vitkit.load_clip` reads from config.json
+        from ..weights.clip import clip_meta
+        meta.update(clip_meta(model, task))
     return model, task, build_loaders(cfg, bundle), bundle, meta
 
 

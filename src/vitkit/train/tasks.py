@@ -35,12 +35,13 @@ class DataInfo:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    train_count: int | None = None  # training images; None when rebuilding a finished run
 
     @classmethod
     def from_bundle(cls, bundle, img_size: int | None = None) -> DataInfo:
         size = (img_size, img_size) if img_size else tuple(bundle.img_size)
         return cls(bundle.num_classes, bundle.in_chans, size, tuple(bundle.classes),
-                   tuple(bundle.mean), tuple(bundle.std))
+                   tuple(bundle.mean), tuple(bundle.std), len(bundle.train))
 
     @classmethod
     def from_meta(cls, meta: dict) -> DataInfo:
@@ -155,6 +156,22 @@ def _task_args(cfg, name: str, defaults: dict, allowed: set[str]) -> dict:
     return {**defaults, **cfg.task_args}
 
 
+@register_task("diverse_patch")
+def build_diverse_patch(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """Classification + patch diversity losses (Gong et al. 2021); task_args: cos_weight,
+    contrastive_weight, mixing_weight, first_layer, mix_alpha, mix_prob."""
+    from ..tasks.diverse_patch import DiversePatch
+    args = _task_args(cfg, "diverse_patch", {}, {"cos_weight", "contrastive_weight", "mixing_weight",
+                                                  "first_layer", "mix_alpha", "mix_prob"})
+    task = DiversePatch(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                        num_classes=info.num_classes, **args)
+    backbone = build_backbone(cfg, info)
+    if cfg.init:
+        load_backbone(backbone, cfg.init)
+        backbone.reset_classifier(info.num_classes)
+    return task.wrap(backbone), task
+
+
 @register_task("mae")
 def build_mae(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     """MAE on a headless ``cfg.model`` (an unused head would get no gradient, which DDP rejects).
@@ -167,6 +184,129 @@ def build_mae(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
                        "keep_rule", "eval_seed"})
     eval_seed = args.pop("eval_seed", 0)
     return MAE(build_backbone(cfg, info, num_classes=0), **args), MAEPretrain(eval_seed)
+
+
+@register_task("simclr")
+def build_simclr(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """SimCLR on a headless ``cfg.model``; task_args: tau, proj_dim, proj_hidden_dim, views (TwoViews kwargs)."""
+    from ..tasks.contrastive import Contrastive, SimCLR, TwoViews
+    args = _task_args(cfg, "simclr", {"tau": 0.2}, {"tau", "proj_dim", "proj_hidden_dim", "views", "eval_seed"})
+    views = TwoViews(**args.pop("views", {}))
+    eval_seed = args.pop("eval_seed", 0)
+    return SimCLR(build_backbone(cfg, info, num_classes=0), views=views, **args), Contrastive(eval_seed)
+
+
+@register_task("mocov3")
+def build_mocov3(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """MoCo v3 on a headless ``cfg.model``; task_args: tau, dim, hidden_dim, m0, views (TwoViews kwargs).
+
+    The momentum schedule spans the whole run: total_steps = epochs x optimizer steps per epoch.
+    """
+    from ..tasks.contrastive import Contrastive, MoCoV3, TwoViews
+    args = _task_args(cfg, "mocov3", {"tau": 0.2}, {"tau", "dim", "hidden_dim", "m0", "views", "eval_seed"})
+    views = TwoViews(**args.pop("views", {}))
+    eval_seed = args.pop("eval_seed", 0)
+    steps = cfg.epochs * max(info.train_count // cfg.batch_size, 1) * cfg.accum_steps if info.train_count else 1
+    return (MoCoV3(build_backbone(cfg, info, num_classes=0), total_steps=steps, views=views, **args),
+            Contrastive(eval_seed))
+
+
+@register_task("clip")
+def build_clip_task(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """CLIP: image tower ``cfg.model`` (headless) + a text tower; labels become captions from templates.
+
+    task_args: text ("scratch" = vitkit's byte-level causal transformer, default; "locked" = the frozen
+    pretrained MiniLM, LiT), text_args (TextConfig fields for the scratch tower), embed_dim.
+    """
+    from ..tasks.clip import CLIP, CLIPTask, TextConfig, build_text_tower
+    args = _task_args(cfg, "clip", {"text": "scratch", "text_args": {}, "embed_dim": 128},
+                      {"text", "text_args", "embed_dim"})
+    if args["text"] not in ("scratch", "locked"):
+        raise ValueError(f"task_args.text must be 'scratch' or 'locked', got {args['text']!r}")
+    text = TextConfig(**args["text_args"]) if args["text"] == "scratch" else "locked"
+    task = CLIPTask.for_classes(info.classes)
+    model = CLIP(build_backbone(cfg, info, num_classes=0), build_text_tower(text), args["embed_dim"],
+                 templates=task.eval_templates, backbone_name=cfg.model)
+    return model, task
+
+
+# ---------------------------------------------------------------------------- generation
+TOKENIZERS = ("vq", "multiscale", "hybrid")
+
+
+@register_task("vq")
+def build_tokenizer(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """A visual tokenizer (``cfg.model`` is not used): task_args kind = vq | multiscale | hybrid, and
+    the tokenizer's own options (channels, embed_dim, codebook_size, scales, beta, ema, ...)."""
+    from ..gen import HybridTokenizer, MultiScaleVQTokenizer, TokenizerTask, VQTokenizer
+    args = dict(cfg.task_args)
+    kind = args.pop("kind", "vq")
+    classes = {"vq": VQTokenizer, "multiscale": MultiScaleVQTokenizer, "hybrid": HybridTokenizer}
+    if kind not in classes:
+        raise ValueError(f"task_args.kind must be one of {TOKENIZERS}, got {kind!r}")
+    for key in ("channels", "scales"):
+        if key in args:
+            args[key] = tuple(args[key])
+    size = info.img_size[0] if info.img_size[0] == info.img_size[1] else info.img_size
+    try:
+        tok = classes[kind](in_chans=info.in_chans, img_size=size, **args)
+    except TypeError as e:
+        raise ValueError(f"task 'vq' ({kind}): {e}") from None
+    return tok, TokenizerTask(info.mean, info.std)
+
+
+GENERATORS = {"ar": "vq", "var": "multiscale", "hart": "hybrid"}
+
+
+def _load_tokenizer(path: str, want: str) -> nn.Module:
+    from .run import load_run
+    run = load_run(path)
+    kind = run.train_cfg.task_args.get("kind", "vq") if run.train_cfg.task == "vq" else None
+    if kind != want:
+        raise ValueError(f"{path} is not a {want} tokenizer run (task {run.train_cfg.task!r}, kind {kind!r}); "
+                         f"train one with `vitkit pretrain --task vq --set task_args.kind={want}`")
+    return run.model
+
+
+def _build_generator(name: str, cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    from ..gen.task import GenerativeModel, GenerativeTask
+    from ..gen.ar import ARTransformer
+    from ..gen.hart import HART, estimate_residual_scale
+    from ..gen.var import VAR
+    args = dict(cfg.task_args)
+    path = args.pop("tokenizer", None)
+    if not path:
+        raise ValueError(f"task {name!r} needs a trained tokenizer run: --set task_args.tokenizer=RUN "
+                         f"(a `vitkit pretrain --task vq --set task_args.kind={GENERATORS[name]}` run)")
+    tok = _load_tokenizer(path, GENERATORS[name])
+    size = {"num_classes": info.num_classes, "dim": 192, "depth": 6, "num_heads": 6}
+    size.update({k: args.pop(k) for k in list(args) if k in ("dim", "depth", "num_heads", "mlp_ratio",
+                                                               "class_dropout", "drop_path")})
+    if name == "ar":
+        gen = ARTransformer(vocab_size=tok.codebook_size, grid=tok.grid, order=args.pop("order", "raster"), **size)
+    elif name == "var":
+        gen = VAR(vocab_size=tok.codebook_size, scales=tok.scales, embed_dim=tok.embed_dim, **size)
+    else:
+        scale = args.pop("residual_scale", None)
+        if scale is None:  # a pure function of the tokenizer and the data, so a rebuilt run gets the same
+            scale = float(estimate_residual_scale(tok, _first_images(cfg)))
+        gen = HART(var=dict(vocab_size=tok.codebook_size, scales=tok.scales, embed_dim=tok.embed_dim, **size),
+                   head_width=args.pop("head_width", size["dim"] // 2), residual_scale=scale,
+                   **{k: args.pop(k) for k in list(args) if k in ("head_depth", "sampling_steps", "diffusion_weight")})
+    if args:
+        raise ValueError(f"task {name!r} does not take task_args {sorted(args)}")
+    return GenerativeModel(tok, gen), GenerativeTask()
+
+
+def _first_images(cfg, n: int = 512) -> torch.Tensor:
+    from .. import data as vdata
+    bundle = vdata.build(cfg.data)
+    loader = vdata.make_loader(bundle.train, batch_size=n, transform=vdata.eval_transform(bundle, cfg.img_size))
+    return next(iter(loader))[0]
+
+
+for _name in GENERATORS:
+    TASKS[_name] = (lambda n: (lambda cfg, info: _build_generator(n, cfg, info)))(_name)
 
 
 def build_task(cfg, info: DataInfo) -> tuple[nn.Module, Any]:

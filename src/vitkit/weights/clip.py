@@ -164,19 +164,6 @@ def clip_meta(model: CLIP, task=None) -> dict[str, Any]:
     return meta
 
 
-def _run_weights(folder: Path, weights: str | None, config: dict[str, Any]) -> StateDict:
-    if weights is None:
-        weights = "ema" if config.get("ema_decay") else "model"
-    if weights == "model":
-        return load_weights_files([folder / "model.safetensors"])
-    if weights == "ema":
-        state = torch.load(folder / "train_state.pt", map_location="cpu", weights_only=True)
-        if state.get("ema") is None:
-            raise ValueError(f"{folder} was trained without EMA (ema_decay was None); use weights='model'")
-        return state["ema"]["module"]
-    raise ValueError(f"weights must be 'model', 'ema' or None, got {weights!r}")
-
-
 def load_clip(src: str | Path, weights: str | None = None, device: str | torch.device = "cpu") -> CLIP:
     """A vitkit ``CLIP`` in eval mode from a HF CLIPModel folder, ``hf:org/name`` (local cache only), or a
     vitkit CLIP run folder (``weights``: "model", "ema", or None = the EMA copy when the run kept one)."""
@@ -188,8 +175,9 @@ def load_clip(src: str | Path, weights: str | None = None, device: str | torch.d
         raise FileNotFoundError(f"{folder} has no config.json: it is neither a HF CLIP folder nor a vitkit run")
     config = read_json(folder / "config.json")
     if "clip" in config:
+        from ..train.checkpoint import load_run_weights
         model = build_clip(config["clip"])
-        load_model_state(model, _run_weights(folder, weights, config))
+        load_model_state(model, load_run_weights(folder, weights or ("ema" if config.get("ema_decay") else "model")))
     elif config.get("model_type") == "clip":
         model = clip_from_hf(folder)
     else:

@@ -158,6 +158,12 @@ def check_exportable(cfg: ViTConfig) -> None:
         problems.append("average pooling with a head (ViTForImageClassification pools the class token)")
     if cfg.num_classes > 0 and cfg.pre_logits:
         problems.append("pre-logits with a head (ViTForImageClassification has no pooler)")
+    if cfg.act != "gelu":
+        problems.append(f"act={cfg.act!r} (the exported config has the exact GELU)")
+    if cfg.norm_pre:
+        problems.append("norm_pre (a LayerNorm before the encoder, as CLIP's vision tower)")
+    if not cfg.patch_bias:
+        problems.append("patch_bias=False (the patch conv has a bias there)")
     if problems:
         raise ValueError("cannot write this model as HF ViT: " + "; ".join(problems))
 

@@ -92,6 +92,12 @@ def check_exportable(cfg: ViTConfig) -> None:
                         "(timm's ViT has one learned table at the input)")
     if cfg.hybrid is not None:
         problems.append("a hybrid stem (vitkit's ResNet stem is not timm's ResNetV2)")
+    if cfg.act != "gelu":
+        problems.append(f"act={cfg.act!r} (the exported config has the exact GELU)")
+    if cfg.norm_pre:
+        problems.append("norm_pre (a LayerNorm before the encoder, as CLIP's vision tower)")
+    if not cfg.patch_bias:
+        problems.append("patch_bias=False (the patch conv has a bias there)")
     if problems:
         raise ValueError("cannot write this model as timm vit_*: " + "; ".join(problems))
 
