@@ -68,7 +68,8 @@ def test_gaussian_kernel_equals_the_formula():
         want = [w / sum(want) for w in want]
         got = gaussian_kernel1d(torch.tensor([sigma], dtype=torch.float64), 7)[0]
         torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), atol=1e-12, rtol=0)
-    assert torch.equal(gaussian_kernel1d(torch.tensor([0.0]), 5)[0], torch.tensor([0, 0, 1, 0, 0.0], dtype=torch.float64))
+    identity = torch.tensor([0, 0, 1, 0, 0.0], dtype=torch.float64)
+    assert torch.equal(gaussian_kernel1d(torch.tensor([0.0]), 5)[0], identity)
 
 
 def test_blur_of_a_point_is_the_2d_gaussian():

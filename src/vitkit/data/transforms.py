@@ -253,7 +253,7 @@ class RandomErasing(Transform):
 
 
 def _grayscale_mean(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 1, 1, 1): the mean grey level of each image (ITU-R 601 luma for RGB, channel mean otherwise)."""
+    """(B, C, H, W) -> (B, 1, 1, 1): each image's mean grey level (ITU-R 601 luma for RGB, else channel mean)."""
     if x.shape[1] == 3:
         w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x * w).sum(1, keepdim=True).mean((2, 3), keepdim=True)

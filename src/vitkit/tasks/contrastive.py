@@ -416,7 +416,7 @@ class MoCoV3(nn.Module):
 
 # ---- the task -----------------------------------------------------------------------------------
 class Contrastive:
-    """The trainer task for ``SimCLR`` / ``MoCoV3`` (any module with ``views`` and forward(x1, x2=None) -> (loss, metrics)).
+    """The trainer task for ``SimCLR`` / ``MoCoV3``: any module with ``views`` and forward(x1, x2=None) -> (loss, metrics).
 
     loss(model, batch): ``model(images)`` (the model makes its random views; DDP-safe).
     eval_metrics: the same loss with deterministic views (a generator seeded with `eval_seed` for
@@ -452,7 +452,8 @@ class Contrastive:
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ValueError("Contrastive expects batches (images (B, C, H, W), labels) or an image tensor")
         if images.shape[0] < 2:
-            raise ValueError(f"contrastive learning needs at least 2 images per batch (negatives), got {images.shape[0]}")
+            raise ValueError("contrastive learning needs at least 2 images per batch (the negatives), "
+                             f"got {images.shape[0]}")
         return images
 
 
