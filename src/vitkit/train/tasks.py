@@ -35,7 +35,7 @@ class DataInfo:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    train_count: int | None = None  # training images; None when rebuilding a finished run
+    train_count: int | None = None  # training images (a run's config.json keeps it)
 
     @classmethod
     def from_bundle(cls, bundle, img_size: int | None = None) -> DataInfo:
@@ -46,7 +46,7 @@ class DataInfo:
     @classmethod
     def from_meta(cls, meta: dict) -> DataInfo:
         return cls(len(meta["classes"]), meta["in_chans"], tuple(meta["data_img_size"]), tuple(meta["classes"]),
-                   tuple(meta["mean"]), tuple(meta["std"]))
+                   tuple(meta["mean"]), tuple(meta["std"]), meta.get("train_count"))
 
 
 # ---------------------------------------------------------------------------- backbones
