@@ -191,7 +191,7 @@ def build_simclr(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     """SimCLR on a headless ``cfg.model``; task_args: tau, proj_dim, proj_hidden_dim, views (TwoViews kwargs)."""
     from ..tasks.contrastive import Contrastive, SimCLR, TwoViews
     args = _task_args(cfg, "simclr", {"tau": 0.2}, {"tau", "proj_dim", "proj_hidden_dim", "views", "eval_seed"})
-    views = TwoViews(**args.pop("views", {}))
+    views = TwoViews(mean=info.mean, std=info.std, **args.pop("views", {}))  # augments in pixel units
     eval_seed = args.pop("eval_seed", 0)
     return SimCLR(build_backbone(cfg, info, num_classes=0), views=views, **args), Contrastive(eval_seed)
 
@@ -200,11 +200,14 @@ def build_simclr(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
 def build_mocov3(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     """MoCo v3 on a headless ``cfg.model``; task_args: tau, dim, hidden_dim, m0, views (TwoViews kwargs).
 
+    Defaults for small ViTs: projector hidden 512, output 128 (the paper's 4096 / 256 are for ViT-S/B).
+
     The momentum schedule spans the whole run: total_steps = epochs x optimizer steps per epoch.
     """
     from ..tasks.contrastive import Contrastive, MoCoV3, TwoViews
-    args = _task_args(cfg, "mocov3", {"tau": 0.2}, {"tau", "dim", "hidden_dim", "m0", "views", "eval_seed"})
-    views = TwoViews(**args.pop("views", {}))
+    args = _task_args(cfg, "mocov3", {"tau": 0.2, "hidden_dim": 512, "dim": 128},
+                      {"tau", "dim", "hidden_dim", "m0", "views", "eval_seed"})
+    views = TwoViews(mean=info.mean, std=info.std, **args.pop("views", {}))  # augments in pixel units
     eval_seed = args.pop("eval_seed", 0)
     steps = cfg.epochs * max(info.train_count // cfg.batch_size, 1) * cfg.accum_steps if info.train_count else 1
     return (MoCoV3(build_backbone(cfg, info, num_classes=0), total_steps=steps, views=views, **args),
