@@ -329,7 +329,7 @@ class MultiScaleVQ(nn.Module):
         """VAR's ``idxBl_to_var_input``: (B, sum_{k>=1} s_k^2, C), for k = 1..K-1 the cumulative f^ of
         scales 0..k-1, area-interpolated to s_k x s_k and flattened row-major."""
         self._check_list(ids_list)
-        side, f_hat, rows = self.scales[-1], 0.0, []
+        f_hat, rows = 0.0, []
         for k in range(len(self.scales) - 1):
             f_hat = f_hat + self.embed_scale(k, ids_list[k])
             rows.append(self._area(f_hat, self.scales[k + 1]).flatten(2).transpose(1, 2))
