@@ -1,0 +1,48 @@
+"""What the training benchmarks share: run a list of TrainConfig jobs (reusing finished runs), in
+parallel single-thread processes, and summarise repeated measurements."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+import time
+from pathlib import Path
+
+
+def _same_config(saved: dict, cfg) -> bool:
+    ignore = {"resume", "out", "num_threads", "log_every"}
+    return all(saved.get(k) == v for k, v in cfg.to_dict().items() if k not in ignore)
+
+
+def run_one(job: tuple[str, dict]) -> dict:
+    """Train one run (or reuse it when finished with the same config) and return its last metrics line."""
+    import torch
+
+    from vitkit.train import TrainConfig, fit
+    from vitkit.train import checkpoint as ckpt
+    from vitkit.train.run import build_run
+    torch.set_num_threads(1)
+    name, d = job
+    cfg = TrainConfig.from_dict(d)
+    out = Path(cfg.out)
+    same = (out / ckpt.CONFIG_FILE).is_file() and _same_config(ckpt.read_config(out), cfg)
+    done = [r for r in ckpt.read_metrics(out) if r.get("kind") == "epoch"] if same else []
+    if done and done[-1]["epoch"] == cfg.epochs:
+        return {"name": name, **done[-1], "reused": True,
+                "seconds": sum(r.get("epoch_time_s", 0) + r.get("eval_time_s", 0) for r in done)}
+    t0 = time.time()
+    cfg = cfg.replace(resume=same)  # continue an interrupted run of the same config, else start afresh
+    model, task, loaders, bundle, meta = build_run(cfg)
+    result = fit(model, task, loaders, cfg, meta)
+    return {"name": name, **{k: v for k, v in result.items() if k != "best"}, "seconds": time.time() - t0}
+
+
+def run_all(jobs: list[tuple[str, dict]], n_procs: int) -> dict[str, dict]:
+    """Every job's result by name; ``n_procs`` > 1 runs them in that many spawned processes."""
+    if n_procs <= 1:
+        return {j[0]: run_one(j) for j in jobs}
+    with mp.get_context("spawn").Pool(n_procs) as pool:
+        return {r["name"]: r for r in pool.imap_unordered(run_one, jobs)}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
