@@ -7,7 +7,8 @@
 The autoencoder is sized for 28x28 digits: widths ``channels`` at sides H, H/2, ..., i.e. a
 2^(len(channels)-1) downsampling (4x by default: 28x28 -> 7x7 latent); any H, W divisible by it work.
 Defaults (channels (16, 32, 32), one ResBlock per level, embed_dim 8, 256 codes) are the
-recommended size for 28x28 digits: ~120k parameters. Every ``forward(images)`` returns ``(recon (B, C, H, W), {"loss_vq", "usage", "perplexity"})``.
+recommended size for 28x28 digits: ~120k parameters. Every ``forward(images)`` returns
+``(recon (B, C, H, W), {"loss_vq", "usage", "perplexity"})``.
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ class VQTokenizer(_ConvAutoencoder):
     ``VectorQuantizer``.
     """
 
-    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28, channels: tuple[int, ...] = (16, 32, 32),
+    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28,
+                 channels: tuple[int, ...] = (16, 32, 32),
                  embed_dim: int = 8, codebook_size: int = 256, num_res_blocks: int = 1, **vq_kwargs):
         super().__init__(in_chans, img_size, channels, embed_dim, num_res_blocks)
         self.quantizer = VectorQuantizer(codebook_size, embed_dim, **vq_kwargs)
@@ -147,7 +149,8 @@ class VQTokenizer(_ConvAutoencoder):
 
 
 def default_scales(side: int) -> tuple[int, ...]:
-    """VAR-like scales ending at the latent side: (1, 2, 3, 4, 5, 7) for 7; others from (1..5, 7, 10, 13, 16) below it."""
+    """VAR-like scales ending at the latent side: (1, 2, 3, 4, 5, 7) for 7, else those of
+    (1, 2, 3, 4, 5, 7, 10, 13, 16) below the side, then the side."""
     return tuple(s for s in (1, 2, 3, 4, 5, 7, 10, 13, 16) if s < side) + (side,)
 
 
@@ -161,7 +164,8 @@ class MultiScaleVQTokenizer(_ConvAutoencoder):
     ``tok.decode_latent(f)``. Training a generator: ``tok.teacher_inputs(tok.encode(images))``.
     """
 
-    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28, channels: tuple[int, ...] = (16, 32, 32),
+    def __init__(self, in_chans: int = 1, img_size: int | tuple[int, int] = 28,
+                 channels: tuple[int, ...] = (16, 32, 32),
                  embed_dim: int = 8, codebook_size: int = 256, scales: tuple[int, ...] | None = None,
                  num_res_blocks: int = 1, quant_resi: float = 0.5, num_phi: int = 4, **vq_kwargs):
         super().__init__(in_chans, img_size, channels, embed_dim, num_res_blocks)

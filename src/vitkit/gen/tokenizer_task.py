@@ -76,5 +76,6 @@ class TokenizerTask:
         out = {"loss_sum": mse.sum() + info["loss_vq"].float() * b, "mse_sum": mse.sum(),
                "psnr_sum": self.psnr(recon, images).sum(), "usage_sum": info["usage"].float() * b, "count": b}
         if "recon_discrete" in info:
-            out["mse_discrete_sum"] = (info["recon_discrete"].float() - images.float()).square().flatten(1).mean(1).sum()
+            err = info["recon_discrete"].float() - images.float()
+            out["mse_discrete_sum"] = err.square().flatten(1).mean(1).sum()
         return out

@@ -225,7 +225,8 @@ class MultiScaleVQ(nn.Module):
         super().__init__()
         scales = tuple(int(s) for s in scales)
         if not scales or any(s < 1 for s in scales) or any(a >= b for a, b in zip(scales, scales[1:])):
-            raise ValueError(f"scales must be strictly increasing positive sides such as (1, 2, 3, 4, 5, 7), got {scales}")
+            raise ValueError(f"scales must be strictly increasing positive sides such as (1, 2, 3, 4, 5, 7), "
+                             f"got {scales}")
         self.scales = scales
         self.vq = VectorQuantizer(codebook_size, dim, ema=ema, **vq_kwargs)
         self.phi = PhiPartiallyShared(dim, quant_resi, num_phi)
