@@ -39,7 +39,7 @@ def configs(args, work: Path) -> tuple[dict, dict, dict]:
     judge = dict(common, model=JUDGE, epochs=args.judge_epochs, batch_size=64, lr=1e-3, warmup_epochs=2,
                  label_smoothing=0.1, model_args={"drop_path_rate": 0.1}, eval_every=args.judge_epochs,
                  augment={"rotate": 10, "translate": 0.1}, out=str(work / "judge"))
-    tok_args = {"channels": list(args.channels), "embed_dim": 16, "codebook_size": args.codebook}
+    tok_args = {"channels": list(args.channels), "embed_dim": args.embed_dim, "codebook_size": args.codebook}
     tokenizers = {kind: dict(common, task="vq", epochs=args.tok_epochs, batch_size=64, lr=1e-3, warmup_epochs=1,
                              weight_decay=0.0, eval_every=args.tok_epochs, task_args={**tok_args, "kind": kind},
                              out=str(work / "tokenizer" / kind))
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--judge-epochs", type=int, default=15, dest="judge_epochs")
     p.add_argument("--tok-epochs", type=int, default=15, dest="tok_epochs")
     p.add_argument("--gen-epochs", type=int, default=20, dest="gen_epochs")
-    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 32], help="tokenizer conv widths")
+    p.add_argument("--embed-dim", type=int, default=8, dest="embed_dim", help="tokenizer latent / code width")
     p.add_argument("--codebook", type=int, default=256)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.judge_epochs = args.tok_epochs = args.gen_epochs = 1
         args.channels, args.codebook, args.dim, args.depth, args.heads = [8, 16, 16], 32, 32, 1, 2
+        args.embed_dim = 8
         args.samples, args.seeds, args.jobs = 20, [0], 1
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

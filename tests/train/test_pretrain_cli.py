@@ -55,3 +55,30 @@ def test_diverse_patch_trains_through_the_cli(tmp_path):
     assert main(["train", "--task", "diverse_patch", *TINY, "--out", str(out)]) == 0
     assert "train_patch_cos" in _eval_line(out)
     assert load_run(out).model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_tokenizers_generators_and_generate_through_the_cli(tmp_path, capsys):
+    """vq -> ar (masked), multiscale -> var, hybrid -> hart, each generating a grid; wrong pairings are named."""
+    tok = ["--set", "task_args.channels=[8,16]", "--set", "task_args.codebook_size=16", "--set", "task_args.embed_dim=4"]
+    small = ["--set", "task_args.dim=16", "--set", "task_args.depth=1", "--set", "task_args.num_heads=2"]
+    base = ["--data", "digits", "--epochs", "1", "--batch-size", "64", "--threads", "1", "--no-report"]
+    for kind in ("vq", "multiscale", "hybrid"):
+        assert main(["pretrain", "--task", "vq", *base, *tok, "--set", f"task_args.kind={kind}",
+                     "--out", str(tmp_path / kind)]) == 0
+    assert "test_psnr" in _eval_line(tmp_path / "hybrid") and "test_mse_discrete" in _eval_line(tmp_path / "hybrid")
+    pairs = {"ar": "vq", "var": "multiscale", "hart": "hybrid"}
+    for gen, kind in pairs.items():
+        extra = ["--set", "task_args.order=masked"] if gen == "ar" else []
+        assert main(["pretrain", "--task", gen, *base, *small, *extra, "--set", f"task_args.tokenizer={tmp_path / kind}",
+                     "--out", str(tmp_path / gen)]) == 0
+        png = tmp_path / f"{gen}.png"
+        assert main(["generate", str(tmp_path / gen), "--n", "10", "--out", str(png), "--cfg-scale", "2"]) == 0
+        assert png.is_file()
+    out = capsys.readouterr().out
+    scales = load_run(tmp_path / "multiscale").model.scales
+    assert f"{len(scales)} transformer forward passes" in out  # VAR: one pass per scale
+    assert "8 transformer forward passes" in out  # MaskGIT: 8 decoding steps
+    assert main(["pretrain", "--task", "var", *base, "--set", f"task_args.tokenizer={tmp_path / 'vq'}",
+                 "--out", str(tmp_path / "bad")]) == 1
+    assert "is not a multiscale tokenizer run" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "vq")]) == 1

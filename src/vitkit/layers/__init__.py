@@ -1,5 +1,5 @@
 """Building blocks shared by every vitkit model. They know nothing of data, models or training."""
-from .attention import Attention, attend
+from .attention import Attention, KVCache, attend
 from .block import Block
 from .drop import DropPath, drop_path
 from .linear_attention import MultiScaleLinearAttention, relu_linear_attention, relu_quadratic_attention
@@ -13,7 +13,7 @@ from .reduction import SpatialReductionAttention
 from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, reverse_shift,
                      shift_regions, shift_window_bias, shift_window_mask, window_merge, window_partition)
 
-__all__ = ["Attention", "attend", "Block", "DropPath", "drop_path", "Mlp", "PatchEmbed", "HybridEmbed",
+__all__ = ["Attention", "KVCache", "attend", "Block", "DropPath", "drop_path", "Mlp", "PatchEmbed", "HybridEmbed",
            "check_image", "to_2tuple", "POS_EMBEDS", "LearnedPosEmbed", "Learned2dPosEmbed",
            "SinCosPosEmbed", "RelativePositionBias", "relative_position_index",
            "resample_pos_embed", "sincos_1d", "sincos_2d", "WindowAttention", "cyclic_shift",

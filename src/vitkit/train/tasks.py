@@ -272,7 +272,7 @@ def _load_tokenizer(path: str, want: str) -> nn.Module:
 
 
 def _build_generator(name: str, cfg, info: DataInfo) -> tuple[nn.Module, Any]:
-    from ..gen.task import GenerativeModel, GenerativeTask
+    from ..gen import GenerativeModel, GenerativeTask
     from ..gen.ar import ARTransformer
     from ..gen.hart import HART, estimate_residual_scale
     from ..gen.var import VAR
