@@ -187,17 +187,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
+def rank_images(paths: list[str], input_size, mean, std, probs_of, names: list[str], topk: int) -> int:
+    """Print each image's top-k ``names`` with probabilities; ``probs_of(x (1, C, H, W)) -> (K,)``.
+    Unreadable files print one error line and are counted; returns the exit code."""
     import torch
 
     from .data import load_image
     from .data.transforms import Compose, Normalize, Resize
-    from .train.run import load_run
-    run = load_run(args.run, args.weights)
-    c, h, w = run.model.input_size
-    tf = Compose([Resize((h, w)), Normalize(run.mean, run.std)])
+    c, h, w = input_size
+    tf = Compose([Resize((h, w)), Normalize(mean, std)])
     failed = 0
-    for path in args.images:
+    for path in paths:
         try:
             x = load_image(path, in_chans=c)
         except (ValueError, FileNotFoundError, OSError) as e:
@@ -205,11 +205,18 @@ def cmd_predict(args) -> int:
             failed += 1
             continue
         with torch.no_grad():
-            probs = run.model(tf(x[None])).softmax(-1)[0]
-        top = probs.topk(min(args.topk, probs.numel()))
-        ranked = ", ".join(f"{run.classes[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+            probs = probs_of(tf(x[None]))
+        top = probs.topk(min(topk, probs.numel()))
+        ranked = ", ".join(f"{names[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{path}: {ranked}")
     return EXIT_ERROR if failed else 0
+
+
+def cmd_predict(args) -> int:
+    from .train.run import load_run
+    run = load_run(args.run, args.weights)
+    return rank_images(args.images, run.model.input_size, run.mean, run.std,
+                       lambda x: run.model(x).softmax(-1)[0], run.classes, args.topk)
 
 
 def cmd_info(args) -> int:
@@ -250,36 +257,18 @@ def _clip_normalisation(src: str) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def cmd_zero_shot(args) -> int:
-    import torch
-
     from . import load_clip
-    from .data import load_image
-    from .data.transforms import Compose, Normalize, Resize
     from .tasks.clip import zero_shot_predict
     model = load_clip(args.run)
     mean, std = _clip_normalisation(args.run)
-    c, h, w = model.input_size
-    tf = Compose([Resize((h, w)), Normalize(mean, std)])
     templates = None
     if args.templates:
         templates = [line.strip() for line in Path(args.templates).read_text().splitlines() if line.strip()]
         if not templates:
             raise CLIError(f"{args.templates} holds no templates (one per line, with {{}} for the label)")
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]
-    failed = 0
-    for path in args.images:
-        try:
-            x = load_image(path, in_chans=c)
-        except (ValueError, FileNotFoundError, OSError) as e:
-            print(f"vitkit: error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        with torch.no_grad():
-            probs = zero_shot_predict(model, tf(x[None]), labels, templates)[0]
-        top = probs.topk(min(args.topk, len(labels)))
-        ranked = ", ".join(f"{labels[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-        print(f"{path}: {ranked}")
-    return EXIT_ERROR if failed else 0
+    return rank_images(args.images, model.input_size, mean, std,
+                       lambda x: zero_shot_predict(model, x, labels, templates)[0], labels, args.topk)
 
 
 def cmd_generate(args) -> int:

@@ -130,7 +130,7 @@ def test_run_folder_round_trip_and_errors(tmp_path):
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(model(x, ["one", "two"]), back(x, ["one", "two"])))
     with pytest.raises(ValueError, match="without EMA"):
-        torch.save({"ema": None}, run / "train_state.pt")
+        torch.save({"format": 1, "ema": None}, run / "train_state.pt")  # a run trained without EMA
         load_clip(run, weights="ema")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "vit"}))

@@ -143,6 +143,18 @@ def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict
     return out
 
 
+def clip_only_options(cfg: ViTConfig) -> list[str]:
+    """The ViT options only CLIP's vision tower uses, which HF ViT and timm vit_* configs cannot say."""
+    problems = []
+    if cfg.act != "gelu":
+        problems.append(f"act={cfg.act!r} (the exported config has the exact GELU)")
+    if cfg.norm_pre:
+        problems.append("norm_pre (a LayerNorm before the encoder, as CLIP's vision tower)")
+    if not cfg.patch_bias:
+        problems.append("patch_bias=False (the patch conv has a bias there)")
+    return problems
+
+
 def check_exportable(cfg: ViTConfig) -> None:
     """Raise a ValueError naming the first vitkit option HF's ViT cannot express."""
     problems = []
@@ -158,12 +170,7 @@ def check_exportable(cfg: ViTConfig) -> None:
         problems.append("average pooling with a head (ViTForImageClassification pools the class token)")
     if cfg.num_classes > 0 and cfg.pre_logits:
         problems.append("pre-logits with a head (ViTForImageClassification has no pooler)")
-    if cfg.act != "gelu":
-        problems.append(f"act={cfg.act!r} (the exported config has the exact GELU)")
-    if cfg.norm_pre:
-        problems.append("norm_pre (a LayerNorm before the encoder, as CLIP's vision tower)")
-    if not cfg.patch_bias:
-        problems.append("patch_bias=False (the patch conv has a bias there)")
+    problems += clip_only_options(cfg)
     if problems:
         raise ValueError("cannot write this model as HF ViT: " + "; ".join(problems))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models.vit import ViTConfig
+from .hf import clip_only_options
 from .mapping import KeyMap, Rule, StateDict, register_format
 
 # vitkit's paper variants that timm registers under the same name (vit_{size}_patch{P}_{res}).
@@ -92,12 +93,7 @@ def check_exportable(cfg: ViTConfig) -> None:
                         "(timm's ViT has one learned table at the input)")
     if cfg.hybrid is not None:
         problems.append("a hybrid stem (vitkit's ResNet stem is not timm's ResNetV2)")
-    if cfg.act != "gelu":
-        problems.append(f"act={cfg.act!r} (the exported config has the exact GELU)")
-    if cfg.norm_pre:
-        problems.append("norm_pre (a LayerNorm before the encoder, as CLIP's vision tower)")
-    if not cfg.patch_bias:
-        problems.append("patch_bias=False (the patch conv has a bias there)")
+    problems += clip_only_options(cfg)
     if problems:
         raise ValueError("cannot write this model as timm vit_*: " + "; ".join(problems))
 
