@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import mean_std, run_all  # noqa: E402
+from vitkit.train.sweep import mean_std, run_all
 
 RESULTS = Path(__file__).parent / "results"
 JUDGE = "vit_mnist_patch7_28"

@@ -1,5 +1,12 @@
-"""What the training benchmarks share: run a list of TrainConfig jobs (reusing finished runs), in
-parallel single-thread processes, and summarise repeated measurements."""
+"""Many training runs at once: what the benchmarks and `vitkit ablate` share.
+
+    results = run_all([("name", {TrainConfig fields..., "out": "runs/x"}), ...], n_procs=2)
+
+A job whose run folder already finished with the same config is reused (its last metrics line is
+returned), an interrupted one resumes, so a sweep that stopped continues where it stopped. Jobs run
+in ``n_procs`` spawned processes of one thread each: on a small CPU, two single-thread jobs beat
+one two-thread job for the small models of the sweeps.
+"""
 from __future__ import annotations
 
 import multiprocessing as mp
