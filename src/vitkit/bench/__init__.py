@@ -1,0 +1,1 @@
+"""Measurements that train or time models: the ViT ablation sweep (`vitkit ablate`, ablations.py)."""
