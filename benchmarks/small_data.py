@@ -2,7 +2,7 @@
 trained with one recipe on a few thousand real digits.
 
     python benchmarks/small_data.py                        # benchmarks/results/small_data.{md,json} + small_data.png
-    python benchmarks/small_data.py --labels-per-class 20  # 20 labelled images per class (same optimizer steps)
+    python benchmarks/small_data.py --labels-per-class 20  # 20 labelled images per class: small_data_lpc20.*
     python benchmarks/small_data.py --quick                # a tiny version (the test suite)
 
 Protocol. Two datasets: mnist5k (4,000 / 1,000 real 28x28 MNIST digits; the 28x28 nano models) and
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"protocol": __doc__, "args": vars(args), "recipe": RECIPE, "seeds": args.seeds,
                "labels_per_class": args.labels_per_class, "datasets": tables,
                "minutes": (time.time() - t_start) / 60, "quick": args.quick}
-    stem = "small_data_quick" if args.quick else "small_data"
+    stem = "small_data" + (f"_lpc{args.labels_per_class}" if args.labels_per_class and not args.quick else "") + (
+        "_quick" if args.quick else "")  # a few-label run does not overwrite the full-data report
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
     (out_dir / f"{stem}.md").write_text(markdown(results, args, stem))
     plot(results, out_dir / f"{stem}.png")
@@ -219,9 +220,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 # ---------------------------------------------------------------------------- report
 def markdown(res: dict, args, stem: str) -> str:
-    flags = " ".join(a for a in (["--quick"] if args.quick else []) +
-                     ([f"--labels-per-class {args.labels_per_class}"] if args.labels_per_class and not args.quick
-                      else []))
+    flags = " ".join(["--quick"] if args.quick else [f"--{k.replace('_', '-')} {v}" for k, v in (
+        ("data", " ".join(args.data) if list(args.data) != list(DATASETS) else None), ("epochs", args.epochs),
+        ("seeds", " ".join(map(str, args.seeds)) if args.seeds != [0, 1, 2] else None),
+        ("labels_per_class", args.labels_per_class)) if v])
     lines = ["# ViT variants for small data", "",
              f"Written by `python benchmarks/small_data.py{' ' + flags if flags else ''}` in {res['minutes']:.0f} min "
              f"(CPU, {args.jobs} single-thread process{'es side by side' if args.jobs > 1 else ''}). Held-out "

@@ -2,6 +2,7 @@
 
     vitkit ablate                       # mnist5k -> benchmarks/results/ablations.{md,json} + ablations.png
     vitkit ablate --data digits         # the 8x8 digits -> benchmarks/results/ablations_digits.*
+    vitkit ablate --labels-per-class 20 # 20 images per class -> benchmarks/results/ablations_lpc20.*
     vitkit ablate --quick --out /tmp/a  # a tiny version (the test suite)
 
 Each row changes ONE thing of the base ViT; the recipe, epochs and seeds are the same for every row:
@@ -196,7 +197,9 @@ def run(args: argparse.Namespace) -> dict:
                "summary": summarize(groups), "runs": len(jobs), "minutes": (time.time() - t_start) / 60}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "ablations" + ("" if args.data == "mnist5k" else f"_{args.data}") + ("_quick" if args.quick else "")
+    stem = "ablations" + ("" if args.data == "mnist5k" else f"_{args.data}") + (
+        f"_lpc{args.labels_per_class}" if args.labels_per_class and not args.quick else "") + (
+        "_quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
     (out / f"{stem}.md").write_text(markdown(results, stem))
     plot(groups, out / f"{stem}.png", f"{BASE[args.data]} on {args.data}")
@@ -230,9 +233,12 @@ FINDINGS = {  # what the paper reports (appendix D), to read the measured rows a
 
 def markdown(res: dict, stem: str) -> str:
     a = res["args"]
-    cmd = "vitkit ablate" + (f" --data {a['data']}" if a["data"] != "mnist5k" else "") + (
-        " --quick" if a["quick"] else "") + (f" --labels-per-class {a['labels_per_class']}"
-                                             if a["labels_per_class"] and not a["quick"] else "")
+    flags = ["--quick"] if a["quick"] else [f"--{k.replace('_', '-')} {v}" for k, v in (
+        ("data", a["data"] if a["data"] != "mnist5k" else None), ("epochs", a["epochs"]),
+        ("seeds", " ".join(map(str, a["seeds"])) if a["seeds"] != [0, 1, 2] else None),
+        ("labels_per_class", a["labels_per_class"])) if v]
+    cmd = " ".join(["vitkit ablate", *([f"--data {a['data']}"] if a["quick"] and a["data"] != "mnist5k" else []),
+                    *flags])
     lines = [f"# ViT ablations on {a['data']} (ViT paper, appendix D)", "",
              f"Written by `{cmd}` in {res['minutes']:.0f} min ({res['runs']} runs, {a['jobs']} single-thread "
              f"process{'es' if a['jobs'] > 1 else ''}). Base `{res['base']}`: class token, learned 1D position "
