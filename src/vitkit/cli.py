@@ -9,6 +9,7 @@
     vitkit info RUN                          what a run folder holds
     vitkit zero-shot RUN IMAGE... --labels "cat,dog"   CLIP zero-shot labels (run or HF CLIP folder)
     vitkit generate RUN --n 64 --class 7     sample a grid from an ar / var / hart run
+    vitkit ablate [--data digits] [--quick]  ViT ablations (pos-embed, pooling, patch, depth) over 3 seeds
 
 Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zero; set
 ``VITKIT_DEBUG=1`` to see the traceback. Under ``torchrun`` training is data-parallel.
@@ -399,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=8, help="decoding steps of masked AR (MaskGIT)")
     g.add_argument("--scale", type=int, default=3, help="pixel enlargement of the PNG")
     g.set_defaults(func=cmd_generate)
+
+    ab = sub.add_parser("ablate", help="the ViT paper's ablations as one sweep: position embedding, class token "
+                        "vs GAP, patch size, depth -> benchmarks/results/ablations.{md,json,png}")
+    from .bench import ablations  # stdlib-only at import time; torch loads in run()
+    ablations.add_arguments(ab)
+    ab.set_defaults(func=lambda a: (ablations.run(a), 0)[1])
 
     c = sub.add_parser("convert", help="convert ViT weights between vitkit, HF transformers and timm")
     c.add_argument("src", help="weights file, checkpoint folder (HF/timm/vitkit), Google .npz, or hf:org/name")
