@@ -55,6 +55,8 @@ class LockedTextTower(nn.Module):
         from transformers import AutoModel, AutoTokenizer
         self.path = None if path is None else str(path)
         folder = minilm_path() if path is None else Path(path)
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call
         encoder = AutoModel.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
         object.__setattr__(self, "encoder", encoder)  # not a submodule: see the module docstring
         self.hf_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
