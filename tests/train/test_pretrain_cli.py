@@ -66,6 +66,8 @@ def test_tokenizers_generators_and_generate_through_the_cli(tmp_path, capsys):
         assert main(["pretrain", "--task", "vq", *base, *tok, "--set", f"task_args.kind={kind}",
                      "--out", str(tmp_path / kind)]) == 0
     assert "test_psnr" in _eval_line(tmp_path / "hybrid") and "test_mse_discrete" in _eval_line(tmp_path / "hybrid")
+    from vitkit.cli import task_pictures
+    assert task_pictures(tmp_path / "hybrid")["reconstructions"].is_file()  # original / discrete / + residual
     pairs = {"ar": "vq", "var": "multiscale", "hart": "hybrid"}
     for gen, kind in pairs.items():
         extra = ["--set", "task_args.order=masked"] if gen == "ar" else []
@@ -74,6 +76,7 @@ def test_tokenizers_generators_and_generate_through_the_cli(tmp_path, capsys):
         png = tmp_path / f"{gen}.png"
         assert main(["generate", str(tmp_path / gen), "--n", "10", "--out", str(png), "--cfg-scale", "2"]) == 0
         assert png.is_file()
+    assert task_pictures(tmp_path / "var")["samples"].is_file()
     out = capsys.readouterr().out
     scales = load_run(tmp_path / "multiscale").model.scales
     assert f"{len(scales)} transformer forward passes" in out  # VAR: one pass per scale

@@ -41,3 +41,34 @@ def _mae_reconstructions(run, images) -> dict[str, Path]:
     path = plot_reconstruction(run.model, images, run.path / "reconstructions.png", mean=run.mean, std=run.std,
                                noise=noise, scale=4)
     return {"reconstructions": path}
+
+
+@register_pictures("vq")
+def _tokenizer_reconstructions(run, images) -> dict[str, Path]:
+    """Rows: original / decoded from the discrete tokens / (hybrid tokenizers) decoded with the residual."""
+    import torch
+
+    from ..viz import image_grid
+    tok = run.model.eval()
+    with torch.no_grad():
+        rows = [images, tok.decode_ids(tok.encode(images))]
+        if hasattr(tok, "encode_hybrid"):
+            ids, residual = tok.encode_hybrid(images)
+            rows.append(tok.decode_latent(tok.quantizer.ids_to_fhat(ids) + residual))
+    path = image_grid(torch.cat(rows), len(images), run.path / "reconstructions.png", run.mean, run.std, scale=4)
+    return {"reconstructions": path}
+
+
+def _samples(run, images) -> dict[str, Path]:
+    """One sample of every class per column, 4 rows, CFG scale 2, seed 0."""
+    import torch
+
+    from ..viz import image_grid
+    k = len(run.classes)
+    labels = torch.arange(4 * k) % k
+    samples = run.model.generate(labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    return {"samples": image_grid(samples, k, run.path / "samples.png", run.mean, run.std, scale=3)}
+
+
+for _task in ("ar", "var", "hart"):
+    DRAWERS[_task] = _samples
