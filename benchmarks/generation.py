@@ -106,7 +106,7 @@ def sample_rows(args, gen_res: dict, work: Path) -> tuple[dict, dict]:
                                           transform=vdata.eval_transform(bundle))))[0]
     floor["real train digits"] = classifier_fid(judge.model, real, train_x)
     for name in gen_res:
-        run = load_run(work / "gen" / name)
+        run = load_run(work / "gen" / name.replace("@time", "_time"))
         fids, accs, secs = [], [], []
         passes = None
         for seed in args.seeds:
@@ -120,11 +120,13 @@ def sample_rows(args, gen_res: dict, work: Path) -> tuple[dict, dict]:
             fids.append(classifier_fid(judge.model, real, images))
             accs.append(class_accuracy(judge.model, images, labels))
             if seed == args.seeds[0]:
-                image_grid(images[:100], k, Path(args.out) / f"generation_{name}.png", run.mean, run.std, scale=2)
+                image_grid(images[:100], k, Path(args.out) / f"generation_{name.replace('@', '_')}.png",
+                           run.mean, run.std, scale=2)
         rows[name] = {"fid": mean_std(fids), "class_acc": mean_std(accs), "sec_per_image": mean_std(secs),
                       "forward_passes": passes, "head_passes": getattr(run.model.generator, "last_head_passes", None),
                       "params": sum(p.numel() for p in run.model.generator.parameters()),
-                      "train_seconds": gen_res[name].get("seconds"), "test_nll": gen_res[name].get("test_nll"),
+                      "train_seconds": gen_res[name].get("seconds"), "epochs": run.train_cfg.epochs,
+                      "test_nll": gen_res[name].get("test_nll"),
                       "test_token_acc": gen_res[name].get("test_acc")}
     return rows, floor
 
@@ -160,6 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
     judge, tokenizers, gens = configs(args, work)
     first = run_all([("judge", judge["judge"])] + list(tokenizers.items()), args.jobs)
     gen_res = run_all(list(gens.items()), args.jobs)
+    # VAR / HART cost more per epoch (104 tokens a sequence, HART's head): rows at raster's training time too
+    per_epoch = {n: (gen_res[n].get("seconds") or 1.0) / args.gen_epochs for n in gen_res}
+    timed = {}
+    for n in ("var", "hart"):
+        epochs = max(1, round(gen_res["raster"].get("seconds", 0) / per_epoch[n])) if not args.quick else 1
+        timed[f"{n}@time"] = {**gens[n], "epochs": epochs, "eval_every": epochs, "out": gens[n]["out"] + "_time"}
+    gen_res.update(run_all(list(timed.items()), args.jobs))
     tok_rows = tokenizer_rows({k: first[k] for k in tokenizers}, work)
     rows, floor = sample_rows(args, gen_res, work)
     results = {"protocol": __doc__, "args": vars(args), "judge_test_acc": first["judge"].get("test_acc"),
@@ -169,6 +178,38 @@ def main(argv: list[str] | None = None) -> dict:
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
     (out / f"{stem}.md").write_text(markdown(results, args))
     return results
+
+
+def claims(res: dict) -> list[str]:
+    """Each expectation of the seed against the measured rows: holds, or does not (FID differences
+    within the two rows' summed sampling spread count as a tie)."""
+    g, t = res["generators"], res["tokenizers"]
+
+    def cmp(a: str, b: str) -> str:  # FID of a vs b
+        (fa, sa), (fb, sb) = g[a]["fid"], g[b]["fid"]
+        if abs(fa - fb) <= sa + sb:
+            return f"similar FID ({fa:.2f} vs {fb:.2f}, within the sampling spread)"
+        return f"{'better' if fa < fb else 'worse'} FID ({fa:.2f} vs {fb:.2f})"
+
+    out = []
+    if "hybrid" in t and "psnr_continuous" in t["hybrid"]:
+        h = t["hybrid"]
+        out.append(f"- HART's residual path reconstructs better than its discrete tokens alone: "
+                   f"{'holds' if h['psnr_continuous'] > h['psnr_discrete'] else 'does NOT hold'} "
+                   f"({h['psnr_continuous']:.2f} vs {h['psnr_discrete']:.2f} dB).")
+    for fast, slow in (("var", "raster"), ("masked", "raster")):
+        if fast in g and slow in g:
+            tf, ts = (1e3 * g[x]["sec_per_image"][0] for x in (fast, slow))
+            why = " (slower despite fewer passes: each pass here handles many tokens, while a KV-cached raster pass " \
+                  "handles one)" if tf > ts else ""
+            out.append(f"- {fast} needs fewer forward passes than {slow}: {g[fast]['forward_passes']} vs "
+                       f"{g[slow]['forward_passes']}, at {cmp(fast, slow)}; wall time per image "
+                       f"{tf:.1f} vs {ts:.1f} ms{why}.")
+    for h, v in (("hart", "var"), ("hart@time", "var@time")):
+        if h in g and v in g:
+            out.append(f"- {h} vs {v} (HART better than VAR alone is expected): {cmp(h, v)}; class accuracy "
+                       f"{100 * g[h]['class_acc'][0]:.1f}% vs {100 * g[v]['class_acc'][0]:.1f}%.")
+    return out
 
 
 def markdown(res: dict, args) -> str:
@@ -186,18 +227,20 @@ def markdown(res: dict, args) -> str:
     lines += ["", f"## Generators ({args.samples} samples each, {len(args.seeds)} sampling seeds, "
               f"CFG scale {args.cfg_scale}; width {args.dim}, depth {args.depth}, {args.gen_epochs} epochs each)", "",
               "| generator | classifier-FID (lower is better) | generated-class accuracy (%) | forward passes / image "
-              "| ms / image | params | train s | held-out token NLL |", "|---|---|---|---|---|---|---|---|"]
+              "| ms / image | params | epochs | train s | held-out token NLL |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["generators"].items():
         fp = str(r["forward_passes"]) + (f" + {r['head_passes']} head" if r.get("head_passes") else "")
         lines.append(f"| {name} | {pm(r['fid'], 1, 2)} | {pm(r['class_acc'], 100)} | {fp} | "
-                     f"{pm(r['sec_per_image'], 1000)} | {r['params'] / 1e6:.2f}M | {r['train_seconds'] or 0:.0f} | "
+                     f"{pm(r['sec_per_image'], 1000)} | {r['params'] / 1e6:.2f}M | {r.get('epochs', '-')} | "
+                     f"{r['train_seconds'] or 0:.0f} | "
                      f"{r['test_nll'] or float('nan'):.3f} |")
     lines += ["", "FID floors against the same held-out digits: " + ", ".join(
         f"{k} {v:.2f}" for k, v in res["fid_floor"].items()), "",
               "Masked AR's NLL is scored on masked tokens only and VAR/HART's over all scales: NLLs compare "
               "within a row's family, not across.", ""]
+    lines += ["## The seed's expectations, checked by the numbers above", ""] + claims(res) + [""]
     for name in res["generators"]:
-        lines.append(f"![{name}](generation_{name}.png)")
+        lines.append(f"![{name}](generation_{name.replace('@', '_')}.png)")
     return "\n".join(lines) + "\n"
 
 
