@@ -29,7 +29,7 @@ def test_self_supervised_benchmark_quick(tmp_path):
 
 def test_generation_benchmark_quick(tmp_path):
     res = _load("generation").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    assert set(res["generators"]) == {"raster", "random", "masked", "var", "hart"}
+    assert set(res["generators"]) == {"raster", "random", "masked", "var", "hart", "var@time", "hart@time"}
     assert res["generators"]["var"]["forward_passes"] < res["generators"]["raster"]["forward_passes"]
     assert "psnr_continuous" in res["tokenizers"]["hybrid"]
     assert (tmp_path / "generation_hart.png").is_file() and (tmp_path / "generation_quick.md").is_file()
