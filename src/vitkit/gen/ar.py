@@ -34,6 +34,7 @@ from ..layers.attention import KVCache
 from ..layers.block import Block
 from ..layers.init import init_transformer_
 from .sampling import cfg_logits, cosine_schedule, gumbel_noise, sample_logits
+from ..layers.linear import Linear
 
 ORDERS = ("raster", "random", "masked")
 
@@ -184,7 +185,7 @@ class ARTransformer(nn.Module):
         # sigma-GPT: the position of the token a slot carries (random order only)
         self.cur_pos_embed = nn.Parameter(torch.zeros(self.seq_len, D)) if cfg.order == "random" else None
         self.trunk = Decoder(D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.drop, cfg.attn_drop, cfg.drop_path)
-        self.head = nn.Linear(D, V)
+        self.head = Linear(D, V)
         self.last_forward_passes = 0
         init_decoder_(self, cfg.depth)
 

@@ -33,6 +33,7 @@ from torch import nn
 from ..layers.pos_embed import sincos_1d
 from .ar import token_metrics
 from .var import VAR, VARConfig, guidance_scales
+from ..layers.linear import Linear
 
 
 # ---- the residual diffusion head -----------------------------------------------------------------
@@ -51,8 +52,8 @@ class AdaLNResBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.norm = nn.LayerNorm(width, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+        self.mlp = nn.Sequential(Linear(width, width), nn.SiLU(), Linear(width, width))
+        self.ada = nn.Sequential(nn.SiLU(), Linear(width, 3 * width))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.ada(y).chunk(3, dim=-1)
@@ -69,13 +70,13 @@ class ResidualDiffusionHead(nn.Module):
                  num_timesteps: int = 1000):
         super().__init__()
         self.channels, self.width, self.num_timesteps = channels, width, num_timesteps
-        self.time_embed = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.cond_embed = nn.Linear(cond_dim, width)
-        self.input_proj = nn.Linear(channels, width)
+        self.time_embed = nn.Sequential(Linear(width, width), nn.SiLU(), Linear(width, width))
+        self.cond_embed = Linear(cond_dim, width)
+        self.input_proj = Linear(channels, width)
         self.blocks = nn.ModuleList([AdaLNResBlock(width) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.out = nn.Linear(width, channels)
+        self.final_ada = nn.Sequential(nn.SiLU(), Linear(width, 2 * width))
+        self.out = Linear(width, channels)
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(num_timesteps), persistent=False)
         self.init_weights()
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .ar import Decoder, class_tokens, init_decoder_, token_metrics
 from .sampling import cfg_logits, sample_logits
+from ..layers.linear import Linear
 
 
 def scale_levels(scales: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:
@@ -96,13 +97,13 @@ class VAR(nn.Module):
         self.begin_ends = list(zip([0] + ends[:-1], ends))               # token range of every scale
         self.class_embed = nn.Embedding(cfg.num_classes + 1, D)
         self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, D))
-        self.word_embed = nn.Linear(cfg.embed_dim, D)
+        self.word_embed = Linear(cfg.embed_dim, D)
         self.lvl_embed = nn.Embedding(len(cfg.scales), D)
         self.pos_embed = nn.Parameter(torch.zeros(self.seq_len, D))     # one position per token, all scales
         self.register_buffer("level", scale_levels(cfg.scales), persistent=False)
         self.register_buffer("attn_bias", block_causal_bias(cfg.scales), persistent=False)
         self.trunk = Decoder(D, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.drop, cfg.attn_drop, cfg.drop_path)
-        self.head = nn.Linear(D, cfg.vocab_size)
+        self.head = Linear(D, cfg.vocab_size)
         self.last_forward_passes = 0
         init_decoder_(self, cfg.depth)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from .linear import Linear
 
 
 def relative_offsets(grid_size: tuple[int, int]) -> torch.Tensor:
@@ -45,11 +46,11 @@ class GPSA(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.grid_size = tuple(grid_size)
         self.locality_strength = locality_strength
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.pos_proj = nn.Linear(3, num_heads)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.pos_proj = Linear(3, num_heads)
         self.gating_param = nn.Parameter(torch.ones(num_heads))
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.register_buffer("rel", relative_offsets(self.grid_size), persistent=False)
         self.local_init()

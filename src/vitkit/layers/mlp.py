@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from .linear import Linear
 
 
 class QuickGELU(nn.Module):
@@ -38,9 +39,9 @@ class Mlp(nn.Module):
         super().__init__()
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.fc1 = Linear(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,11 +106,11 @@ class LeFF(nn.Module):
                  num_prefix_tokens: int = 1, act_layer: type[nn.Module] = nn.GELU):
         super().__init__()
         self.grid_size, self.num_prefix_tokens = tuple(grid_size), num_prefix_tokens
-        self.fc1 = nn.Linear(dim, hidden_features)
+        self.fc1 = Linear(dim, hidden_features)
         self.bn1 = nn.BatchNorm1d(hidden_features)
         self.dwconv = ConvNormAct(hidden_features, hidden_features, kernel_size, groups=hidden_features, bias=True,
                                   act_layer=act_layer)
-        self.fc2 = nn.Linear(hidden_features, dim)
+        self.fc2 = Linear(hidden_features, dim)
         self.bn2 = nn.BatchNorm1d(dim)
         self.act = act_layer()
 

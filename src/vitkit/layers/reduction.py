@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import attend
+from .linear import Linear
 
 
 class SpatialReductionAttention(nn.Module):
@@ -29,9 +30,9 @@ class SpatialReductionAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.sr_ratio, self.attn_drop = num_heads, sr_ratio, attn_drop
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)

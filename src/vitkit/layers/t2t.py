@@ -20,6 +20,7 @@ from torch import nn
 
 from .attention import attend
 from .mlp import Mlp
+from .linear import Linear
 
 
 class SoftSplit(nn.Module):
@@ -62,9 +63,9 @@ class TokenAttention(nn.Module):
     def __init__(self, dim: int, out_dim: int, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         self.out_dim = out_dim
-        self.qkv = nn.Linear(dim, 3 * out_dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * out_dim, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(out_dim, out_dim)
+        self.proj = Linear(out_dim, out_dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
@@ -125,7 +126,7 @@ class T2TModule(nn.Module):
                 chans = token_dim
         self.grid_size = self.grids[-1]
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.project = nn.Linear(width, embed_dim)
+        self.project = Linear(width, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.splits[0](x)                                           # (B, L0, C*k0*k0)

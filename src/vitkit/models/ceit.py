@@ -23,6 +23,7 @@ from ..layers.mlp import LeFF
 from ..layers.init import init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
+from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class CeiT(nn.Module):
                          attn_drop=cfg.attn_drop_rate, norm_eps=cfg.norm_eps) if cfg.lca else None
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.head = Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
 
     def init_weights(self) -> None:

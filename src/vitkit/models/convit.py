@@ -22,6 +22,7 @@ from ..layers.gpsa import GPSA
 from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
+from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class ConViT(nn.Module):
                                      attn=attn))
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.head = Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
 
     def init_weights(self) -> None:

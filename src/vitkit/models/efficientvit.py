@@ -27,6 +27,7 @@ from ..layers.mlp import ConvNormAct, MBConv
 from ..layers.init import init_transformer_
 from .heads import linear_head
 from .registry import build_from_config, register_model
+from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class EfficientViT(nn.Module):
 
         h0, h1 = cfg.head_widths
         self.head_conv = ConvNormAct(w[-1], h0, 1, act_layer=nn.Hardswish, norm_eps=eps)
-        self.head_fc = nn.Sequential(nn.Linear(h0, h1, bias=False), nn.LayerNorm(h1, eps=eps), nn.Hardswish())
+        self.head_fc = nn.Sequential(Linear(h0, h1, bias=False), nn.LayerNorm(h1, eps=eps), nn.Hardswish())
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = linear_head(self.cfg.head_widths[1], cfg.num_classes)
         self.init_weights()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..layers.linear import Linear
 
 
 def linear_head(in_features: int, num_classes: int, zero: bool = False,
@@ -14,7 +15,7 @@ def linear_head(in_features: int, num_classes: int, zero: bool = False,
     """
     if num_classes <= 0:
         return nn.Identity()
-    head = nn.Linear(in_features, num_classes)
+    head = Linear(in_features, num_classes)
     if zero:
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)

@@ -8,6 +8,7 @@ from torch import nn
 
 from .heads import linear_head
 from .registry import build_from_config, register_model
+from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             cin = w
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.head = Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -24,6 +24,7 @@ from ..layers import Block, PatchEmbed, WindowAttention
 from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
+from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: int | None = None, norm_eps: float = 1e-5):
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim, eps=norm_eps)
-        self.reduction = nn.Linear(4 * dim, out_dim or 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[1:3]

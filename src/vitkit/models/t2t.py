@@ -20,6 +20,7 @@ from ..layers import Block, SinCosPosEmbed, check_image, to_2tuple
 from ..layers.t2t import T2TModule
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
+from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class T2TViT(nn.Module):
                   drop_path=dpr[i], norm_eps=cfg.norm_eps) for i in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.head = Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -41,6 +41,7 @@ from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
+from ..layers.linear import Linear
 
 
 # ---------------------------------------------------------------------------- the three VT pieces
@@ -53,7 +54,7 @@ class FilterTokenizer(nn.Module):
 
     def __init__(self, dim: int, num_tokens: int):
         super().__init__()
-        self.w_a = nn.Linear(dim, num_tokens, bias=False)             # W_A: C x L (weight is L x C)
+        self.w_a = Linear(dim, num_tokens, bias=False)             # W_A: C x L (weight is L x C)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         q = self.w_a.weight.expand(x.shape[0], -1, -1)                 # (B, L, C): one query per token
@@ -68,7 +69,7 @@ class RecurrentTokenizer(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.w_tr = nn.Linear(dim, dim, bias=False)                    # W_{T->R}: C x C
+        self.w_tr = Linear(dim, dim, bias=False)                    # W_{T->R}: C x C
 
     def forward(self, x: torch.Tensor, t_in: torch.Tensor, return_attention: bool = False):
         w_r = self.w_tr(t_in)                                          # (B, L, C): this image's filters
@@ -83,8 +84,8 @@ class Projector(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.w_q = nn.Linear(dim, dim, bias=False)
-        self.w_k = nn.Linear(dim, dim, bias=False)
+        self.w_q = Linear(dim, dim, bias=False)
+        self.w_k = Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return x + attend(self.w_q(x), self.w_k(t), t)                 # softmax over the L tokens

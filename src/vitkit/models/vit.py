@@ -38,6 +38,7 @@ from ..layers.mlp import get_act_layer
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
+from ..layers.linear import Linear
 
 POS_KINDS = ("learn", "learn2d", "sincos", "rel", "none")
 POS_WHERE = ("input", "every", "every_shared")
@@ -156,7 +157,7 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
 
         self.head_hidden_size = (cfg.pre_logits_dim or D) if cfg.pre_logits else D
-        self.pre_logits = (nn.Sequential(nn.Linear(D, self.head_hidden_size), nn.Tanh())
+        self.pre_logits = (nn.Sequential(Linear(D, self.head_hidden_size), nn.Tanh())
                            if cfg.pre_logits else nn.Identity())
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = linear_head(self.head_hidden_size, cfg.num_classes)

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..models.registry import create_model
 from ..models.text import TextConfig, TextTransformer
+from ..layers.linear import Linear
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP Sec. 2.5: temperature initialised to 0.07
 LOGIT_SCALE_MAX = math.log(100.0)      # "clipped to prevent scaling the logits by more than 100"
@@ -54,8 +55,8 @@ class CLIP(nn.Module):
         self.text = text
         self.embed_dim = embed_dim
         self.image_width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
-        self.visual_projection = nn.Linear(self.image_width, embed_dim, bias=False)
-        self.text_projection = nn.Linear(text.width, embed_dim, bias=False)
+        self.visual_projection = Linear(self.image_width, embed_dim, bias=False)
+        self.text_projection = Linear(text.width, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.max_logit_scale = float(max_logit_scale)
         self.templates = tuple(templates) if templates else None

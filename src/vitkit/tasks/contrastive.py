@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.transforms import (Compose, Normalize, RandomAffine, RandomGaussianBlur, RandomHorizontalFlip,
                                RandomIntensityJitter, RandomResizedCrop, Transform)
+from ..layers.linear import Linear
 
 
 # ---- views --------------------------------------------------------------------------------------
@@ -251,7 +252,7 @@ class ProjectionHead(nn.Sequential):
         for i in range(num_layers):
             d_in = in_dim if i == 0 else hidden_dim
             d_out = out_dim if i == num_layers - 1 else hidden_dim
-            layers.append(nn.Linear(d_in, d_out, bias=not batch_norm))
+            layers.append(Linear(d_in, d_out, bias=not batch_norm))
             if i < num_layers - 1:
                 layers += [nn.BatchNorm1d(d_out)] if batch_norm else []
                 layers.append(nn.ReLU(inplace=True))

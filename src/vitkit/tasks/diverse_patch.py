@@ -34,6 +34,7 @@ from torch import nn
 
 from ..layers.init import init_transformer_
 from .classify import Classify, soft_targets
+from ..layers.linear import Linear
 
 
 # ---------------------------------------------------------------------------- the three losses
@@ -135,7 +136,7 @@ class PatchDiversified(nn.Module):
         self.grid_size = getattr(backbone, "grid_size", None)
         self.input_size = getattr(backbone, "input_size", None)
         self.num_classes = backbone.num_classes
-        self.patch_head = nn.Linear(backbone.num_features, backbone.num_classes) if patch_head else None
+        self.patch_head = Linear(backbone.num_features, backbone.num_classes) if patch_head else None
         if self.patch_head is not None:
             init_transformer_(self.patch_head)                               # truncated normal 0.02, zero bias
 

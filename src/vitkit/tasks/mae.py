@@ -29,6 +29,7 @@ from torch import nn
 from ..layers import Block, PatchEmbed, SinCosPosEmbed
 from ..models.vit import VisionTransformer
 from .pretrained import LinearProbe, backbone_state_dict  # noqa: F401  (re-exported)
+from ..layers.linear import Linear
 
 KEEP_RULES = ("round", "floor")
 
@@ -160,14 +161,14 @@ class MAE(nn.Module):
         self.decoder_cfg = dict(decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
                                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, norm_eps=eps)
 
-        self.decoder_embed = nn.Linear(backbone.num_features, decoder_dim)
+        self.decoder_embed = Linear(backbone.num_features, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         # fixed 2D sin-cos table (not learned), a zero row for each prefix token, as MAE
         self.decoder_pos_embed = SinCosPosEmbed(backbone.grid_size, decoder_dim, self.num_prefix_tokens)
         self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias, norm_eps=eps)
                                              for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=eps)
-        self.decoder_pred = nn.Linear(decoder_dim, self.patch_size[0] * self.patch_size[1] * self.in_chans)
+        self.decoder_pred = Linear(decoder_dim, self.patch_size[0] * self.patch_size[1] * self.in_chans)
         self.init_decoder_weights()
 
     def init_decoder_weights(self) -> None:

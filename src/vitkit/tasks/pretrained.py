@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..layers.linear import Linear
 
 
 def backbone_state_dict(state: dict[str, torch.Tensor] | nn.Module) -> dict[str, torch.Tensor]:
@@ -40,7 +41,7 @@ class LinearProbe(nn.Module):
         self.backbone = backbone.requires_grad_(False).eval()
         dim = getattr(backbone, "head_hidden_size", backbone.num_features)
         self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = Linear(dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
 

@@ -1,0 +1,99 @@
+"""``Linear``: ``nn.Linear`` (y = x W^T + b) whose CPU fp32 matmuls run on oneDNN instead of MKL.
+
+Why: PyTorch's CPU build sends ``F.linear`` to MKL's sgemm, which on AMD processors (this project's
+CI and dev machines are AMD EPYC, Zen 5) takes a slower code path: MKL reaches ~170-200 GFLOP/s on
+2 cores where oneDNN (also inside PyTorch, ``torch.ops.mkldnn``) reaches ~270-480 GFLOP/s on the
+same ViT-S shapes (``python benchmarks/speed.py`` measures both, side by side). Same fp32 math, a
+different GEMM library: outputs agree with ``F.linear`` to float rounding (~1e-6 relative).
+
+Every Linear layer of vitkit is this class, so every model gets it. It is a plain ``nn.Linear`` to
+everything else: same parameters, same state_dict keys, same init, ``isinstance(m, nn.Linear)``.
+The oneDNN path is taken only for CPU fp32 tensors in eager mode; CUDA, other dtypes, tracing,
+``torch.compile`` and ONNX export see ``F.linear``. ``fast_linear(False)`` (or the environment
+variable ``VITKIT_ONEDNN=0``) turns it off, e.g. to count FLOPs or compare with the reference.
+
+Backward (the GEMMs of training): dx = g W, dW = g^T x, db = sum over rows of g, each on oneDNN.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ENABLED = os.environ.get("VITKIT_ONEDNN", "1") != "0"
+
+
+def _available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_AVAILABLE = _available()
+
+
+@contextlib.contextmanager
+def fast_linear(enabled: bool = True):
+    """Context manager: run vitkit's Linear layers on oneDNN (``True``, the default) or on ``F.linear``."""
+    global _ENABLED
+    old, _ENABLED = _ENABLED, enabled
+    try:
+        yield
+    finally:
+        _ENABLED = old
+
+
+def fast_linear_enabled() -> bool:
+    return _ENABLED and _AVAILABLE
+
+
+def _mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
+    """a @ b_t^T on oneDNN: a (..., K), b_t (N, K) -> (..., N)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b on oneDNN, with its backward (dx = g W, dW = g^T x, db = 1^T g) on oneDNN too."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        g = g.contiguous()
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = _mm(g, weight.t().contiguous())                           # (..., N) @ (N, K)
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            g2 = g.reshape(-1, g.shape[-1])                                 # (M, N)
+            if ctx.needs_input_grad[1]:
+                dw = _mm(g2.t(), x.reshape(-1, x.shape[-1]).t())          # (N, M) @ (M, K)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                db = g2.sum(0)
+        return dx, dw, db
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (_ENABLED and _AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and x.dim() >= 2 and x.numel() > 0
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, on oneDNN where that applies (see the module docstring)."""
+    if _use_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` with the oneDNN fast path on the CPU. x: (..., in_features) -> (..., out_features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
