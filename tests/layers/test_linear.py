@@ -1,0 +1,57 @@
+"""vitkit's Linear (oneDNN GEMMs on the CPU) computes F.linear and its gradients."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vitkit
+from vitkit.layers import Linear, fast_linear, fast_linear_enabled
+
+
+def _grads(m, x, g):
+    x = x.detach().requires_grad_(True)
+    m.zero_grad()
+    y = m(x)
+    y.backward(g)
+    return y.detach(), x.grad, m.weight.grad.clone(), m.bias.grad.clone()
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 64), (50, 384), (2, 4, 5, 96)])
+def test_forward_and_backward_equal_f_linear(shape):
+    torch.manual_seed(0)
+    m = Linear(shape[-1], 3 * shape[-1])
+    x = torch.randn(*shape)
+    g = torch.randn(*shape[:-1], 3 * shape[-1])
+    fast = _grads(m, x, g)
+    with fast_linear(False):
+        ref = _grads(m, x, g)
+    for a, b in zip(fast, ref):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+
+
+def test_the_onednn_path_is_taken_and_can_be_turned_off():
+    if not fast_linear_enabled():
+        pytest.skip("this PyTorch build has no oneDNN")
+    m, x = Linear(8, 4), torch.randn(2, 8, requires_grad=True)
+    assert "OneDNN" in type(m(x).grad_fn).__name__
+    with fast_linear(False):
+        assert not fast_linear_enabled()
+        assert "OneDNN" not in type(m(x).grad_fn).__name__
+    m64 = Linear(8, 4).double()  # other dtypes take F.linear
+    assert torch.equal(m64(x.double()), F.linear(x.double(), m64.weight, m64.bias))
+
+
+def test_frozen_weights_and_no_bias():
+    torch.manual_seed(0)
+    m = Linear(16, 8, bias=False)
+    m.weight.requires_grad_(False)
+    x = torch.randn(5, 16, requires_grad=True)
+    m(x).sum().backward()
+    assert torch.allclose(x.grad, m.weight.sum(0).expand(5, 16), atol=1e-6)
+
+
+def test_it_is_an_nn_linear_with_the_same_state_dict():
+    m = Linear(4, 3)
+    assert isinstance(m, nn.Linear) and set(m.state_dict()) == {"weight", "bias"}
+    model = vitkit.create_model("vit_nano_patch4_28")
+    assert all(type(x) is Linear for x in model.modules() if isinstance(x, nn.Linear))
