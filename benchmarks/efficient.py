@@ -13,7 +13,8 @@ at 0% it computes Swin-T exactly (the report gives the largest logit difference)
 Protocol, per size: batch 1, ``torch.inference_mode``, the default (fast) path.
 - Latency: after one warm-up call each, every row runs once in turn, ``repeats`` times (interleaved,
   so machine noise hits all alike); the median is reported with min and max. Fewer repeats at the
-  large sizes (7 at 1024 px, up to 25 at small ones) keep the full CPU run near 5 minutes.
+  large sizes (7 at 1024 px, up to 25 at small ones) keep the full CPU run near 8 minutes on one
+  thread of an idle 2-core machine (1024 px alone: ~3 minutes).
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add of matmuls, convs and
   attention; elementwise ops not counted), with vitkit's Linear on ``F.linear``
   (``vitkit.layers.fast_linear(False)``: the oneDNN op is invisible to the counter) and a formula for
@@ -34,7 +35,6 @@ Protocol, per size: batch 1, ``torch.inference_mode``, the default (fast) path.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import gc
 import json
@@ -233,7 +233,8 @@ def measure_size(rows: list[Row], size: int, dtypes: list[str], device: torch.de
             out["finite"][f"{k}/{d}"] = bool(torch.isfinite(y).all())
             logits[(d, k)] = y.float()
         if ("fp32", "swin_t") in logits and ("fp32", "sparsevit_0") in logits:
-            out["sparse0_vs_swin_max_abs_diff"] = (logits["fp32", "swin_t"] - logits["fp32", "sparsevit_0"]).abs().max().item()
+            diff = logits["fp32", "swin_t"] - logits["fp32", "sparsevit_0"]
+            out["sparse0_vs_swin_max_abs_diff"] = diff.abs().max().item()
         lat = interleaved(calls, repeats, sync)
         for (d, k), v in lat.items():
             out["latency"][d][k] = v
@@ -269,7 +270,8 @@ def exponents(res: dict, fit_points: int) -> dict:
             if not all(k in res["by_size"][s]["latency"][d] for s in sizes):
                 continue
             toks = [res["by_size"][s]["tokens"][k] for s in sizes]
-            out[d][k] = {"latency": fit_exponent(toks, [res["by_size"][s]["latency"][d][k]["median_ms"] for s in sizes]),
+            lat = [res["by_size"][s]["latency"][d][k]["median_ms"] for s in sizes]
+            out[d][k] = {"latency": fit_exponent(toks, lat),
                          "flops": fit_exponent(toks, [res["by_size"][s]["gflop"][k] for s in sizes])}
     return out
 
@@ -330,7 +332,8 @@ def report(res: dict) -> str:
     rule = "|---|" + "---|" * len(sizes)
     fit = ", ".join(res["fit_sizes"]) or "-"
     L = [f"# Efficient ViTs at high resolution ({where}, {' and '.join(res['dtypes'])})\n",
-         f"Machine: {res['machine']}, torch {res['torch']}, {res['threads']} threads, batch 1, random weights. "
+         f"Machine: {res['machine']}, torch {res['torch']}, {res['threads']} thread{'s' * (res['threads'] != 1)}, "
+         "batch 1, random weights. "
          f"Made by `{res['command']}`; do not edit by hand. Protocol: the docstring of `benchmarks/efficient.py`.\n",
          "## Targets (computed from the tables below)\n", "| target | measured | met |", "|---|---|---|"]
     for t in res["targets"]:
@@ -355,7 +358,8 @@ def report(res: dict) -> str:
                      " (0% is the dense computation through the sparse code path).")
     exps = res["exponents"].get(res["dtypes"][0], {})
     L += ["\n## FLOPs (GFLOP per image; 2 per multiply-add)\n",
-          "| model | params (M) | tokens at the largest size | " + " | ".join(f"{s} px" for s in sizes) + " | k (FLOPs) |",
+          "| model | params (M) | tokens at the largest size | " + " | ".join(f"{s} px" for s in sizes)
+          + " | k (FLOPs) |",
           "|---|---|---|" + "---|" * len(sizes) + "---|"]
     for k in rows:
         top = res["by_size"][sizes[-1]]
@@ -378,8 +382,11 @@ def report(res: dict) -> str:
     bad = [f"{s} px {k}" for s in sizes for k, ok in res["by_size"][s]["finite"].items() if not ok]
     L += ["\n## Checks\n", "Every output finite: " + ("yes" if not bad else "NO: " + ", ".join(bad)) + "."]
     if any(v is not None for v in diffs.values()):
+        g = {s: res["by_size"][s]["gflop"] for s in sizes}
         L.append("SparseViT at 0% vs Swin-T with the same weights, max |logit difference|: " +
-                 ", ".join(f"{s} px {_num(v, '.1e')}" for s, v in diffs.items()) + ".")
+                 ", ".join(f"{s} px {_num(v, '.1e')}" for s, v in diffs.items()) + "; its FLOPs / Swin-T's: " +
+                 ", ".join(f"{s} px {g[s]['sparsevit_0'] / g[s]['swin_t']:.3f}" for s in sizes) +
+                 " (above 1 where the maps are padded to whole windows).")
     L += ["\n## Key figures\n", key_figures(res)]
     return "\n".join(L) + "\n"
 
@@ -395,7 +402,7 @@ def key_figures(res: dict) -> str:
              ", ".join(f"{ROW[k].label} {_ms(v['median_ms'])} ms" for k, v in lat.items()
                        if ROW[k].family != "SparseViT" or k == "sparsevit_50") + "."]
     if exps:
-        parts.append(f"Latency grows as tokens^k with k = " +
+        parts.append("Latency grows as tokens^k with k = " +
                      ", ".join(f"{ROW[k].label} {v['latency']:.2f}" for k, v in exps.items()
                                if ROW[k].family != "SparseViT" or k == "sparsevit_50") +
                      f" (fit over {', '.join(res['fit_sizes'])} px).")
@@ -435,8 +442,8 @@ def plot(res: dict, path: Path) -> None:
         ax.set_xticks([int(s) for s in sizes], [str(s) for s in sizes])
         ax.minorticks_off()
         ax.set_xlabel("image size (px, log)")
-        ax.set_ylabel(f"latency, batch 1 (ms, log)")
-        ax.set_title(f"{res['device'].upper()} {d}, {res['threads']} threads")
+        ax.set_ylabel("latency, batch 1 (ms, log)")
+        ax.set_title(f"{res['device'].upper()} {d}, {res['threads']} thread{'s' * (res['threads'] != 1)}")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -453,6 +460,19 @@ def save(res: dict, out: Path, stem: str, fit_points: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
+def machine(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name from /proc/cpuinfo (else what platform knows)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -478,7 +498,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = "efficient_quick" if args.quick else "efficient"
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    res = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    res = {"machine": machine(device), "torch": torch.__version__,
            "threads": args.threads, "device": device.type,
            "dtypes": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"],
            "command": " ".join(["python benchmarks/efficient.py", *argv]),

@@ -1,0 +1,141 @@
+"""benchmarks/efficient.py: FLOPs match a hand count (attention and Linear layers included), the memory
+readings match known allocations, exponents and targets are computed from the numbers, and --quick
+runs end to end."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import vitkit
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 2 ** 20
+
+
+@pytest.fixture(scope="module")
+def eff():
+    spec = importlib.util.spec_from_file_location("efficient", ROOT / "benchmarks" / "efficient.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_count_linear_layers_and_attention_by_hand(eff):
+    model = vitkit.create_model("vit_nano_patch4_28").eval()
+    c = model.cfg
+    assert (c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.mlp_ratio, c.class_token) == \
+        (28, 4, 1, 64, 4, 2.0, True)
+    N, D, H = 7 * 7, 64, 128
+    T = N + 1                                             # + class token
+    block = (2 * T * D * 3 * D                            # qkv
+             + 2 * (2 * T * T * D)                        # q k^T and attn v
+             + 2 * T * D * D                              # proj
+             + 2 * (2 * T * D * H))                       # mlp fc1, fc2
+    expected = 2 * N * D * 4 * 4 + c.depth * block + 2 * D * c.num_classes
+    with torch.inference_mode():
+        assert eff.forward_flops(model, torch.randn(1, 1, 28, 28)) == expected
+
+
+def test_alloc_peak_follows_the_allocator(eff):
+    x = torch.randn(256, 1024)  # 1 MiB, allocated before: not counted
+
+    def fn():
+        a = x * 2               # +1 MiB
+        b = a + 1               # +1 MiB: 2
+        del a                   # 1
+        c = torch.cat([b, b])   # +2 MiB: 3 (the peak)
+        del b
+        return c.sum()
+
+    peak = eff.alloc_peak(fn, torch.device("cpu"))
+    if peak is None:
+        pytest.skip("this PyTorch's profiler does not expose allocator events")
+    assert 3 * MiB <= peak < 3 * MiB + 4096
+
+
+def test_rss_peak_sees_memory_made_resident(eff):
+    def touch():
+        t = torch.ones(16 * MiB)  # 64 MiB, written: resident
+        return float(t[-1])
+
+    peak = eff.rss_peak(touch)
+    if peak is None:
+        pytest.skip("needs Linux /proc and glibc")
+    assert 63 * MiB <= peak < 80 * MiB
+    assert eff.rss_peak(lambda: None) < 4 * MiB  # the first call's 64 MiB were handed back, not counted again
+
+
+def _fake(eff, lat_k: dict, swin_over_sparse50: float) -> dict:
+    """A results dict whose fp32 latencies follow tokens^k exactly at the top sizes (and not at 224)."""
+    sizes = [224, 512, 768, 1024]
+    res = {"dtypes": ["fp32"], "rows": {k: eff.ROW[k]._asdict() for k in (*lat_k, "sparsevit_50")}, "by_size": {}}
+    for s in sizes:
+        tok = {k: (s // (16 if k in ("vit_s", "efficientvit_b1") else 4)) ** 2 for k in res["rows"]}
+        lat = {k: 7.0 * tok[k] ** kk * (50.0 if s == 224 else 1.0) for k, kk in lat_k.items()}
+        lat["sparsevit_50"] = lat["swin_t"] / swin_over_sparse50
+        res["by_size"][str(s)] = {"tokens": tok, "gflop": {k: 2.0 * tok[k] for k in tok},
+                                  "latency": {"fp32": {k: {"median_ms": v} for k, v in lat.items()}}}
+    return res
+
+
+def test_exponents_fit_the_top_sizes_and_targets_are_computed(eff):
+    res = _fake(eff, {"vit_s": 1.7, "swin_t": 1.05, "efficientvit_b1": 1.2}, swin_over_sparse50=1.6)
+    eff.summarize(res, fit_points=3)
+    assert res["fit_sizes"] == ["512", "768", "1024"] and res["largest"] == "1024"
+    exps = res["exponents"]["fp32"]
+    assert exps["vit_s"]["latency"] == pytest.approx(1.7)          # 224 px (off the power law) is left out
+    assert exps["swin_t"]["latency"] == pytest.approx(1.05)
+    assert exps["vit_s"]["flops"] == pytest.approx(1.0)
+    assert res["speedup"]["fp32"]["sparsevit_50"] == pytest.approx(1.6)
+    met = [t["met"] for t in res["targets"]]
+    assert met == [False, True, True, True]                          # EfficientViT 1.2 > 1.15
+    assert res["targets"][0]["measured"] == pytest.approx(1.2)
+    assert "512, 768, 1024 px" in res["targets"][0]["target"] and "1024 px" in res["targets"][3]["target"]
+    res = _fake(eff, {"vit_s": 1.5, "swin_t": 1.2, "efficientvit_b1": 1.0}, swin_over_sparse50=1.4)
+    eff.summarize(res, fit_points=3)
+    assert [t["met"] for t in res["targets"]] == [True, False, False, False]
+    eff.summarize(res, fit_points=4)                                 # 224 px in the fit now bends it
+    assert res["fit_sizes"] == ["224", "512", "768", "1024"] and res["exponents"]["fp32"]["vit_s"]["latency"] < 1.0
+    with pytest.raises(ValueError, match="two distinct token counts"):
+        eff.fit_exponent([16.0], [1.0])
+
+
+def test_targets_say_so_when_a_row_was_not_run(eff):
+    res = _fake(eff, {"vit_s": 1.7, "swin_t": 1.0}, swin_over_sparse50=2.0)
+    eff.summarize(res, fit_points=3)
+    assert res["targets"][0]["met"] is None and res["targets"][0]["measured"] is None
+    assert "| EfficientViT-B1 latency exponent" in "\n".join(
+        f"| {t['target']}" for t in res["targets"])
+
+
+@pytest.mark.slow
+def test_quick_run_writes_md_json_png(eff, tmp_path):
+    threads = torch.get_num_threads()
+    res = eff.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    assert torch.get_num_threads() == threads                        # restored
+    saved = json.loads((tmp_path / "efficient_quick.json").read_text())
+    assert saved["sizes"] == [64, 96, 128] and saved["fit_sizes"] == ["64", "96", "128"]
+    assert list(saved["rows"]) == [r.key for r in eff.ROWS] and saved["dtypes"] == ["fp32"]
+    for key in saved["rows"]:
+        e = saved["exponents"]["fp32"][key]
+        assert math.isfinite(e["latency"]) and 0.5 < e["flops"] < 2.5, key
+    for s, m in saved["by_size"].items():
+        assert all(m["finite"].values()) and len(m["finite"]) == 8
+        assert m["sparse0_vs_swin_max_abs_diff"] < 1e-5, s          # same weights, the dense computation
+        g = [m["gflop"][f"sparsevit_{p}"] for p in (0, 30, 50, 70)]
+        assert g == sorted(g, reverse=True) and g[0] > g[-1], s       # pruning windows removes FLOPs
+        assert m["gflop"]["vit_s"] > m["gflop"]["efficientvit_b1"] > 0
+        for k in saved["rows"]:
+            assert m["latency"]["fp32"][k]["median_ms"] > 0 and m["latency"]["fp32"][k]["n"] == 1
+            assert m["alloc_mb"]["fp32"][k] is None or m["alloc_mb"]["fp32"][k] > 0
+    assert m["tokens"] == {"vit_s": 64, "swin_t": 1024, "pvt_tiny": 1024, "efficientvit_b1": 64,
+                           **{f"sparsevit_{p}": 1024 for p in (0, 30, 50, 70)}}
+    assert [t["measured"] is not None for t in saved["targets"]] == [True] * 4
+    assert res["speedup"]["fp32"]["sparsevit_0"] > 0
+    text = (tmp_path / "efficient_quick.md").read_text()
+    assert "do not edit by hand" in text and "| SparseViT-Swin-T 50% |" in text and "k (latency)" in text
+    assert "## Key figures" in text and "(fit over 64, 96, 128 px)" in text and "its FLOPs / Swin-T's" in text
+    assert (tmp_path / "efficient_quick.png").stat().st_size > 10_000
