@@ -17,11 +17,12 @@ $(VENV)/.core: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q -e .
 	@touch $@
 
-# Test extras: pytest, HF transformers (the oracle), the locked MiniLM text tower (CLIP/LiT), and
+# Test extras: pytest, HF transformers (the oracle), the locked MiniLM text tower (CLIP/LiT), ONNX
+# (export + ONNX Runtime, a speed peer), and
 # vector-quantize-pytorch (a VQ peer). vit-pytorch is a peer installed without its torchvision
 # dependency (torchvision does not import with this torch, and breaks transformers).
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install -q -e ".[test,hf,text]" vector-quantize-pytorch
+	$(BIN)/pip install -q -e ".[test,hf,text,onnx]" vector-quantize-pytorch
 	$(BIN)/pip install -q --no-deps vit-pytorch
 	-$(BIN)/pip uninstall -y -q torchvision
 	@touch $@

@@ -10,6 +10,9 @@
     vitkit zero-shot RUN IMAGE... --labels "cat,dog"   CLIP zero-shot labels (run or HF CLIP folder)
     vitkit generate RUN --n 64 --class 7     sample a grid from an ar / var / hart run
     vitkit ablate [--data digits] [--quick]  ViT ablations (pos-embed, pooling, patch, depth) over 3 seeds
+    vitkit bench [--quick] [--device cuda]   speed vs HF transformers, ONNX Runtime, vit-pytorch
+    vitkit export RUN --onnx m.onnx [--int8] ONNX graph (dynamic batch; int8 by ONNX Runtime), checked
+    vitkit sparsevit-search --run RUN --latency-budget MS   SparseViT per-stage sparsity search (Pareto table)
 
 Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zero; set
 ``VITKIT_DEBUG=1`` to see the traceback. Under ``torchrun`` training is data-parallel.
@@ -17,10 +20,12 @@ Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zer
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -303,6 +308,91 @@ def cmd_generate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    """ONNX export of a classifier run, checked against PyTorch (and on the test split with --check)."""
+    import torch
+
+    from .export.onnx import export_onnx, onnx_forward, onnx_session
+    from .train.run import load_run, predict_batches, top1
+    if not args.onnx:
+        raise CLIError("say where to write the model: --onnx PATH (for int8 in PyTorch itself, see "
+                       "vitkit.export.quantize_int8)")
+    run = load_run(args.run, args.weights)
+    model = run.model.eval()
+    if not hasattr(model, "input_size"):
+        raise CLIError(f"{args.run} holds a {run.train_cfg.task} model; only image classifiers export to ONNX")
+    out = Path(args.onnx)
+    fp32 = out.with_name(out.stem + ".fp32.onnx") if args.int8 else out
+    export_onnx(model, fp32)
+    if args.int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+        fp32.unlink()
+    session = onnx_session(out)
+    x = torch.randn(3, *model.input_size)
+    with torch.no_grad():
+        diff = (torch.from_numpy(onnx_forward(session, x)) - model(x)).abs().max().item()
+    print(f"vitkit: {run.path} -> {out} ({'int8 weights, ' if args.int8 else ''}dynamic batch, input "
+          f"'pixel_values' {tuple(model.input_size)}, output 'logits'); max |logit diff| vs PyTorch {diff:.1e}")
+    if args.check:
+        loader = run.test_loader(None, 256)
+        logits, labels = predict_batches(model, loader)
+        onnx_logits = torch.cat([torch.from_numpy(onnx_forward(session, xb)) for xb, _ in loader])
+        print(f"vitkit: held-out top-1 PyTorch {top1(logits, labels):.2%}, ONNX {top1(onnx_logits, labels):.2%} "
+              f"({len(labels)} images)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- sparsevit-search
+def cmd_sparsevit_search(args) -> int:
+    """Rejection-sampling search of per-stage window sparsity under a latency budget (SparseViT Sec. 3.3)."""
+    import torch
+
+    from .models.sparsevit import (SPARSITY_CHOICES, SparseViT, SparseViTConfig, accuracy_fn, format_table,
+                                   measure_latency_table, search, table_latency_fn)
+    from .models.swin import SwinTransformer
+    from .train.run import load_run
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = load_run(args.run, args.weights)
+    model = run.model.eval()
+    if not isinstance(model, SparseViT):
+        if not isinstance(model, SwinTransformer):
+            raise CLIError(f"{args.run} holds a {type(model).__name__}; the search needs a Swin or SparseViT run "
+                           "(e.g. vitkit train --model sparsevit_swin_nano_patch2_window4_28)")
+        sparse = SparseViT(SparseViTConfig(**dataclasses.asdict(model.cfg)))
+        sparse.load_state_dict(model.state_dict())
+        model = sparse.eval()
+    choices = [float(c) for c in args.choices.split(",")] if args.choices else list(SPARSITY_CHOICES)
+    loader = run.test_loader(args.data, 256)
+    x = next(iter(loader))[0][:args.batch]
+    print(f"vitkit: measuring a per-stage latency table (batch {len(x)}, {torch.get_num_threads()} threads) ...",
+          file=sys.stderr)
+    with torch.inference_mode():
+        table = measure_latency_table(model, x, choices, repeats=args.repeats)
+    latency = table_latency_fn(table)
+    dense_ms = latency([0.0] * model.num_stages)
+    accuracy = accuracy_fn(loader)
+    best, rows = search(model, accuracy, latency, args.latency_budget, args.samples, choices, seed=args.seed)
+    model.set_sparsity([0.0] * model.num_stages)
+    dense_acc = accuracy(model)
+    print(f"dense: {dense_ms:.2f} ms (predicted from the table), top-1 {dense_acc:.4f} on {args.data or 'the test split'}")
+    print(f"budget {args.latency_budget} ms: {len(rows)} configs evaluated; "
+          f"{'Pareto front' if not args.all else 'all'}:")
+    print(format_table(rows, pareto_only=not args.all))
+    best_row = next(r for r in rows if r["sparsity"] == best)
+    print(f"best: {'/'.join(f'{s:.0%}' for s in best)} -> {best_row['latency_ms']:.2f} ms "
+          f"({dense_ms / best_row['latency_ms']:.2f}x faster than dense), top-1 {best_row['score']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"run": str(run.path), "budget_ms": args.latency_budget,
+                                               "table": table, "dense_ms": dense_ms, "dense_score": dense_acc,
+                                               "best": list(best), "rows": rows}, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------------- convert
 def cmd_convert(args) -> int:
     from .weights import convert
@@ -406,6 +496,36 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import ablations  # stdlib-only at import time; torch loads in run()
     ablations.add_arguments(ab)
     ab.set_defaults(func=lambda a: (ablations.run(a), 0)[1])
+
+    bn = sub.add_parser("bench", help="speed of vitkit's ViT vs HF transformers, ONNX Runtime and vit-pytorch "
+                        "-> benchmarks/results/speed.{md,json}")
+    from .bench import speed  # stdlib-only at import time; torch loads in run()
+    speed.add_arguments(bn)
+    bn.set_defaults(func=lambda a: (speed.run(a), 0)[1])
+
+    x = sub.add_parser("export", help="export a classifier run to ONNX (dynamic batch), optionally int8")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--onnx", help="output .onnx path")
+    x.add_argument("--int8", action="store_true", help="int8 weights (ONNX Runtime dynamic quantisation)")
+    x.add_argument("--weights", choices=["ema", "model"], help="default: the weights the run evaluated")
+    x.add_argument("--check", action="store_true", help="also compare held-out top-1 of PyTorch and ONNX")
+    x.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("sparsevit-search", help="SparseViT: per-stage window sparsity search under a latency "
+                        "budget (rejection sampling on a latency table measured here); prints the Pareto table")
+    sv.add_argument("--run", required=True, help="a Swin or SparseViT classifier run folder")
+    sv.add_argument("--latency-budget", type=float, required=True, dest="latency_budget", help="milliseconds")
+    sv.add_argument("--samples", type=int, default=20, help="configs to evaluate (those within the budget)")
+    sv.add_argument("--choices", help="comma-separated sparsity levels per stage (default 0,0.1,...,0.8)")
+    sv.add_argument("--batch", type=int, default=1, help="batch size the latency is measured at")
+    sv.add_argument("--repeats", type=int, default=5, help="timing repeats per table entry (median)")
+    sv.add_argument("--data", help="data spec to score on (default: the run's test split)")
+    sv.add_argument("--weights", choices=["ema", "model"])
+    sv.add_argument("--threads", type=int)
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--all", action="store_true", help="print every evaluated config, not only the Pareto front")
+    sv.add_argument("--json", help="write the latency table and the search rows to this file")
+    sv.set_defaults(func=cmd_sparsevit_search)
 
     c = sub.add_parser("convert", help="convert ViT weights between vitkit, HF transformers and timm")
     c.add_argument("src", help="weights file, checkpoint folder (HF/timm/vitkit), Google .npz, or hf:org/name")

@@ -32,22 +32,22 @@ def test_forward_and_backward_equal_f_linear(shape):
 def test_the_onednn_path_is_taken_and_can_be_turned_off():
     if not fast_linear_enabled():
         pytest.skip("this PyTorch build has no oneDNN")
-    m, x = Linear(8, 4), torch.randn(2, 8, requires_grad=True)
+    m, x = Linear(256, 256), torch.randn(16, 256, requires_grad=True)  # big enough for the oneDNN path
     assert "OneDNN" in type(m(x).grad_fn).__name__
     with fast_linear(False):
         assert not fast_linear_enabled()
         assert "OneDNN" not in type(m(x).grad_fn).__name__
-    m64 = Linear(8, 4).double()  # other dtypes take F.linear
+    m64 = Linear(256, 256).double()  # other dtypes take F.linear
     assert torch.equal(m64(x.double()), F.linear(x.double(), m64.weight, m64.bias))
 
 
 def test_frozen_weights_and_no_bias():
     torch.manual_seed(0)
-    m = Linear(16, 8, bias=False)
+    m = Linear(256, 64, bias=False)
     m.weight.requires_grad_(False)
-    x = torch.randn(5, 16, requires_grad=True)
+    x = torch.randn(40, 256, requires_grad=True)
     m(x).sum().backward()
-    assert torch.allclose(x.grad, m.weight.sum(0).expand(5, 16), atol=1e-6)
+    assert torch.allclose(x.grad, m.weight.sum(0).expand(40, 256), atol=1e-6)
 
 
 def test_it_is_an_nn_linear_with_the_same_state_dict():
@@ -55,3 +55,8 @@ def test_it_is_an_nn_linear_with_the_same_state_dict():
     assert isinstance(m, nn.Linear) and set(m.state_dict()) == {"weight", "bias"}
     model = vitkit.create_model("vit_nano_patch4_28")
     assert all(type(x) is Linear for x in model.modules() if isinstance(x, nn.Linear))
+
+
+def test_tiny_calls_take_f_linear():
+    m, x = Linear(128, 10), torch.randn(1, 128, requires_grad=True)  # a classifier head at batch 1
+    assert "OneDNN" not in type(m(x).grad_fn).__name__

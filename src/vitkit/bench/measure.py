@@ -1,0 +1,136 @@
+"""How the benchmarks measure: interleaved timing, FLOPs, peak memory and the machine's matmul peak.
+
+Every speed claim in vitkit is a ratio measured side by side in one run: ``interleaved`` runs each
+implementation once per round (A, B, C, A, B, C, ...), so machine noise hits all alike, and keeps
+the median with min and max.
+"""
+from __future__ import annotations
+
+import ctypes
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..layers.linear import fast_linear
+
+
+def no_sync() -> None:
+    pass
+
+
+def cuda_sync(device: torch.device | str = "cuda") -> Callable[[], None]:
+    return lambda: torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int = 1,
+                sync: Callable[[], None] = no_sync, warmup: int = 1) -> dict[str, dict]:
+    """{name: {"median", "min", "max"} seconds per call} over ``repeats`` interleaved rounds of
+    ``calls`` calls each; every fn is first run ``warmup`` times."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            sync()
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            times[k].append((time.perf_counter() - t) / calls)
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
+
+
+# ---------------------------------------------------------------------------------------- FLOPs
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(q, k, v)
+
+
+def forward_flops(fn: Callable, *args) -> int:
+    """FLOPs of ``fn(*args)`` (2 per multiply-add, no grad), counted by ``FlopCounterMode`` with vitkit's
+    Linear on ``F.linear`` (the counter does not see oneDNN calls) and the CPU flash-attention op counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+    extra = {}
+    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
+    with fast_linear(False), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=extra) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+# ---------------------------------------------------------------------------------------- memory
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_peak(fn: Callable[[], object]) -> int | None:
+    """Peak growth in bytes of this process's resident memory during fn() (Linux; None elsewhere).
+
+    Free heap pages are handed back first (glibc malloc_trim) so that fn() cannot hide in memory
+    freed earlier, the kernel's high-water mark is reset (write "5" to /proc/self/clear_refs), and
+    VmHWM after fn() minus VmRSS before it is what fn() made resident."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _proc_status_kib("VmRSS")
+    except (OSError, KeyError, AttributeError):
+        return None
+    fn()
+    return max(0, _proc_status_kib("VmHWM") - base) * 1024
+
+
+def alloc_peak(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Peak bytes of tensor memory allocated during fn() above the level at its start.
+
+    CUDA: the caching allocator's max_memory_allocated. CPU: the allocator's events recorded by
+    torch.profiler (profile_memory=True), +bytes per allocation and -bytes per free, summed in time
+    order; None where this PyTorch does not expose them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    try:
+        events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU]
+    except AttributeError:
+        return None
+    live = peak = 0
+    for _, n in sorted(events):
+        live += n
+        peak = max(peak, live)
+    return peak
+
+
+# ---------------------------------------------------------------------------------------- peak
+def matmul_peak(n: int = 1024, repeats: int = 5, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """GFLOP/s of an n x n x n matmul by each GEMM library PyTorch has here, and their best ("peak").
+
+    CPU: ``torch.mm`` (MKL in PyTorch's CPU build) and oneDNN (``torch.ops.mkldnn._linear_pointwise``,
+    what vitkit's Linear uses); CUDA: ``torch.mm`` (cuBLAS). The models' achieved GFLOP/s are quoted
+    as a fraction of the best of these, measured in the same run."""
+    device = torch.device(device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    fns = {"torch.mm": lambda: torch.mm(a, b)}
+    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        fns["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    sync = cuda_sync(device) if device.type == "cuda" else no_sync
+    res = interleaved(fns, repeats, calls=10, sync=sync, warmup=3)
+    out = {k: 2 * n ** 3 / v["median"] / 1e9 for k, v in res.items()}
+    out["peak"] = max(out.values())
+    return out

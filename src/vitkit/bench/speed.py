@@ -1,0 +1,273 @@
+"""Speed of vitkit's ViT against its peers on this machine, measured side by side (`vitkit bench`).
+
+    vitkit bench                  # ViT-Ti/S/B-16 at 224 and the demo's ViT -> benchmarks/results/speed.{md,json}
+    vitkit bench --quick          # a tiny model, one repeat (the test suite runs this)
+    vitkit bench --device cuda    # on a GPU: fp32 and bf16 autocast, vitkit vs HF
+
+Peers, all with the SAME weights as vitkit's model: HF transformers' ViT (SDPA attention), loaded
+from a folder written by `vitkit.weights.export`; the vitkit model exported to ONNX (dynamic batch)
+and run in ONNX Runtime (inference; needs the ``onnx`` extra). For training, vit-pytorch's ViT of
+the same shape (its own random init). A training step is forward + cross-entropy + backward + an
+AdamW step, with ``torch.optim.AdamW(fused=True)`` for every implementation alike.
+
+Every number is a median over interleaved repeats (A, B, C, A, B, C, ...), so machine noise hits all
+alike; min and max are kept. Achieved GFLOP/s (forward FLOPs, x3 for training) is quoted as a
+fraction of the best fp32 matmul of this machine measured in the same run (MKL's and oneDNN's).
+Peak memory: on the CPU the growth of resident memory (VmHWM) during one call; on CUDA the
+allocator's max allocated bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+RESULTS = Path("benchmarks/results")
+FULL_MODELS = [("vit_tiny_patch16_224", {}), ("vit_small_patch16_224", {}), ("vit_base_patch16_224", {}),
+               # HF's ViT always pools a class token: the demo's architecture with one instead of GAP
+               ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})]
+QUICK_MODELS = [("vit_nano_patch4_28", {})]
+PEERS = ("hf", "onnxruntime", "vit-pytorch")
+
+
+# ---------------------------------------------------------------------------------------- peers
+def hf_twin(model, folder: Path, device):
+    """HF ViTForImageClassification with the same weights (SDPA attention)."""
+    from transformers import ViTForImageClassification
+
+    from ..weights import export
+    export(model, folder, to="hf")
+    hf = ViTForImageClassification.from_pretrained(folder, attn_implementation="sdpa").to(device).eval()
+    return hf
+
+
+def ort_twin(model, folder: Path, threads: int):
+    """ONNX Runtime session of the same model (exported with a dynamic batch), or None without the extra."""
+    try:
+        from ..export.onnx import export_onnx, onnx_session
+        path = export_onnx(model, folder / "model.onnx")
+        return onnx_session(path, threads)
+    except ImportError as e:
+        print(f"vitkit bench: no ONNX Runtime peer ({e})", file=sys.stderr)
+        return None
+
+
+def vit_pytorch_twin(cfg):
+    """vit-pytorch's ViT of the same shape (its package __init__ needs torchvision: load vit.py alone)."""
+    spec = importlib.util.find_spec("vit_pytorch")
+    if spec is None:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "vit.py"
+    mod_spec = importlib.util.spec_from_file_location("vit_pytorch_vit", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    size = cfg.img_size if isinstance(cfg.img_size, int) else cfg.img_size[0]
+    return mod.ViT(image_size=size, patch_size=cfg.patch_size, num_classes=cfg.num_classes, dim=cfg.embed_dim,
+                   depth=cfg.depth, heads=cfg.num_heads, mlp_dim=int(cfg.embed_dim * cfg.mlp_ratio),
+                   channels=cfg.in_chans, dim_head=cfg.embed_dim // cfg.num_heads,
+                   pool="cls" if cfg.global_pool == "token" else "mean")
+
+
+# ---------------------------------------------------------------------------------------- steps
+def _autocast(device, bf16: bool):
+    import torch
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def infer_fn(fwd, x, device, bf16: bool = False):
+    import torch
+
+    def run():
+        with torch.inference_mode(), _autocast(device, bf16):
+            fwd(x)
+    return run
+
+
+def train_fn(module, fwd, x, y, device, bf16: bool = False):
+    """One training step (forward, cross-entropy, backward, fused AdamW step) of ``module``."""
+    import torch
+    import torch.nn.functional as F
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True)
+    module.train()
+
+    def run():
+        with _autocast(device, bf16):
+            loss = F.cross_entropy(fwd(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return run
+
+
+def bench_model(name: str, overrides: dict, batch: int, repeats: int, calls: int, tmp: Path,
+                device, threads: int, peers: tuple[str, ...]) -> dict:
+    import torch
+
+    import vitkit
+
+    from .measure import alloc_peak, cuda_sync, forward_flops, interleaved, no_sync, rss_peak
+    torch.manual_seed(0)
+    model = vitkit.create_model(name, **overrides).to(device).eval()
+    cfg = model.cfg
+    x = torch.randn(batch, *model.input_size, device=device)
+    x1 = x[:1]
+    sync = cuda_sync(device) if device.type == "cuda" else no_sync
+    out = {"model": name, "params": sum(p.numel() for p in model.parameters()), "batch": batch,
+           "forward_gflop_per_img": forward_flops(model, x1) / 1e9, "max_abs_diff": {}}
+
+    def memory(fn):
+        peak = alloc_peak(fn, device) if device.type == "cuda" else rss_peak(fn)
+        return None if peak is None else peak / 2 ** 20
+
+    infer = {"vitkit": model}
+    hf = hf_twin(model, tmp / name, device) if "hf" in peers else None
+    if hf is not None:
+        infer["hf"] = lambda t: hf(pixel_values=t).logits
+    ort = ort_twin(model, tmp / name, threads) if "onnxruntime" in peers and device.type == "cpu" else None
+    if ort is not None:
+        from ..export.onnx import onnx_forward
+        infer["onnxruntime"] = lambda t: torch.from_numpy(onnx_forward(ort, t))
+    with torch.no_grad():  # same weights, same function
+        ref = model(x)
+        for k, f in infer.items():
+            if k != "vitkit":
+                out["max_abs_diff"][k] = (f(x).to(ref.device) - ref).abs().max().item()
+    bf16 = device.type == "cuda"  # bf16 autocast rows only where a fast bf16 kernel exists
+
+    for b, inp in (("1", x1), (str(batch), x)):
+        fns = {k: infer_fn(f, inp, device) for k, f in infer.items()}
+        if bf16:
+            fns.update({f"{k} bf16": infer_fn(f, inp, device, True) for k, f in infer.items() if k != "onnxruntime"})
+        res = interleaved(fns, repeats, calls, sync)
+        for k, v in res.items():
+            v["img_per_s"] = inp.shape[0] / v["median"]
+            if b != "1":
+                v["peak_mb"] = memory(fns[k])
+        out[f"infer_b{b}"] = res
+
+    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    trainers = {"vitkit": (model, model)}
+    if hf is not None:
+        trainers["hf"] = (hf, infer["hf"])
+    peer = vit_pytorch_twin(cfg) if "vit-pytorch" in peers else None
+    if peer is not None:
+        trainers["vit-pytorch"] = (peer.to(device), peer)
+    fns = {k: train_fn(m, f, x, y, device) for k, (m, f) in trainers.items()}
+    if bf16:
+        fns.update({f"{k} bf16": train_fn(m, f, x, y, device, True) for k, (m, f) in trainers.items()})
+    res = interleaved(fns, repeats, max(1, calls // 2), sync)
+    for k, v in res.items():
+        v["img_per_s"] = batch / v["median"]
+        v["peak_mb"] = memory(fns[k])
+    out["train"] = res
+    model.eval()
+    return out
+
+
+# ---------------------------------------------------------------------------------------- report
+def _fmt_mb(v) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def report(results: dict) -> str:
+    peak = results["matmul_gflops"]
+    gpu = results["device"] != "cpu"
+    impls = ["vitkit", "hf", "onnxruntime", "vit-pytorch"] + (["vitkit bf16", "hf bf16", "vit-pytorch bf16"]
+                                                               if gpu else [])
+    seen = [k for k in impls if any(k in r[m] for r in results["models"] for m in ("infer_b1", "train"))]
+    peers = [k for k in seen if k != "vitkit"]
+    lines = [f"# vitkit speed ({results['device']}, fp32{' and bf16 autocast' if gpu else ''})\n",
+             f"Machine: {results['machine']}, torch {results['torch']}, {results['threads']} threads. "
+             f"fp32 matmul measured in this run: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()
+                                                                if k != "peak")
+             + f" GFLOP/s (peak = best = **{peak['peak']:.0f}**). Images/s are medians of {results['repeats']} "
+             f"interleaved repeats, vitkit's min-max in brackets. Every implementation has the same weights "
+             f"(vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
+             f"`{results['command']}`; do not edit by hand.\n",
+             "| model | run | " + " | ".join(f"{k} img/s" for k in seen) + " | "
+             + " | ".join(f"vitkit / {k}" for k in peers if not k.startswith("vitkit"))
+             + " | vitkit GFLOP/s (% of peak) | peak MB (vitkit / hf) |",
+             "|---|---|" + "---|" * (len(seen) + len([k for k in peers if not k.startswith("vitkit")]) + 2)]
+    for r in results["models"]:
+        for key, label in (("infer_b1", "infer 1"), (f"infer_b{r['batch']}", f"infer {r['batch']}"),
+                           ("train", f"train {r['batch']}")):
+            d = r[key]
+            v = d["vitkit"]
+            lo, hi = v["img_per_s"] * v["median"] / v["max"], v["img_per_s"] * v["median"] / v["min"]
+            cells = [f"{v['img_per_s']:.1f} [{lo:.1f}-{hi:.1f}]"]
+            cells += [f"{d[k]['img_per_s']:.1f}" if k in d else "-" for k in seen[1:]]
+            ratios = [f"{v['img_per_s'] / d[k]['img_per_s']:.2f}x" if k in d else "-"
+                      for k in peers if not k.startswith("vitkit")]
+            achieved = v["img_per_s"] * r["forward_gflop_per_img"] * (3 if key == "train" else 1)
+            mem = f"{_fmt_mb(v.get('peak_mb'))} / {_fmt_mb(d.get('hf', {}).get('peak_mb'))}" \
+                if "peak_mb" in v else "-"
+            lines.append(f"| {r['model']} | {label} | " + " | ".join(cells + ratios)
+                         + f" | {achieved:.0f} ({achieved / peak['peak']:.0%}) | {mem} |")
+    lines.append("\nSame weights, same function: max |logit difference| from vitkit per model: " + "; ".join(
+        f"{r['model']} " + ", ".join(f"{k} {v:.1e}" for k, v in r["max_abs_diff"].items())
+        for r in results["models"]))
+    return "\n".join(lines) + "\n"
+
+
+def save(results: dict, out: Path, stem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{stem}.md").write_text(report(results))
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--quick", action="store_true", help="a tiny model, one repeat (a smoke test)")
+    p.add_argument("--models", help="comma-separated registered ViT names (default: ViT-Ti/S/B-16 and the demo's)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch (and ONNX Runtime) CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}, or ''")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.{md,json}")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from .measure import matmul_peak
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu")
+    peers = tuple(p for p in args.peers.split(",") if p)
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        raise ValueError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
+    if args.quick:
+        models, batch, repeats, calls = QUICK_MODELS, 4, 1, 1
+    else:
+        models = [(m, {}) for m in args.models.split(",")] if args.models else FULL_MODELS
+        batch, repeats, calls = args.batch, args.repeats, 2
+    command = "vitkit bench" + (" --quick" if args.quick else "") + (
+        f" --device {args.device}" if device.type != "cpu" else "")
+    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+               "threads": torch.get_num_threads(), "repeats": repeats, "command": command,
+               "matmul_gflops": matmul_peak(256 if args.quick else 2048, 1 if args.quick else 5, device),
+               "models": []}
+    stem = "speed_quick" if args.quick else ("speed" if device.type == "cpu" else "speed_cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kw in models:
+            print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+            results["models"].append(bench_model(name, kw, batch, repeats, calls, Path(tmp), device,
+                                                 torch.get_num_threads(), peers))
+            save(results, args.out, stem)  # after every model: an interrupted run keeps what it measured
+    print(report(results))
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args(argv))

@@ -1,0 +1,76 @@
+"""ONNX export of a vitkit classifier, with a dynamic batch axis, and its check in ONNX Runtime.
+
+``export_onnx(model, path)`` traces ``model`` in eval mode on a (2, C, H, W) example with
+``torch.onnx.export`` (the torch.export-based exporter; needs the ``onnx`` extra: onnx, onnxscript)
+and marks the batch axis dynamic, so the file runs at any batch size. The image size and channel
+count are fixed by the model (ViT's position embeddings are); the input is named ``pixel_values``
+and the output ``logits``. ``onnx_session(path)`` opens it in ONNX Runtime on the CPU and
+``max_abs_diff(model, path, x)`` compares the two on a batch: the export test asks for <= 1e-4.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..layers.linear import fast_linear
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs {module!r}: pip install 'vitkit[onnx]' "
+                          "(onnx, onnxscript, onnxruntime)") from e
+
+
+def export_onnx(model: nn.Module, path: str | Path, batch: int = 2, opset: int | None = None) -> Path:
+    """Write ``model`` (eval mode, CPU, fp32) as an ONNX graph with a dynamic batch axis; return the path."""
+    _require("onnx"), _require("onnxscript")
+    input_size = getattr(model, "input_size", None)
+    if input_size is None:
+        raise ValueError(f"{type(model).__name__} has no input_size (C, H, W): only vitkit image models export")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    x = torch.randn(batch, *input_size)
+    batch_dim = torch.export.Dim("batch", min=1, max=4096)
+    kwargs = {"opset_version": opset} if opset else {}
+    log = logging.getLogger("torch.onnx")  # "torchvision is not installed" notes: not ours to act on
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), fast_linear(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), str(path), input_names=["pixel_values"], output_names=["logits"],
+                              dynamic_shapes=({0: batch_dim},), dynamo=True, external_data=False,
+                              verbose=False, **kwargs)
+    finally:
+        log.setLevel(level)
+    return path
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session for ``path``; ``threads`` = intra-op threads (default: torch's)."""
+    ort = _require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_forward(session, x: torch.Tensor) -> np.ndarray:
+    """Logits of the ONNX model for a float32 image batch (B, C, H, W)."""
+    return session.run(["logits"], {"pixel_values": x.detach().cpu().numpy().astype(np.float32)})[0]
+
+
+def max_abs_diff(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
+    """max |PyTorch logits - ONNX Runtime logits| on the batch ``x``."""
+    with torch.no_grad():
+        ref = model.eval()(x).numpy()
+    return float(np.abs(onnx_forward(onnx_session(path), x) - ref).max())
