@@ -46,14 +46,22 @@ def test_sparsity_zero_equals_dense_swin(shape):
 
 
 def _count_windows(model, x):
-    """Windows each block's MLP ran on (the MLP sees (B, k, N, C))."""
-    counts = []
-    hooks = [blk.mlp.register_forward_hook(lambda m, inp, out: counts.append(inp[0].shape[1]))
-             for stage in model.stages for blk in stage.blocks]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
+    """Windows each block's attention ran on: the (B, k, N, C) windows reaching ``Attention.forward``
+    (both the dense WindowAttention and the sparse path call it on their windows)."""
+    from vitkit.layers.attention import Attention
+    counts, forward = [], Attention.forward
+
+    def spy(self, t, *args, **kwargs):
+        if t.dim() == 4:  # the outer call; it re-enters itself with the windows folded into the batch
+            counts.append(t.shape[1])
+        return forward(self, t, *args, **kwargs)
+
+    Attention.forward = spy
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        Attention.forward = forward
     return counts
 
 
@@ -79,6 +87,32 @@ def test_pruned_windows_pass_through_unchanged_and_kept_are_the_largest():
         top = set(norms[b].topk(8).indices.tolist())
         assert set(changed[b].nonzero().flatten().tolist()) <= top            # only kept windows change
         assert changed[b].sum() >= 7
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_kept_windows_of_a_padded_map_equal_the_dense_block(train):
+    """Unshifted W-MSA is local to each window, so on a map that needs padding (14 -> 16) a kept
+    window's output must equal the dense block's there; pruned windows stay the input. Both paths of
+    the LN + MLP (real tokens only, in eval; every token, in training with drop path) are checked."""
+    from vitkit.models.sparsevit import select_windows, sparse_window_block, window_scores
+    _, m = _pair()
+    blk = m.stages[0].blocks[0].train(train)                                   # shift 0
+    blk.drop_path2.p = 0.1 if train else 0.0
+    x = m._embed(torch.randn(2, 1, 28, 28))                                    # (2, 14, 14, 32)
+    pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 2, 0, 2))
+    idx = select_windows(window_scores(window_partition(pad(x), 4)), 6)        # (2, 6) of 16 windows
+    with torch.no_grad():
+        torch.manual_seed(1)
+        dense = blk(x) if not train else None
+        out = sparse_window_block(blk, x, idx)
+    w_out, w_in = window_partition(pad(out), 4), window_partition(pad(x), 4)
+    for b in range(2):
+        pruned = sorted(set(range(16)) - set(idx[b].tolist()))
+        assert torch.equal(w_out[b, pruned], w_in[b, pruned])
+        if dense is not None:
+            w_dense = window_partition(pad(dense), 4)
+            assert torch.allclose(w_out[b, idx[b]], w_dense[b, idx[b]], atol=1e-5)
+    blk.drop_path2.p = 0.0
 
 
 def test_sparsity_validation_and_gradients():
