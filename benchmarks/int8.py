@@ -2,79 +2,134 @@
 
     python benchmarks/int8.py --run runs/demo     # writes benchmarks/results/int8.{md,json}
     python benchmarks/int8.py --quick             # a tiny model, no run folder (the test suite)
+
+Two int8 paths, both dynamic quantisation of the Linear layers (int8 weights, activations quantised
+per batch on the fly), against fp32 vitkit (oneDNN Linear), interleaved in one run:
+- ``torch int8``: ``vitkit.export.quantize_int8`` (PyTorch's quantize_dynamic, FBGEMM kernels);
+- ``onnx int8``: ``vitkit export RUN --onnx m.onnx --int8`` (ONNX Runtime's quantize_dynamic of the
+  exported graph's MatMuls), with the fp32 ONNX graph beside it.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 import vitkit
+from vitkit.bench.measure import interleaved
 from vitkit.export import quantize_int8
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def speed(name: str, batch: int, repeats: int) -> dict:
+def onnx_int8(model: torch.nn.Module, folder: Path):
+    """(fp32 forward, int8 forward) in ONNX Runtime, or None without the onnx extra."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        from vitkit.export.onnx import export_onnx, onnx_forward, onnx_session
+    except ImportError as e:
+        print(f"int8: no ONNX Runtime path ({e})", file=sys.stderr)
+        return None
+    fp32 = export_onnx(model, folder / "fp32.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(fp32), str(folder / "int8.onnx"), weight_type=QuantType.QInt8)
+    sessions = onnx_session(fp32), onnx_session(folder / "int8.onnx")
+    return tuple((lambda x, s=s: torch.from_numpy(onnx_forward(s, x))) for s in sessions)
+
+
+def variants(model: torch.nn.Module, folder: Path) -> dict:
+    """{name: forward} of every inference path of ``model``."""
+    out = {"fp32": model.eval(), "torch int8": quantize_int8(model)}
+    ort = onnx_int8(model, folder)
+    if ort is not None:
+        out["onnx fp32"], out["onnx int8"] = ort
+    return out
+
+
+def speed(name: str, batch: int, repeats: int, folder: Path) -> dict:
     torch.manual_seed(0)
     model = vitkit.create_model(name).eval()
-    q = quantize_int8(model)
     x = torch.randn(batch, *model.input_size)
-    times = {"fp32": [], "int8": []}
-    with torch.inference_mode():
-        model(x), q(x)  # warm up
-        for _ in range(repeats):  # interleaved
-            for key, f in (("fp32", model), ("int8", q)):
-                t = time.perf_counter()
+    fns = variants(model, folder)
+
+    def call(f):
+        def run():
+            with torch.inference_mode():
                 f(x)
-                times[key].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"model": name, "batch": batch, "fp32_img_per_s": batch / med["fp32"],
-            "int8_img_per_s": batch / med["int8"], "speedup": med["fp32"] / med["int8"]}
+        return run
+
+    res = interleaved({k: call(f) for k, f in fns.items()}, repeats)
+    fp32 = res["fp32"]["median"]
+    return {"model": name, "batch": batch, **{k: {"img_per_s": batch / v["median"], "speedup": fp32 / v["median"]}
+                                               for k, v in res.items()}}
 
 
-def accuracy(run_dir: str) -> dict:
+def accuracy(run_dir: str, folder: Path) -> dict:
     from vitkit.train.run import load_run, predict_batches, top1
     run = load_run(run_dir)
     loader = run.test_loader()
     out = {"run": run_dir, "weights": run.weights}
-    for key, model in (("fp32", run.model), ("int8", quantize_int8(run.model))):
-        logits, labels = predict_batches(model, loader)
-        out[f"{key}_top1"] = top1(logits, labels)
-    out["change_points"] = 100 * (out["int8_top1"] - out["fp32_top1"])
+    for key, f in variants(run.model, folder).items():
+        logits = torch.cat([f(x) for x, _ in loader]) if key.startswith("onnx") else None
+        if logits is None:
+            logits, labels = predict_batches(f, loader)
+        else:
+            labels = torch.cat([y for _, y in loader])
+        out[key] = {"top1": top1(logits, labels)}
+    for key in out:
+        if isinstance(out[key], dict) and key != "fp32":
+            out[key]["change_points"] = 100 * (out[key]["top1"] - out["fp32"]["top1"])
     return out
+
+
+def report(res: dict) -> str:
+    s = res["speed"]
+    keys = [k for k in ("fp32", "torch int8", "onnx fp32", "onnx int8") if k in s]
+    md = [f"# Int8 dynamic quantisation (CPU, {res['threads']} threads)\n",
+          f"Made by `{res['command']}`; medians of {res['repeats']} interleaved repeats; do not edit by hand. "
+          "fp32 is vitkit's own (oneDNN Linear); 'torch int8' is `vitkit.export.quantize_int8`, 'onnx int8' is "
+          "`vitkit export RUN --onnx m.onnx --int8` run in ONNX Runtime.\n",
+          "| model | batch | " + " | ".join(f"{k} img/s" for k in keys) + " | "
+          + " | ".join(f"{k} / fp32" for k in keys[1:]) + " |",
+          "|---|---|" + "---|" * (2 * len(keys) - 1),
+          f"| {s['model']} | {s['batch']} | " + " | ".join(f"{s[k]['img_per_s']:.1f}" for k in keys) + " | "
+          + " | ".join(f"{s[k]['speedup']:.2f}x" for k in keys[1:]) + " |"]
+    a = res["accuracy"]
+    if a:
+        md += ["", f"Held-out top-1 of `{a['run']}` ({a['weights']} weights, mnist5k test split, 1,000 digits):", "",
+               "| path | top-1 | change (points) |", "|---|---|---|"]
+        for k in keys:
+            md.append(f"| {k} | {a[k]['top1']:.2%} | " +
+                      (f"{a[k]['change_points']:+.1f}" if "change_points" in a[k] else "-") + " |")
+    return "\n".join(md) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", help="a trained run folder (the demo's) for the accuracy change")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    name, batch, repeats = ("vit_nano_patch4_28", 4, 1) if args.quick else ("vit_small_patch16_224", 32, 5)
-    res = {"threads": torch.get_num_threads(), "torch": torch.__version__, "speed": speed(name, batch, repeats),
-           "accuracy": accuracy(args.run) if args.run else None,
-           "command": "python benchmarks/int8.py" + (" --quick" if args.quick else "") +
-                      (f" --run {args.run}" if args.run else "")}
-    s = res["speed"]
-    md = [f"# Int8 dynamic quantisation (CPU, {res['threads']} threads)\n",
-          f"Made by `{res['command']}`; medians of {repeats} interleaved repeats; do not edit by hand.\n",
-          "| model | batch | fp32 img/s | int8 img/s | speedup |", "|---|---|---|---|---|",
-          f"| {s['model']} | {s['batch']} | {s['fp32_img_per_s']:.1f} | {s['int8_img_per_s']:.1f} | "
-          f"{s['speedup']:.2f}x |"]
-    if res["accuracy"]:
-        a = res["accuracy"]
-        md += ["", f"Held-out top-1 of `{a['run']}` ({a['weights']} weights): fp32 {a['fp32_top1']:.2%}, "
-                   f"int8 {a['int8_top1']:.2%} ({a['change_points']:+.1f} points)."]
+    name, batch, repeats = ("vit_nano_patch4_28", 4, 1) if args.quick else ("vit_small_patch16_224", 32, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = {"threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
+               "speed": speed(name, batch, repeats, Path(tmp)),
+               "accuracy": accuracy(args.run, Path(tmp)) if args.run else None,
+               "command": "python benchmarks/int8.py" + (" --quick" if args.quick else "") +
+                          (f" --run {args.run}" if args.run else "")}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "int8_quick" if args.quick else "int8"
     (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (args.out / f"{stem}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    (args.out / f"{stem}.md").write_text(report(res))
+    print(report(res))
     return res
 
 

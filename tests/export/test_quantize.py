@@ -26,4 +26,5 @@ def test_int8_benchmark_quick_runs(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     res = mod.main(["--quick", "--out", str(tmp_path)])
-    assert res["speed"]["int8_img_per_s"] > 0 and (tmp_path / "int8_quick.md").is_file()
+    assert res["speed"]["torch int8"]["img_per_s"] > 0 and (tmp_path / "int8_quick.md").is_file()
+    assert "onnx int8" in res["speed"]  # the ONNX Runtime int8 path ran too
