@@ -35,12 +35,10 @@ Protocol, per size: batch 1, ``torch.inference_mode``, the default (fast) path.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,7 +48,8 @@ import numpy as np
 import torch
 
 import vitkit
-from vitkit.layers import fast_linear
+from vitkit.bench import measure
+from vitkit.bench.measure import alloc_peak, forward_flops, rss_peak
 
 RESULTS = Path(__file__).parent / "results"
 SIZES = (224, 384, 512, 768, 1024)
@@ -127,88 +126,12 @@ def in_dtype(fn: Callable, dtype: str, device: torch.device) -> Callable:
     return run
 
 
-# ------------------------------------------------------------------------------------------ FLOPs
-def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-    return sdpa_flop_count(q, k, v)
-
-
-def forward_flops(fn: Callable, x: torch.Tensor) -> int:
-    """FLOPs of fn(x) (2 per multiply-add), counted with vitkit's Linear on F.linear."""
-    from torch.utils.flop_counter import FlopCounterMode
-    extra = {}
-    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        extra[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
-    with fast_linear(False), FlopCounterMode(display=False, custom_mapping=extra) as counter:
-        fn(x)
-    return counter.get_total_flops()
-
-
-# ------------------------------------------------------------------------------------------ memory
-def alloc_peak(fn: Callable[[], object], device: torch.device) -> int | None:
-    """Peak bytes of tensor memory allocated during fn() above the level at its start.
-
-    CUDA: the caching allocator's max_memory_allocated. CPU: the allocator's events recorded by
-    torch.profiler (profile_memory=True), +bytes per allocation and -bytes per free, summed in time
-    order; None where this PyTorch does not expose them."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    try:
-        events = [(e.start_ns(), i, e.nbytes()) for i, e in enumerate(prof.profiler.kineto_results.events())
-                  if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU]
-    except AttributeError:
-        return None
-    live = peak = 0
-    for _, _, n in sorted(events):
-        live += n
-        peak = max(peak, live)
-    return peak
-
-
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def rss_peak(fn: Callable[[], object]) -> int | None:
-    """Peak growth in bytes of this process's resident memory during fn() (Linux; None elsewhere).
-
-    Free heap pages are handed back first (glibc malloc_trim) so that fn() cannot hide in memory
-    freed earlier, the kernel's high-water mark is reset (write "5" to /proc/self/clear_refs), and
-    VmHWM after fn() minus VmRSS before it is what fn() made resident."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _proc_status_kib("VmRSS")
-    except (OSError, KeyError, AttributeError):
-        return None
-    fn()
-    return max(0, _proc_status_kib("VmHWM") - base) * 1024
-
-
 # ------------------------------------------------------------------------------------------ latency
 def interleaved(fns: dict, repeats: int, sync: Callable[[], None]) -> dict:
     """{key: {median_ms, min_ms, max_ms, n}} over `repeats` rounds, each running every fn once in turn."""
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "n": len(v)}
-            for k, v in times.items()}
+    res = measure.interleaved(fns, repeats, sync=sync, warmup=0)  # the warm-up call is measure_size's
+    return {k: {"median_ms": v["median"] * 1e3, "min_ms": v["min"] * 1e3, "max_ms": v["max"] * 1e3, "n": repeats}
+            for k, v in res.items()}
 
 
 def default_repeats(size: int) -> int:
