@@ -60,3 +60,25 @@ def test_it_is_an_nn_linear_with_the_same_state_dict():
 def test_tiny_calls_take_f_linear():
     m, x = Linear(128, 10), torch.randn(1, 128, requires_grad=True)  # a classifier head at batch 1
     assert "OneDNN" not in type(m(x).grad_fn).__name__
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_fused_linear_gelu_equals_the_two_steps(approximate):
+    from vitkit.layers.linear import linear_gelu
+    torch.manual_seed(0)
+    x, w, b = torch.randn(40, 64), torch.randn(256, 64) * 0.1, torch.randn(256)
+    ref = F.gelu(F.linear(x, w, b), approximate=approximate)
+    with torch.inference_mode():  # the fused oneDNN post-op
+        assert torch.allclose(linear_gelu(x, w, b, approximate), ref, atol=1e-5)
+    x.requires_grad_(True)  # training: the unfused path, with gradients
+    y = linear_gelu(x, w, b, approximate)
+    assert torch.allclose(y, ref, atol=1e-5) and y.grad_fn is not None
+
+
+def test_mlp_inference_and_training_agree():
+    from vitkit.layers import Mlp
+    torch.manual_seed(0)
+    m, x = Mlp(64, 256), torch.randn(3, 20, 64)
+    with torch.inference_mode():
+        fused = m(x)
+    assert torch.allclose(fused, m(x), atol=1e-5)

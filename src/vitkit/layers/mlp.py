@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from .linear import Linear
+
+from .linear import Linear, linear_gelu
 
 
 class QuickGELU(nn.Module):
@@ -45,7 +46,11 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        if type(self.act) is nn.GELU and type(self.fc1) is Linear:  # fused fc1 + GELU where oneDNN runs it
+            h = linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act.approximate)
+        else:
+            h = self.act(self.fc1(x))
+        return self.drop(self.fc2(self.drop(h)))
 
 
 class ConvNormAct(nn.Module):
