@@ -127,3 +127,62 @@ def test_pretrain_mae_then_fine_tune_and_probe_from_it(tmp_path, capsys):
         body = ft.backbone if extra else ft
         assert torch.equal(body.blocks[0].attn.qkv.weight, run.model.backbone.blocks[0].attn.qkv.weight) == bool(extra)
     assert "held-out top-1" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- sparsevit_adapt
+SWIN_DIGITS = ["--data", "digits", "--epochs", "1", "--warmup", "0", "--threads", "1", "--labels-per-class", "5", "--batch-size", "32",
+               "--set", "model_args.window_size=2", "--no-report"]  # 8x8 digits: stage 1 is a 4x4 map of 4 windows
+
+
+def test_sparsevit_adapt_starts_from_a_dense_swin_run_and_adapts_at_random_sparsities(tmp_path, capsys):
+    from vitkit.models import SparseViT
+    from vitkit.train.run import predict_batches, top1
+    dense = tmp_path / "swin"
+    assert main(["train", "--model", "swin_nano_patch2_window4_28", "--out", str(dense), *SWIN_DIGITS]) == 0
+    swin = load_run(dense).model
+    cfg = TrainConfig(model="sparsevit_swin_nano_patch2_window4_28", data="digits", labels_per_class=5, batch_size=32,
+                      epochs=1, num_threads=1, log_every=1000, model_args={"window_size": 2}, init=str(dense),
+                      task="sparsevit_adapt", task_args={"choices": [0.25, 0.5], "eval_sparsity": 0.5})
+    model, task, loaders, _, _ = build_run(cfg)
+    assert isinstance(model, SparseViT) and model.sparsity == (0.5, 0.5, 0.5) and task.eval_sparsity == (0.5,) * 3
+    # the Swin run's state dict, classifier head included, is the SparseViT's
+    assert model.state_dict().keys() == swin.state_dict().keys()
+    assert all(torch.equal(v, swin.state_dict()[k]) for k, v in model.state_dict().items())
+    x = next(iter(loaders["test"]))[0][:8]
+    model.eval().set_sparsity((0, 0, 0))
+    assert torch.allclose(model(x), swin(x), atol=1e-5)  # sparsity 0 is the dense Swin
+    model.set_sparsity((0.5, 0, 0))
+    assert not torch.allclose(model(x), swin(x), atol=1e-3)  # 2 of stage 1's 4 windows pruned
+    # the CLI: one adaptation step at a sparsity drawn from the choices, evaluated at eval_sparsity
+    out = tmp_path / "adapt"
+    assert main(["train", "--model", "sparsevit_swin_nano_patch2_window4_28", "--task", "sparsevit_adapt",
+                 "--init", str(dense), "--set", "task_args.choices=[0.25,0.5]", "--set", "task_args.eval_sparsity=0.5",
+                 "--out", str(out), *SWIN_DIGITS]) == 0
+    assert "training sparsevit_adapt" in capsys.readouterr().out
+    run = load_run(out)
+    assert run.train_cfg.task == "sparsevit_adapt" and run.model.sparsity == (0.5, 0.5, 0.5)
+    assert not torch.equal(run.model.head.weight, swin.head.weight)  # it trained, from the dense head
+    last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    logits, labels = predict_batches(run.model, run.test_loader())
+    assert last["test_acc"] == pytest.approx(top1(logits, labels))  # evaluated at the eval sparsity
+    # every training step draws each stage's sparsity from the choices; evaluation goes back to eval_sparsity
+    drawn = set()
+    for _ in range(8):
+        task.loss(model.train(), next(iter(loaders["train"])))
+        assert model.sparsity == task.last_sparsity
+        drawn.update(task.last_sparsity)
+    assert drawn == {0.25, 0.5}
+    task.eval_metrics(model.eval(), (x, torch.zeros(len(x), dtype=torch.long)))
+    assert model.sparsity == (0.5, 0.5, 0.5)
+
+
+def test_sparsevit_adapt_needs_a_sparsevit_and_valid_task_args():
+    with pytest.raises(ValueError, match="needs a SparseViT model.*got 'vit_nano_patch2_8'"):
+        build_run(TrainConfig(**TINY, task="sparsevit_adapt"))
+    base = dict(TINY, model="sparsevit_swin_nano_patch2_window4_28", task="sparsevit_adapt")
+    with pytest.raises(ValueError, match="one sparsity per stage"):
+        build_run(TrainConfig(**base, task_args={"eval_sparsity": [0.5, 0.5]}))
+    with pytest.raises(ValueError, match=r"choices must be sparsities in \[0, 1\)"):
+        build_run(TrainConfig(**base, task_args={"choices": [0.5, 1.0]}))
+    with pytest.raises(ValueError, match="does not take task_args \\['sparsity'\\]"):
+        build_run(TrainConfig(**base, task_args={"sparsity": 0.5}))

@@ -65,12 +65,14 @@ def _config_fields(name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(mcfg)} if dataclasses.is_dataclass(mcfg) else set()
 
 
-def load_backbone(model: nn.Module, source: str | Path) -> dict[str, list[str]]:
+def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False) -> dict[str, list[str]]:
     """Start ``model`` from the backbone in ``source`` (a run folder, or a .safetensors file).
 
     Everything but the classifier head must match by name and shape: the head (``head.*``,
     ``head_dist.*``) is left as the model built it (``reset_classifier`` gives the paper's zero
-    head). Returns {"loaded": [...], "skipped": [...]}; raises ValueError naming what does not fit.
+    head), unless ``keep_head``: then a head of the same shape in ``source`` is loaded too (the same
+    classifier, adapted rather than fine-tuned to new classes). Returns {"loaded": [...],
+    "skipped": [...]}; raises ValueError naming what does not fit.
     """
     source = Path(source)
     if source.is_dir():
@@ -91,7 +93,7 @@ def load_backbone(model: nn.Module, source: str | Path) -> dict[str, list[str]]:
         raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: "
                          f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}, wrong shapes {wrong[:6]}; "
                          "init needs the same backbone (same --model and model_args) as the pretraining run")
-    take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and not is_head(k)}
+    take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and (keep_head or not is_head(k))}
     model.load_state_dict(take, strict=False)
     return {"loaded": sorted(take), "skipped": sorted(set(state) - set(take))}
 
@@ -137,8 +139,42 @@ def build_distill(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     return model, task
 
 
+def build_sparsevit_adapt(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
+    """Sparsity-aware adaptation (SparseViT, Chen et al. 2023, Sec. 3.2): classification in which every
+    training step runs the model at a fresh random per-stage window sparsity, so that one set of
+    weights serves every sparsity the later search may pick.
+
+    ``cfg.model`` must be a SparseViT; ``cfg.init`` (usually a dense run of the same Swin or SparseViT:
+    they share one state dict) starts it, classifier head included when it has the data's classes.
+    task_args: ``choices`` (the sparsities a stage draws from, each in [0, 1); default the paper's
+    0, 0.1, ..., 0.8) and ``eval_sparsity`` (one float for every stage or one per stage; default 0,
+    dense), at which the run is evaluated and at which its saved model is rebuilt (`load_run`).
+    """
+    from ..models.sparsevit import SPARSITY_CHOICES, SparseViT, SparsityAwareAdaptation
+    args = _task_args(cfg, "sparsevit_adapt", {"choices": SPARSITY_CHOICES, "eval_sparsity": 0.0},
+                      {"choices", "eval_sparsity"})
+    model = build_backbone(cfg, info)
+    if not isinstance(model, SparseViT):
+        raise ValueError(f"task 'sparsevit_adapt' needs a SparseViT model (e.g. sparsevit_swin_nano_patch2_window4_28), "
+                         f"got {cfg.model!r} ({type(model).__name__}); a Swin run of the same size starts it with --init")
+    choices = tuple(float(c) for c in (args["choices"] if isinstance(args["choices"], (list, tuple))
+                                       else [args["choices"]]))
+    if not choices or not all(0 <= c < 1 for c in choices):
+        raise ValueError(f"task_args.choices must be sparsities in [0, 1), got {args['choices']!r}")
+    s = args["eval_sparsity"]
+    model.set_sparsity([float(s)] * model.num_stages if isinstance(s, (int, float)) else s)  # checks it
+    if cfg.init:
+        loaded = load_backbone(model, cfg.init, keep_head=True)["loaded"]
+        if not any(k.startswith("head.") for k in loaded):  # another label set: the fine-tuning head
+            model.reset_classifier(info.num_classes)
+    task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                    num_classes=info.num_classes)
+    return model, SparsityAwareAdaptation(task, choices, eval_sparsity=model.sparsity, seed=cfg.seed)
+
+
 Builder = Callable[[Any, DataInfo], "tuple[nn.Module, Any]"]
-TASKS: dict[str, Builder] = {"classify": build_classify, "distill": build_distill}
+TASKS: dict[str, Builder] = {"classify": build_classify, "distill": build_distill,
+                             "sparsevit_adapt": build_sparsevit_adapt}
 
 
 def register_task(name: str) -> Callable[[Builder], Builder]:
