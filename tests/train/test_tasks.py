@@ -130,8 +130,8 @@ def test_pretrain_mae_then_fine_tune_and_probe_from_it(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- sparsevit_adapt
-SWIN_DIGITS = ["--data", "digits", "--epochs", "1", "--warmup", "0", "--threads", "1", "--labels-per-class", "5", "--batch-size", "32",
-               "--set", "model_args.window_size=2", "--no-report"]  # 8x8 digits: stage 1 is a 4x4 map of 4 windows
+SWIN_DIGITS = ["--data", "digits", "--epochs", "1", "--warmup", "0", "--threads", "1", "--labels-per-class", "5",
+               "--batch-size", "32", "--set", "model_args.window_size=2", "--no-report"]  # 8x8 digits: stage 1 is a 4x4 map of 4 windows
 
 
 def test_sparsevit_adapt_starts_from_a_dense_swin_run_and_adapts_at_random_sparsities(tmp_path, capsys):

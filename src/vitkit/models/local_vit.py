@@ -129,7 +129,8 @@ class LocalViT(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """The position table and the relative embeddings (norms and biases are ndim < 2)."""
-        return {n for n, _ in self.named_parameters() if n.startswith("pos_embed.") or n.endswith(("rel_row", "rel_col"))}
+        return {n for n, _ in self.named_parameters()
+                if n.startswith("pos_embed.") or n.endswith(("rel_row", "rel_col"))}
 
     # ---------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -155,8 +155,9 @@ def build_sparsevit_adapt(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
                       {"choices", "eval_sparsity"})
     model = build_backbone(cfg, info)
     if not isinstance(model, SparseViT):
-        raise ValueError(f"task 'sparsevit_adapt' needs a SparseViT model (e.g. sparsevit_swin_nano_patch2_window4_28), "
-                         f"got {cfg.model!r} ({type(model).__name__}); a Swin run of the same size starts it with --init")
+        raise ValueError(f"task 'sparsevit_adapt' needs a SparseViT model (e.g. sparsevit_swin_nano_patch2_window4_28),"
+                         f" got {cfg.model!r} ({type(model).__name__}); a Swin run of the same size starts it "
+                         "with --init")
     choices = tuple(float(c) for c in (args["choices"] if isinstance(args["choices"], (list, tuple))
                                        else [args["choices"]]))
     if not choices or not all(0 <= c < 1 for c in choices):
