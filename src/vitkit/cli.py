@@ -129,7 +129,7 @@ def cmd_train(args) -> int:
     result = fit(model, task, loaders, cfg, meta)
     seconds = time.time() - t0
     if dist.is_main():
-        if "test_acc" in result and cfg.task == "classify":
+        if "test_acc" in result and cfg.task in ("classify", "sparsevit_adapt"):
             print(f"vitkit: held-out top-1 {result['test_acc']:.2%} on {result.get('test_count')} images "
                   f"({result.get('eval_weights', 'model')} weights); training took {seconds:.0f} s")
         else:
@@ -404,7 +404,7 @@ def cmd_convert(args) -> int:
 def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="YAML/JSON file of TrainConfig fields (flags override it)")
     t.add_argument("--model", help="registered model name (see `vitkit models`): the classifier or the backbone")
-    t.add_argument("--task", help="classify | distill | diverse_patch (train); mae | simclr | mocov3 | clip | "
+    t.add_argument("--task", help="classify | distill | diverse_patch | sparsevit_adapt (train); mae | simclr | mocov3 | clip | "
                    "vq | ar | var | hart (pretrain)")
     t.add_argument("--data", help="mnist5k | digits | imagefolder:PATH | cifar10:PATH")
     t.add_argument("--labels-per-class", type=int, dest="labels_per_class",

@@ -7,9 +7,11 @@ from . import convit  # noqa: F401
 from . import t2t  # noqa: F401
 from . import ceit  # noqa: F401
 from . import visual_tokens  # noqa: F401
+from . import local_vit  # noqa: F401
 from .ceit import CeiT, CeiTConfig
 from .convit import ConViT, ConViTConfig
 from .efficientvit import EfficientViT, EfficientViTConfig
+from .local_vit import LocalViT, LocalViTConfig
 from .pvt import PVTConfig, PyramidVisionTransformer
 from .registry import create_model, is_model, list_models, register_model
 from .resnet import ResNet, ResNetConfig
@@ -22,4 +24,5 @@ from .visual_tokens import VisualTransformer, VTConfig
 __all__ = ["create_model", "is_model", "list_models", "register_model", "ResNet", "ResNetConfig",
            "EfficientViT", "EfficientViTConfig", "PVTConfig", "PyramidVisionTransformer",
            "SparseViT", "SparseViTConfig", "ConViT", "ConViTConfig", "SwinConfig", "SwinTransformer", "ViTConfig",
-           "VisionTransformer", "T2TViT", "T2TViTConfig", "CeiT", "CeiTConfig", "VisualTransformer", "VTConfig"]
+           "VisionTransformer", "T2TViT", "T2TViTConfig", "CeiT", "CeiTConfig", "VisualTransformer", "VTConfig",
+           "LocalViT", "LocalViTConfig"]

@@ -92,3 +92,4 @@ def _import_families() -> None:
     from . import t2t  # noqa: F401
     from . import ceit  # noqa: F401
     from . import visual_tokens  # noqa: F401
+    from . import local_vit  # noqa: F401
