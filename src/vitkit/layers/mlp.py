@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import Linear, linear_gelu
+from .linear import Linear
 
 
 class QuickGELU(nn.Module):
@@ -47,7 +47,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if type(self.act) is nn.GELU and type(self.fc1) is Linear:  # fused fc1 + GELU where oneDNN runs it
-            h = linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act.approximate)
+            h = self.fc1.forward_gelu(x, self.act.approximate)
         else:
             h = self.act(self.fc1(x))
         return self.drop(self.fc2(self.drop(h)))
