@@ -43,11 +43,12 @@ def cmd_models(args) -> int:
     names = list_models(args.pattern or "*")
     if not names:
         raise CLIError(f"no model matches {args.pattern!r}")
-    print(f"{'model':<28} {'params':>10}  input (C, H, W)")
+    width = max(28, *(len(n) for n in names))
+    print(f"{'model':<{width}} {'params':>10}  input (C, H, W)")
     for n in names:
         m = create_model(n, device="meta")
         count = sum(p.numel() for p in m.parameters())
-        print(f"{n:<28} {count / 1e6:>9.2f}M  {tuple(getattr(m, 'input_size', ()))}")
+        print(f"{n:<{width}} {count / 1e6:>9.2f}M  {tuple(getattr(m, 'input_size', ()))}")
     return 0
 
 
