@@ -119,37 +119,14 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 class Linear(nn.Linear):
     """``nn.Linear`` with the oneDNN fast path on the CPU. x: (..., in_features) -> (..., out_features).
 
-    In inference (no gradient needed) the weight is used in oneDNN's own blocked layout, reordered once
-    and cached until the weight changes (its version counter or storage), a few % per GEMM on ViT-S's
-    shapes; the cache is not state (not in the state_dict, dropped by copy and pickle).
+    The weight is used as it is on every call. (A cached copy in oneDNN's blocked layout ran a few %
+    faster, but nothing tells reliably when the weight changed: fused AdamW updates it in place
+    without bumping its version counter, and a stale copy silently evaluated old weights.)
     """
 
-    _packed: tuple | None = None
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        state.pop("_packed", None)  # an opaque oneDNN tensor: neither copied nor pickled
-        return state
-
-    def _inference_weight(self) -> torch.Tensor:
-        w = self.weight
-        key = (w.data_ptr(), w._version, tuple(w.shape))
-        if self._packed is None or self._packed[0] != key:
-            with torch.no_grad():
-                self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
-        return self._packed[1]
-
-    def _fused(self, x: torch.Tensor, attr: str, algorithm: str) -> torch.Tensor | None:
-        """y (with the post-op ``attr``) by oneDNN with the packed weight, or None where that does not apply."""
-        if not _use_onednn(x, self.weight) or _needs_grad(x, self.weight, self.bias):
-            return None
-        return torch.ops.mkldnn._linear_pointwise(x, self._inference_weight(), self.bias, attr, [], algorithm)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._fused(x, "none", "")
-        return y if y is not None else linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
     def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
         """``F.gelu(self(x), approximate)``, the GELU fused into the GEMM in inference."""
-        y = self._fused(x, "gelu", approximate)
-        return y if y is not None else F.gelu(linear(x, self.weight, self.bias), approximate=approximate)
+        return linear_gelu(x, self.weight, self.bias, approximate)
