@@ -36,3 +36,15 @@ def test_replace_revalidates_and_keeps_others():
     assert cfg.replace(lr=0.01).epochs == 5
     with pytest.raises(ValueError, match="epochs"):
         cfg.replace(epochs=-1)
+
+
+def test_a_run_folders_config_json_is_a_config_file(tmp_path):
+    """`vitkit train --config RUN/config.json` repeats a run: the build metadata `fit` adds is set aside,
+    while a hand-written file with an unknown key is still refused."""
+    from vitkit.train import checkpoint as ckpt
+    cfg = TrainConfig(model="vit_nano_patch4_28", data="digits", epochs=2, lr=3e-4)
+    ckpt.write_config(tmp_path, cfg, {"classes": ["0", "1"], "in_chans": 1, "num_params": 5})
+    assert TrainConfig.from_file(tmp_path / ckpt.CONFIG_FILE) == cfg
+    (tmp_path / "typo.json").write_text(json.dumps({**cfg.to_dict(), "epoch": 3}))
+    with pytest.raises(ValueError, match="epoch"):
+        TrainConfig.from_file(tmp_path / "typo.json")

@@ -125,7 +125,8 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        """Read a YAML (.yaml/.yml) or JSON (.json) file of TrainConfig keys."""
+        """Read a YAML (.yaml/.yml) or JSON (.json) file of TrainConfig keys, or a run folder's config.json
+        (it also records what the run was built with: those keys are set aside), to repeat or vary a run."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".yaml", ".yml", ".json"):
@@ -136,6 +137,8 @@ class TrainConfig:
         else:
             import yaml
             d = yaml.safe_load(text) or {}
+        if isinstance(d, dict) and "vitkit_version" in d:  # written by `fit` into a run folder
+            d = {k: v for k, v in d.items() if k in field_names()}
         try:
             return cls.from_dict(d)
         except ValueError as e:
