@@ -328,9 +328,16 @@ def cmd_export(args) -> int:
     export_onnx(model, fp32)
     if args.int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+        import logging
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ONNX Runtime's "consider pre-processing" advice, on the root logger
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         fp32.unlink()
     session = onnx_session(out)
     x = torch.randn(3, *model.input_size)

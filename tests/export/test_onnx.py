@@ -33,3 +33,10 @@ def test_onnx_export_of_a_trained_run_from_the_cli(tmp_path):
     got = sess.run(["logits"], {"pixel_values": x.numpy()})[0]
     with torch.no_grad():
         assert abs(torch.from_numpy(got) - model.eval()(x)).max() <= 1e-4
+    # --int8: ONNX Runtime's dynamic int8 weights, the same function up to int8 rounding
+    assert main(["export", str(tmp_path / "run"), "--onnx", str(tmp_path / "m8.onnx"), "--int8"]) == 0
+    assert not (tmp_path / "m8.fp32.onnx").exists()  # the fp32 intermediate is removed
+    sess8 = ort.InferenceSession(str(tmp_path / "m8.onnx"), providers=["CPUExecutionProvider"])
+    got8 = torch.from_numpy(sess8.run(["logits"], {"pixel_values": x.numpy()})[0])
+    assert (got8 - torch.from_numpy(got)).abs().max() < 0.1 * torch.from_numpy(got).abs().max()
+    assert (tmp_path / "m8.onnx").stat().st_size < 0.6 * (tmp_path / "m.onnx").stat().st_size
