@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import vitkit.models.local_vit  # noqa: F401  (registers axial/local ViTs, also in the spawned jobs)
 from vitkit.bench.ablations import RECIPE
 from vitkit.train.sweep import run_all
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
@@ -30,16 +29,12 @@ RESULTS = Path(__file__).parent / "results"
 def onnx_int8(model: torch.nn.Module, folder: Path):
     """(fp32 forward, int8 forward) in ONNX Runtime, or None without the onnx extra."""
     try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        from vitkit.export.onnx import export_onnx, onnx_forward, onnx_session
+        from vitkit.export.onnx import export_onnx, onnx_forward, onnx_session, quantize_onnx_int8
+        fp32 = export_onnx(model, folder / "fp32.onnx")
+        quantize_onnx_int8(fp32, folder / "int8.onnx")
     except ImportError as e:
         print(f"int8: no ONNX Runtime path ({e})", file=sys.stderr)
         return None
-    fp32 = export_onnx(model, folder / "fp32.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(fp32), str(folder / "int8.onnx"), weight_type=QuantType.QInt8)
     sessions = onnx_session(fp32), onnx_session(folder / "int8.onnx")
     return tuple((lambda x, s=s: torch.from_numpy(onnx_forward(s, x))) for s in sessions)
 

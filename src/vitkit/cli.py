@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import yaml
@@ -314,7 +313,7 @@ def cmd_export(args) -> int:
     """ONNX export of a classifier run, checked against PyTorch (and on the test split with --check)."""
     import torch
 
-    from .export.onnx import export_onnx, onnx_forward, onnx_session
+    from .export.onnx import export_onnx, onnx_forward, onnx_session, quantize_onnx_int8
     from .train.run import load_run, predict_batches, top1
     if not args.onnx:
         raise CLIError("say where to write the model: --onnx PATH (for int8 in PyTorch itself, see "
@@ -327,17 +326,7 @@ def cmd_export(args) -> int:
     fp32 = out.with_name(out.stem + ".fp32.onnx") if args.int8 else out
     export_onnx(model, fp32)
     if args.int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        import logging
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ONNX Runtime's "consider pre-processing" advice, on the root logger
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
-        finally:
-            root.setLevel(level)
+        quantize_onnx_int8(fp32, out)
         fp32.unlink()
     session = onnx_session(out)
     x = torch.randn(3, *model.input_size)
@@ -387,7 +376,8 @@ def cmd_sparsevit_search(args) -> int:
     best, rows = search(model, accuracy, latency, args.latency_budget, args.samples, choices, seed=args.seed)
     model.set_sparsity([0.0] * model.num_stages)
     dense_acc = accuracy(model)
-    print(f"dense: {dense_ms:.2f} ms (predicted from the table), top-1 {dense_acc:.4f} on {args.data or 'the test split'}")
+    print(f"dense: {dense_ms:.2f} ms (predicted from the table), top-1 {dense_acc:.4f} on "
+          f"{args.data or 'the test split'}")
     print(f"budget {args.latency_budget} ms: {len(rows)} configs evaluated; "
           f"{'Pareto front' if not args.all else 'all'}:")
     print(format_table(rows, pareto_only=not args.all))
@@ -412,8 +402,8 @@ def cmd_convert(args) -> int:
 def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", help="YAML/JSON file of TrainConfig fields (flags override it)")
     t.add_argument("--model", help="registered model name (see `vitkit models`): the classifier or the backbone")
-    t.add_argument("--task", help="classify | distill | diverse_patch | sparsevit_adapt (train); mae | simclr | mocov3 | clip | "
-                   "vq | ar | var | hart (pretrain)")
+    t.add_argument("--task", help="classify | distill | diverse_patch | sparsevit_adapt (train); "
+                   "mae | simclr | mocov3 | clip | vq | ar | var | hart (pretrain)")
     t.add_argument("--data", help="mnist5k | digits | imagefolder:PATH | cifar10:PATH")
     t.add_argument("--labels-per-class", type=int, dest="labels_per_class",
                    help="train on this many labelled images per class (a seeded draw)")

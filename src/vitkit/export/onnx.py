@@ -54,6 +54,23 @@ def export_onnx(model: nn.Module, path: str | Path, batch: int = 2, opset: int |
     return path
 
 
+def quantize_onnx_int8(src: str | Path, dst: str | Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantisation of ``src``'s MatMul weights (activations quantised per
+    batch at run time) -> ``dst``: the int8 path of `vitkit export --int8`."""
+    _require("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    root = logging.getLogger()  # ONNX Runtime advises "pre-processing" on the root logger: not ours to act on
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return Path(dst)
+
+
 def onnx_session(path: str | Path, threads: int | None = None):
     """An ONNX Runtime CPU session for ``path``; ``threads`` = intra-op threads (default: torch's)."""
     ort = _require("onnxruntime")

@@ -14,7 +14,8 @@ from .reduction import SpatialReductionAttention
 from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, reverse_shift,
                      shift_regions, shift_window_bias, shift_window_mask, window_merge, window_partition)
 
-__all__ = ["Attention", "KVCache", "attend", "Block", "DropPath", "Linear", "fast_linear", "fast_linear_enabled", "drop_path", "Mlp", "PatchEmbed", "HybridEmbed",
+__all__ = ["Attention", "KVCache", "attend", "Block", "DropPath", "Linear", "fast_linear", "fast_linear_enabled",
+           "drop_path", "Mlp", "PatchEmbed", "HybridEmbed",
            "check_image", "to_2tuple", "POS_EMBEDS", "LearnedPosEmbed", "Learned2dPosEmbed",
            "SinCosPosEmbed", "RelativePositionBias", "relative_position_index",
            "resample_pos_embed", "sincos_1d", "sincos_2d", "WindowAttention", "cyclic_shift",

@@ -1,9 +1,10 @@
 """Multi-head self-attention (Vaswani et al.; ViT eq. 2): softmax(q k^T / sqrt(d_h) + bias) v.
 
 One fused qkv Linear. The default path is ``F.scaled_dot_product_attention`` and never builds the
-N x N matrix in Python; ``return_attention=True`` takes the explicit reference path and also returns
-the attention probabilities (for rollout, pictures and the parity test). A ``KVCache`` lets a
-decoder feed only its new tokens at each generation step (incremental decoding, as GPT-2).
+N x N matrix in Python; short sequences on the CPU (``SMALL_ATTENTION``) and ``return_attention=True``
+take the explicit path, which with ``return_attention`` also returns the attention probabilities (for
+rollout, pictures and the parity test). A ``KVCache`` lets a decoder feed only its new tokens at each
+generation step (incremental decoding, as GPT-2).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.T
     q: (..., Nq, d); k: (..., Nk, d); v: (..., Nk, dv); ``attn_bias`` broadcastable to (..., Nq, Nk).
     Returns (..., Nq, dv): by SDPA, or by the explicit path (on the CPU for short sequences, where it
     is faster, and with ``return_attention``, which also returns the probabilities (..., Nq, Nk)).
-    ``attn_bias`` may also be a bool mask (True = may attend), as SDPA's. ``dropout_p`` drops attention weights (pass 0 in eval).
+    ``attn_bias`` may also be a bool mask (True = may attend), as SDPA's. ``dropout_p`` drops attention
+    weights (pass 0 in eval).
     """
     if not return_attention and not (q.device.type == "cpu" and q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p)

@@ -48,9 +48,11 @@ def fast_linear_enabled() -> bool:
     return _ENABLED and _AVAILABLE
 
 
-def _mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """a @ b_t^T on oneDNN: a (..., K), b_t (N, K) -> (..., N)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None, post_op: str = "none",
+            algorithm: str = "") -> torch.Tensor:
+    """post_op(a @ b_t^T + bias) on oneDNN: a (..., K), b_t (N, K) -> (..., N); ``post_op`` "none" or
+    "gelu" (``algorithm`` then "none" = exact or "tanh")."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, post_op, [], algorithm)
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -60,7 +62,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return _onednn(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):
@@ -68,11 +70,11 @@ class _OneDNNLinear(torch.autograd.Function):
         g = g.contiguous()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = _mm(g, weight.t().contiguous())                           # (..., N) @ (N, K)
+            dx = _onednn(g, weight.t().contiguous())                           # (..., N) @ (N, K)
         if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
             g2 = g.reshape(-1, g.shape[-1])                                 # (M, N)
             if ctx.needs_input_grad[1]:
-                dw = _mm(g2.t(), x.reshape(-1, x.shape[-1]).t())          # (N, M) @ (M, K)
+                dw = _onednn(g2.t(), x.reshape(-1, x.shape[-1]).t())          # (N, M) @ (M, K)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 db = g2.sum(0)
         return dx, dw, db
@@ -82,6 +84,11 @@ class _OneDNNLinear(torch.autograd.Function):
 # (measured: a (1 x 128) @ (128 x 10) head takes 2 us in F.linear and 12 us in oneDNN; at 17 x 128 x 384
 # the two tie, and at 544 x 128 x 384 oneDNN takes half the time).
 MIN_MACS = 1 << 19
+
+
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -95,15 +102,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear(x, weight, bias)``, on oneDNN where that applies (see the module docstring)."""
     if not _use_onednn(x, weight):
         return F.linear(x, weight, bias)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if _needs_grad(x, weight, bias):
         return _OneDNNLinear.apply(x, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # inference: no autograd node
-
-
-def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
+    return _onednn(x, weight, bias)  # inference: no autograd node
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -112,7 +113,7 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     fused into the GEMM as a post-op (one pass over the MLP's widest activation saved: ViT-S's fc1 +
     GELU at batch 32 took 104 ms fused vs 142 ms unfused on one thread here)."""
     if _use_onednn(x, weight) and not _needs_grad(x, weight, bias):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], approximate)
+        return _onednn(x, weight, bias, "gelu", approximate)
     return F.gelu(linear(x, weight, bias), approximate=approximate)
 
 

@@ -37,6 +37,7 @@ from ..layers import AxialAttention, Block, LearnedPosEmbed, LocalAttention, Pat
 from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
+from .vit import MNIST
 
 ATTENTIONS = ("axial", "local")
 
@@ -177,9 +178,6 @@ class LocalViT(nn.Module):
 # -------------------------------------------------------------------- registered variants
 def _local_vit(base: LocalViTConfig, **overrides) -> LocalViT:
     return LocalViT(build_from_config(LocalViTConfig, base, overrides))
-
-
-MNIST = dict(img_size=28, in_chans=1, num_classes=10)
 
 
 @register_model

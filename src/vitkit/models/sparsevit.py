@@ -73,11 +73,10 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
     attn = blk.attn
     B, H, W, C = x.shape
     M, s = effective_window((H, W), attn.window_size, attn.shift_size)
-    padded = pad_to_multiple(x, M)
-    grid = padded.shape[1:3]
-    windows = window_partition(cyclic_shift(padded, s), M)                  # (B, nW, N, C)
-    if idx.shape[1] == windows.shape[1]:  # every window kept: the dense block itself, no copies
+    grid = windows_grid(x, M)                                               # (Hp, Wp)
+    if idx.shape[1] == (grid[0] // M) * (grid[1] // M):  # every window kept: the dense block itself
         return blk(x)
+    windows = window_partition(cyclic_shift(pad_to_multiple(x, M), s), M)   # (B, nW, N, C)
     kept = gather_windows(windows, idx)                                     # (B, k, N, C)
     h = blk.norm1(kept)
     valid = None
@@ -96,7 +95,7 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
         sel = valid.reshape(-1).bool()
         flat = out.reshape(-1, C)
         tok = flat[sel]
-        out = flat.index_put((sel.nonzero().squeeze(1),), tok + blk.mlp(blk.norm2(tok))).view_as(out)
+        out = flat.index_put((sel,), tok + blk.mlp(blk.norm2(tok))).view_as(out)
     else:
         out = out + blk.drop_path2(blk.mlp(blk.norm2(out)))
     if keep_mask is not None and s:  # a shifted window straddles kept and pruned windows

@@ -99,6 +99,12 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
 
 
 # ---------------------------------------------------------------------------- builders
+def classify_task(cfg, info: DataInfo) -> Classify:
+    """Cross-entropy with the config's label smoothing, mixup and cutmix."""
+    return Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                    num_classes=info.num_classes)
+
+
 def build_classify(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     model = build_backbone(cfg, info)
     if cfg.init:  # fine-tuning (or probing) a pretrained backbone; without init a probe reads random features
@@ -110,9 +116,7 @@ def build_classify(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
         model.set_distilled_training(False)
     if cfg.probe:
         model = LinearProbe(model, info.num_classes)
-    task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
-                    num_classes=info.num_classes)
-    return model, task
+    return model, classify_task(cfg, info)
 
 
 def build_distill(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
@@ -168,9 +172,8 @@ def build_sparsevit_adapt(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
         loaded = load_backbone(model, cfg.init, keep_head=True)["loaded"]
         if not any(k.startswith("head.") for k in loaded):  # another label set: the fine-tuning head
             model.reset_classifier(info.num_classes)
-    task = Classify(label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
-                    num_classes=info.num_classes)
-    return model, SparsityAwareAdaptation(task, choices, eval_sparsity=model.sparsity, seed=cfg.seed)
+    return model, SparsityAwareAdaptation(classify_task(cfg, info), choices, eval_sparsity=model.sparsity,
+                                          seed=cfg.seed)
 
 
 Builder = Callable[[Any, DataInfo], "tuple[nn.Module, Any]"]
