@@ -1,6 +1,6 @@
 """Efficient ViTs at high resolution: latency, peak memory and FLOPs against image size, side by side.
 
-    python benchmarks/efficient.py                  # 8 rows x 224..1024 px, CPU fp32; results/efficient.{md,json,png}
+    python benchmarks/efficient.py --threads 1      # 8 rows x 224..1024 px, CPU fp32; results/efficient.{md,json,png}
     python benchmarks/efficient.py --device cuda    # on a GPU: fp32 and bf16 autocast
     python benchmarks/efficient.py --quick          # 64/96/128 px, one repeat (the test suite runs this)
 
@@ -13,8 +13,8 @@ at 0% it computes Swin-T exactly (the report gives the largest logit difference)
 Protocol, per size: batch 1, ``torch.inference_mode``, the default (fast) path.
 - Latency: after one warm-up call each, every row runs once in turn, ``repeats`` times (interleaved,
   so machine noise hits all alike); the median is reported with min and max. Fewer repeats at the
-  large sizes (7 at 1024 px, up to 25 at small ones) keep the full CPU run near 8 minutes on one
-  thread of an idle 2-core machine (1024 px alone: ~3 minutes).
+  large sizes (7 at 1024 px, up to 25 at small ones) keep the full CPU run near 6 minutes on one
+  thread of an idle 2-core machine (1024 px alone: ~2.5 minutes; the committed run).
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add of matmuls, convs and
   attention; elementwise ops not counted), with vitkit's Linear on ``F.linear``
   (``vitkit.layers.fast_linear(False)``: the oneDNN op is invisible to the counter) and a formula for

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vitkit.bench.ablations import RECIPE
-from vitkit.train.sweep import run_all
+from vitkit.train.sweep import param_count, run_all, train_seconds
 
 RESULTS = Path(__file__).parent / "results"
 DATA = "mnist5k"
@@ -88,18 +88,6 @@ def configs(args, work: Path) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------- measuring
-def train_seconds(run_dir: str) -> float:
-    """Training time of a finished run: the sum of its epochs (evaluation excluded)."""
-    from vitkit.train import checkpoint as ckpt
-    return sum(r.get("epoch_time_s", 0.0) for r in ckpt.read_metrics(Path(run_dir)) if r.get("kind") == "epoch")
-
-
-def param_count(cfg: dict, info) -> int:
-    from vitkit.train import TrainConfig
-    from vitkit.train.tasks import build_backbone
-    return sum(p.numel() for p in build_backbone(TrainConfig.from_dict(cfg), info).parameters())
-
-
 def windows_per_stage(model, img_size: tuple[int, int]) -> list[int]:
     """Windows nW of every SparseViT stage for one image (the map padded to the stage's window)."""
     import torch
@@ -207,7 +195,7 @@ def markdown(res: dict, args) -> str:
              "last epoch on the 1,000 held-out digits.", "",
              "Recipe: AdamW, batch {batch_size}, {warmup_epochs:g} warmup epoch, cosine to {min_lr:g}, weight decay "
              "{weight_decay:g}, label smoothing {label_smoothing:g}, grad clip {clip_grad:g}, augment {augment}; "
-             "epochs, peak lr (and for PVT the augmentation) per family, chosen by short probes (last column).".format(
+             "epochs, peak lr (and for PVT the augmentation) per family, chosen by short single-seed probes run with `vitkit train` while writing this script (last column; the probe numbers there are not reproduced by this benchmark).".format(
                  **res["recipe"]), "",
              "Train s: the sum of the run's training epochs (evaluation excluded), measured with the other job "
              "running beside it; SparseViT's is the Swin run's plus the adaptation's.", "",

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-from vitkit.bench.ablations import RECIPE, matched_schedule  # one recipe for both small-data sweeps
-from vitkit.train.sweep import mean_std, run_all
+from vitkit.bench.ablations import RECIPE, matched_schedule, spread  # one recipe for both small-data sweeps
+from vitkit.train.sweep import mean_std, param_count, run_all, train_seconds
 
 RESULTS = Path(__file__).parent / "results"
 DATASETS = ("mnist5k", "digits")
@@ -109,7 +108,6 @@ def verdicts(stats: dict[str, dict]) -> dict[str, dict]:
     """
     cnn, vit = stats["cnn"], stats["vit"]
     gap = cnn["mean"] - vit["mean"]
-    spread = lambda a, b: math.hypot(a["std"], b["std"])  # noqa: E731
     noisy = lambda d, a, b: " (within the seed spread)" if abs(d) <= spread(a, b) else ""  # noqa: E731
     out = {}
     for row in ROWS:
@@ -141,19 +139,6 @@ def verdicts(stats: dict[str, dict]) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------- running
-def train_seconds(run_dir: str) -> float:
-    """Training time of a finished run: the sum of its epochs (evaluation excluded)."""
-    from vitkit.train import checkpoint as ckpt
-    return sum(r.get("epoch_time_s", 0.0) for r in ckpt.read_metrics(Path(run_dir)) if r.get("kind") == "epoch")
-
-
-def param_count(cfg: dict, info) -> int:
-    """Parameters of the classifier that is evaluated (DiversePatch's training-only patch head left out)."""
-    from vitkit.train import TrainConfig
-    from vitkit.train.tasks import build_backbone
-    return sum(p.numel() for p in build_backbone(TrainConfig.from_dict(cfg), info).parameters())
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", default="runs/small_data")

@@ -1,22 +1,16 @@
 """benchmarks/efficient_training.py: every family trains with the one recipe (its own epochs and lr),
 SparseViT adapts from the Swin run itself, and --quick runs end to end and writes the report."""
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def et():
-    spec = importlib.util.spec_from_file_location("efficient_training", ROOT / "benchmarks" / "efficient_training.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def et(load_benchmark):
+    return load_benchmark("efficient_training")
 
 
 def test_configs_share_the_recipe_and_sparsevit_adapts_from_the_swin_run(et, tmp_path):

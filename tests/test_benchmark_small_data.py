@@ -1,22 +1,16 @@
 """benchmarks/small_data.py: one recipe for every row, the DeiT teacher is the CNN run of the same seed
 and dataset, the paper's expectations are computed from the numbers, and --quick runs end to end."""
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def sd():
-    spec = importlib.util.spec_from_file_location("small_data", ROOT / "benchmarks" / "small_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sd(load_benchmark):
+    return load_benchmark("small_data")
 
 
 def test_every_row_shares_the_recipe_and_the_teacher_is_the_same_seeds_cnn(sd, tmp_path):
@@ -88,7 +82,7 @@ def test_quick_run_writes_md_json_png(sd, tmp_path):
         assert list(t["rows"]) == [r.key for r in sd.ROWS]
         for key, r in t["rows"].items():
             assert 0.0 <= r["mean"] <= 1.0 and len(r["accs"]) == 1 and r["params"] > 0, (data, key)
-            assert r["train_seconds"] > 0 and "verdict" in r
+            assert r["train_seconds"] > 0
         assert t["rows"]["cnn"]["model"] == "resnet_small_28"
         # phase two really distilled from the phase-one CNN of the same dataset and seed
         deit = json.loads((tmp_path / "runs" / data / "deit_soft" / "s0" / "config.json").read_text())

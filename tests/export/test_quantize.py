@@ -1,5 +1,3 @@
-import importlib.util
-from pathlib import Path
 
 import torch
 
@@ -20,11 +18,7 @@ def test_int8_replaces_every_linear_and_stays_close():
     assert (a - b).abs().max() < 0.1 * a.abs().max()  # int8 rounding, not a different function
 
 
-def test_int8_benchmark_quick_runs(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("int8", root / "benchmarks" / "int8.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--quick", "--out", str(tmp_path)])
+def test_int8_benchmark_quick_runs(tmp_path, load_benchmark):
+    res = load_benchmark("int8").main(["--quick", "--out", str(tmp_path)])
     assert res["speed"]["torch int8"]["img_per_s"] > 0 and (tmp_path / "int8_quick.md").is_file()
     assert "onnx int8" in res["speed"]  # the ONNX Runtime int8 path ran too

@@ -7,7 +7,6 @@ tests/layers/test_local.py.)"""
 import pytest
 import torch
 
-import vitkit.models.local_vit  # noqa: F401  (registers the family until vitkit.models imports it)
 from vitkit.layers import AxialAttention, LocalAttention
 from vitkit.models import create_model, list_models
 from vitkit.models.local_vit import LocalViT

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vitkit import create_model
-from vitkit.tasks.diverse_patch import (DiversePatch, PatchDiversified, patch_contrastive_loss, patch_cosine_loss,
+from vitkit.tasks.diverse_patch import (DiversePatch, patch_contrastive_loss, patch_cosine_loss,
                                         patch_cutmix, patch_labels, patch_mixing_loss)
 from vitkit.train import TrainConfig, fit
 from vitkit.train.run import build_run

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from .. import data as vdata
-    from ..train.sweep import mean_std, run_all
+    from ..train.sweep import mean_std, run_all, train_seconds
     torch.set_num_threads(1)
     if args.quick:
         args.epochs, args.seeds, args.jobs = 1, [0], 1
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
         groups.setdefault(v.group, []).append({
             "label": v.label, "key": v.key, "model_args": v.model_args, "lr": v.lr, "accs": accs, "mean": m,
             "std": s, "params": _params(BASE[args.data], v.model_args, bundle),
-            "train_seconds": mean_std([_train_seconds(jobs[n]["out"]) for n in names])[0]})
+            "train_seconds": mean_std([train_seconds(jobs[n]["out"]) for n in names])[0]})
     first = jobs[f"{variants[0].key}/s{args.seeds[0]}"]
     results = {"protocol": __doc__, "args": vars(args), "base": BASE[args.data], "recipe": RECIPE,
                "epochs": first["epochs"], "batch_size": first["batch_size"], "groups": groups,
@@ -214,11 +214,6 @@ def _params(base: str, model_args: dict, bundle) -> int:
     from ..models import create_model
     m = create_model(base, device="meta", num_classes=bundle.num_classes, in_chans=bundle.in_chans, **model_args)
     return sum(p.numel() for p in m.parameters())
-
-
-def _train_seconds(run_dir: str) -> float:
-    from ..train import checkpoint as ckpt
-    return sum(r.get("epoch_time_s", 0.0) for r in ckpt.read_metrics(Path(run_dir)) if r.get("kind") == "epoch")
 
 
 # ---------------------------------------------------------------------------- report

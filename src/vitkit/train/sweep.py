@@ -53,3 +53,18 @@ def run_all(jobs: list[tuple[str, dict]], n_procs: int) -> dict[str, dict]:
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def train_seconds(run_dir: str | Path) -> float:
+    """Training time of a finished run: the sum of its epochs (evaluation excluded)."""
+    from vitkit.train import checkpoint as ckpt
+    return sum(r.get("epoch_time_s", 0.0) for r in ckpt.read_metrics(Path(run_dir)) if r.get("kind") == "epoch")
+
+
+def param_count(cfg: dict, info) -> int:
+    """Parameters of the classifier a job's config builds for the data ``info`` (a task's training-only
+    extras, such as DiversePatch's patch head, left out)."""
+    from vitkit.train import TrainConfig
+    from vitkit.train.tasks import build_backbone
+    return sum(p.numel() for p in build_backbone(TrainConfig.from_dict(cfg), info).parameters())
+
