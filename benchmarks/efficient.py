@@ -38,7 +38,6 @@ import argparse
 import gc
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -121,7 +120,7 @@ def in_dtype(fn: Callable, dtype: str, device: torch.device) -> Callable:
         return fn
 
     def run(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with measure.autocast(device, True):
             return fn(x)
     return run
 
@@ -144,7 +143,7 @@ def measure_size(rows: list[Row], size: int, dtypes: list[str], device: torch.de
     """Every measurement of one size (see the module docstring)."""
     fns, info = build(rows, size, device)
     x = torch.randn(1, 3, size, size, device=device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = measure.cuda_sync(device) if device.type == "cuda" else measure.no_sync
     calls = {(d, k): (lambda f=in_dtype(fn, d, device): f(x)) for d in dtypes for k, fn in fns.items()}
     out = {"size": size, "repeats": repeats, "params": {k: v["params"] for k, v in info.items()},
            "tokens": {k: v["tokens"] for k, v in info.items()}, "finite": {}, "gflop": {},
@@ -383,19 +382,6 @@ def save(res: dict, out: Path, stem: str, fit_points: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
-def machine(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name from /proc/cpuinfo (else what platform knows)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -421,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = "efficient_quick" if args.quick else "efficient"
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    res = {"machine": machine(device), "torch": torch.__version__,
+    res = {"machine": measure.machine(device), "torch": torch.__version__,
            "threads": args.threads, "device": device.type,
            "dtypes": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"],
            "command": " ".join(["python benchmarks/efficient.py", *argv]),

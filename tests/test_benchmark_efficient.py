@@ -1,65 +1,17 @@
-"""benchmarks/efficient.py: FLOPs match a hand count (attention and Linear layers included), the memory
-readings match known allocations, exponents and targets are computed from the numbers, and --quick
-runs end to end."""
+"""benchmarks/efficient.py: exponents and targets are computed from the numbers, and --quick runs end
+to end (its FLOP and memory readers are vitkit.bench.measure's: tests/bench/test_measure.py)."""
 import json
 import math
 
 import pytest
 import torch
 
-import vitkit
 
-MiB = 2 ** 20
 
 
 @pytest.fixture(scope="module")
 def eff(load_benchmark):
     return load_benchmark("efficient")
-
-
-def test_flops_count_linear_layers_and_attention_by_hand(eff):
-    model = vitkit.create_model("vit_nano_patch4_28").eval()
-    c = model.cfg
-    assert (c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.mlp_ratio, c.class_token) == \
-        (28, 4, 1, 64, 4, 2.0, True)
-    N, D, H = 7 * 7, 64, 128
-    T = N + 1                                             # + class token
-    block = (2 * T * D * 3 * D                            # qkv
-             + 2 * (2 * T * T * D)                        # q k^T and attn v
-             + 2 * T * D * D                              # proj
-             + 2 * (2 * T * D * H))                       # mlp fc1, fc2
-    expected = 2 * N * D * 4 * 4 + c.depth * block + 2 * D * c.num_classes
-    with torch.inference_mode():
-        assert eff.forward_flops(model, torch.randn(1, 1, 28, 28)) == expected
-
-
-def test_alloc_peak_follows_the_allocator(eff):
-    x = torch.randn(256, 1024)  # 1 MiB, allocated before: not counted
-
-    def fn():
-        a = x * 2               # +1 MiB
-        b = a + 1               # +1 MiB: 2
-        del a                   # 1
-        c = torch.cat([b, b])   # +2 MiB: 3 (the peak)
-        del b
-        return c.sum()
-
-    peak = eff.alloc_peak(fn, torch.device("cpu"))
-    if peak is None:
-        pytest.skip("this PyTorch's profiler does not expose allocator events")
-    assert 3 * MiB <= peak < 3 * MiB + 4096
-
-
-def test_rss_peak_sees_memory_made_resident(eff):
-    def touch():
-        t = torch.ones(16 * MiB)  # 64 MiB, written: resident
-        return float(t[-1])
-
-    peak = eff.rss_peak(touch)
-    if peak is None:
-        pytest.skip("needs Linux /proc and glibc")
-    assert 63 * MiB <= peak < 80 * MiB
-    assert eff.rss_peak(lambda: None) < 4 * MiB  # the first call's 64 MiB were handed back, not counted again
 
 
 def _fake(eff, lat_k: dict, swin_over_sparse50: float) -> dict:

@@ -6,7 +6,9 @@ the median with min and max.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +25,24 @@ def no_sync() -> None:
 
 def cuda_sync(device: torch.device | str = "cuda") -> Callable[[], None]:
     return lambda: torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on ``device`` (``bf16``), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def machine(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name from /proc/cpuinfo (else what platform knows)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int = 1,

@@ -19,10 +19,8 @@ allocator's max allocated bytes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -74,16 +72,13 @@ def vit_pytorch_twin(cfg):
 
 
 # ---------------------------------------------------------------------------------------- steps
-def _autocast(device, bf16: bool):
-    import torch
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def infer_fn(fwd, x, device, bf16: bool = False):
     import torch
 
+    from .measure import autocast
+
     def run():
-        with torch.inference_mode(), _autocast(device, bf16):
+        with torch.inference_mode(), autocast(device, bf16):
             fwd(x)
     return run
 
@@ -92,11 +87,13 @@ def train_fn(module, fwd, x, y, device, bf16: bool = False):
     """One training step (forward, cross-entropy, backward, fused AdamW step) of ``module``."""
     import torch
     import torch.nn.functional as F
+
+    from .measure import autocast
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True)
     module.train()
 
     def run():
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             loss = F.cross_entropy(fwd(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -236,7 +233,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from .measure import matmul_peak
+    from .measure import machine, matmul_peak
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -253,7 +250,7 @@ def run(args: argparse.Namespace) -> dict:
         batch, repeats, calls = args.batch, args.repeats, 2
     command = "vitkit bench" + (" --quick" if args.quick else "") + (
         f" --device {args.device}" if device.type != "cpu" else "")
-    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    results = {"machine": machine(device), "torch": torch.__version__,
                "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                "threads": torch.get_num_threads(), "repeats": repeats, "command": command,
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick
