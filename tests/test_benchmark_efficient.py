@@ -7,8 +7,6 @@ import pytest
 import torch
 
 
-
-
 @pytest.fixture(scope="module")
 def eff(load_benchmark):
     return load_benchmark("efficient")
