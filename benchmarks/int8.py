@@ -67,20 +67,18 @@ def speed(name: str, batch: int, repeats: int, folder: Path) -> dict:
 
 
 def accuracy(run_dir: str, folder: Path) -> dict:
-    from vitkit.train.run import load_run, predict_batches, top1
+    """Held-out top-1 of the run in every inference path, and each int8 path's change from fp32."""
+    from vitkit.train.run import load_run, top1
     run = load_run(run_dir)
-    loader = run.test_loader()
+    batches = list(run.test_loader())
+    labels = torch.cat([y for _, y in batches])
     out = {"run": run_dir, "weights": run.weights}
-    for key, f in variants(run.model, folder).items():
-        logits = torch.cat([f(x) for x, _ in loader]) if key.startswith("onnx") else None
-        if logits is None:
-            logits, labels = predict_batches(f, loader)
-        else:
-            labels = torch.cat([y for _, y in loader])
-        out[key] = {"top1": top1(logits, labels)}
-    for key in out:
-        if isinstance(out[key], dict) and key != "fp32":
-            out[key]["change_points"] = 100 * (out[key]["top1"] - out["fp32"]["top1"])
+    with torch.inference_mode():
+        for key, f in variants(run.model, folder).items():
+            out[key] = {"top1": top1(torch.cat([f(x) for x, _ in batches]), labels)}
+    for key, v in out.items():
+        if isinstance(v, dict) and key != "fp32":
+            v["change_points"] = 100 * (v["top1"] - out["fp32"]["top1"])
     return out
 
 
