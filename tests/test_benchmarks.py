@@ -16,3 +16,9 @@ def test_speed_benchmark_quick_runs_and_writes_results(tmp_path, load_benchmark)
     assert results["matmul_gflops"]["peak"] >= results["matmul_gflops"]["torch.mm"] > 0
     assert {"vitkit", "hf"} <= set(saved["models"][0]["train"])
     assert "vitkit / hf" in (tmp_path / "speed_quick.md").read_text()
+
+
+def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
+    res = load_benchmark("kernels").main(["--quick", "--out", str(tmp_path)])
+    assert res["gemm"][0]["oneDNN"] > 0 and res["attention"][0]["SDPA"] > 0
+    assert "oneDNN / MKL" in (tmp_path / "kernels_quick.md").read_text()
