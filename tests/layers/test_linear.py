@@ -43,7 +43,7 @@ def test_the_onednn_path_is_taken_and_can_be_turned_off():
 
 def test_frozen_weights_and_no_bias():
     torch.manual_seed(0)
-    m = Linear(256, 64, bias=False)
+    m = Linear(256, 128, bias=False)
     m.weight.requires_grad_(False)
     x = torch.randn(40, 256, requires_grad=True)
     m(x).sum().backward()

@@ -80,10 +80,10 @@ class _OneDNNLinear(torch.autograd.Function):
         return dx, dw, db
 
 
-# Below this many multiply-adds per call, oneDNN's ~10 us call overhead outweighs its faster kernel
-# (measured: a (1 x 128) @ (128 x 10) head takes 2 us in F.linear and 12 us in oneDNN; at 17 x 128 x 384
-# the two tie, and at 544 x 128 x 384 oneDNN takes half the time).
-MIN_MACS = 1 << 19
+# Below this many multiply-adds per call, oneDNN's call overhead outweighs its faster kernel
+# (`python benchmarks/kernels.py`: at 17 x 128 x 384, 0.8M MACs, oneDNN runs at 0.84x of F.linear;
+# at 544 x 128 x 384 at 1.9x).
+MIN_MACS = 1 << 20
 
 
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
