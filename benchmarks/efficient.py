@@ -257,7 +257,11 @@ def report(res: dict) -> str:
          f"Machine: {res['machine']}, torch {res['torch']}, {res['threads']} thread{'s' * (res['threads'] != 1)}, "
          "batch 1, random weights. "
          f"Made by `{res['command']}`; do not edit by hand. Protocol: the docstring of `benchmarks/efficient.py`.\n",
-         "## Targets (computed from the tables below)\n", "| target | measured | met |", "|---|---|---|"]
+         "## Targets (computed from the tables below)\n"]
+    if res["device"] == "cuda":
+        L.append("The targets were set for the CPU. At batch 1 these models are far too small to fill a GPU: "
+                 "latency is kernel-launch bound and barely grows with the image, so the exponents say little.\n")
+    L += ["| target | measured | met |", "|---|---|---|"]
     for t in res["targets"]:
         L.append(f"| {t['target']} | {_num(t['measured'], '.2f')} | "
                  f"{'-' if t['met'] is None else 'yes' if t['met'] else 'NO'} |")
@@ -320,7 +324,8 @@ def key_figures(res: dict) -> str:
     s = res["largest"]
     lat = res["by_size"][s]["latency"]["fp32"]
     exps = res["exponents"].get("fp32", {})
-    parts = [f"At {s} px on this {res['threads']}-thread CPU (fp32, batch 1): " +
+    where = res["machine"] if res["device"] == "cuda" else f"this {res['threads']}-thread CPU"
+    parts = [f"At {s} px on {where} (fp32, batch 1): " +
              ", ".join(f"{ROW[k].label} {_ms(v['median_ms'])} ms" for k, v in lat.items()
                        if ROW[k].family != "SparseViT" or k == "sparsevit_50") + "."]
     if exps:
@@ -404,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--fit-points must be >= 2, got {args.fit_points}")
     sizes = sorted(args.sizes or (QUICK_SIZES if args.quick else SIZES))
     rows = [ROW[k] for k in dict.fromkeys(args.models)]
-    stem = "efficient_quick" if args.quick else "efficient"
+    stem = ("efficient_quick" if args.quick else "efficient") + ("_cuda" if device.type == "cuda" else "")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     res = {"machine": measure.machine(device), "torch": torch.__version__,

@@ -171,25 +171,35 @@ def _fmt_mb(v) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def _mine(peer: str) -> str:
+    """The vitkit row a peer's row is compared with: bf16 autocast with bf16, fp32 with fp32."""
+    return "vitkit bf16" if peer.endswith(" bf16") else "vitkit"
+
+
 def report(results: dict) -> str:
     peak = results["matmul_gflops"]
+    peak16 = results.get("matmul_gflops_bf16")
     gpu = results["device"] != "cpu"
     impls = ["vitkit", "hf", "onnxruntime", "vit-pytorch"] + (["vitkit bf16", "hf bf16", "vit-pytorch bf16"]
                                                                if gpu else [])
     seen = [k for k in impls if any(k in r[m] for r in results["models"] for m in ("infer_b1", "train"))]
-    peers = [k for k in seen if k != "vitkit"]
+    peers = [k for k in seen if not k.startswith("vitkit")]
+    bf16_peak = (f" bf16 GEMM peak in the same run: **{peak16['peak']:.0f}** GFLOP/s (best over 8192^3 and "
+                 f"ViT-S's shapes); bf16 rows are compared with vitkit bf16 and quoted against it."
+                 if peak16 else "")
     lines = [f"# vitkit speed ({results['device']}, fp32{' and bf16 autocast' if gpu else ''})\n",
              f"Machine: {results['machine']}, torch {results['torch']}, {results['threads']} threads. "
              f"fp32 matmul measured in this run (best over ViT-S's GEMM shapes and a 2048^3 one): "
              + ", ".join(f"{k} {v:.0f}" for k, v in peak.items() if k != "peak")
-             + f" GFLOP/s (peak = best = **{peak['peak']:.0f}**). Images/s are medians of {results['repeats']} "
-             f"interleaved repeats, vitkit's min-max in brackets. Every implementation has the same weights "
-             f"(vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
+             + f" GFLOP/s (peak = best = **{peak['peak']:.0f}**).{bf16_peak} Images/s are medians of "
+             f"{results['repeats']} interleaved repeats, vitkit's min-max in brackets. Every implementation has "
+             f"the same weights (vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
              f"`{results['command']}`; do not edit by hand.\n",
              "| model | run | " + " | ".join(f"{k} img/s" for k in seen) + " | "
-             + " | ".join(f"vitkit / {k}" for k in peers if not k.startswith("vitkit"))
-             + " | vitkit GFLOP/s (% of peak) | peak MB (vitkit / hf) |",
-             "|---|---|" + "---|" * (len(seen) + len([k for k in peers if not k.startswith("vitkit")]) + 2)]
+             + " | ".join(f"{_mine(k)} / {k}" for k in peers)
+             + " | vitkit GFLOP/s (% of peak) |" + (" vitkit bf16 GFLOP/s (% of bf16 peak) |" if peak16 else "")
+             + " peak MB (vitkit / hf) |",
+             "|---|---|" + "---|" * (len(seen) + len(peers) + 2 + bool(peak16))]
     for r in results["models"]:
         for key, label in (("infer_b1", "infer 1"), (f"infer_b{r['batch']}", f"infer {r['batch']}"),
                            ("train", f"train {r['batch']}")):
@@ -198,13 +208,18 @@ def report(results: dict) -> str:
             lo, hi = v["img_per_s"] * v["median"] / v["max"], v["img_per_s"] * v["median"] / v["min"]
             cells = [f"{v['img_per_s']:.1f} [{lo:.1f}-{hi:.1f}]"]
             cells += [f"{d[k]['img_per_s']:.1f}" if k in d else "-" for k in seen[1:]]
-            ratios = [f"{v['img_per_s'] / d[k]['img_per_s']:.2f}x" if k in d else "-"
-                      for k in peers if not k.startswith("vitkit")]
-            achieved = v["img_per_s"] * r["forward_gflop_per_img"] * (3 if key == "train" else 1)
+            cells += [f"{d[_mine(k)]['img_per_s'] / d[k]['img_per_s']:.2f}x" if k in d and _mine(k) in d else "-"
+                      for k in peers]
+            flop = r["forward_gflop_per_img"] * (3 if key == "train" else 1)
+            for name, p in (("vitkit", peak), ("vitkit bf16", peak16)):
+                if p and name in d:
+                    achieved = d[name]["img_per_s"] * flop
+                    cells.append(f"{achieved:.0f} ({achieved / p['peak']:.0%})")
+                elif p:
+                    cells.append("-")
             mem = f"{_fmt_mb(v.get('peak_mb'))} / {_fmt_mb(d.get('hf', {}).get('peak_mb'))}" \
                 if "peak_mb" in v else "-"
-            lines.append(f"| {r['model']} | {label} | " + " | ".join(cells + ratios)
-                         + f" | {achieved:.0f} ({achieved / peak['peak']:.0%}) | {mem} |")
+            lines.append(f"| {r['model']} | {label} | " + " | ".join(cells) + f" | {mem} |")
     lines.append("\nSame weights, same function: max |logit difference| from vitkit per model: " + "; ".join(
         f"{r['model']} " + ", ".join(f"{k} {v:.1e}" for k, v in r["max_abs_diff"].items())
         for r in results["models"]))
@@ -233,7 +248,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from .measure import machine, matmul_peak
+    from .measure import PEAK_SHAPES, machine, matmul_peak
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -249,14 +264,20 @@ def run(args: argparse.Namespace) -> dict:
         models = [(m, {}) for m in args.models.split(",")] if args.models else FULL_MODELS
         batch, repeats, calls = args.batch, args.repeats, 2
     command = "vitkit bench" + (" --quick" if args.quick else "") + (
-        f" --device {args.device}" if device.type != "cpu" else "")
+        f" --device {args.device}" if device.type != "cpu" else "") + (
+        f" --batch {batch}" if not args.quick and batch != 32 else "")
     results = {"machine": machine(device), "torch": torch.__version__,
                "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                "threads": torch.get_num_threads(), "repeats": repeats, "command": command,
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick
                                  else matmul_peak(repeats=5, device=device)),
                "models": []}
+    if device.type == "cuda":  # the bf16 rows are quoted against the bf16 GEMM peak
+        results["matmul_gflops_bf16"] = matmul_peak(((8192, 8192, 8192),) + PEAK_SHAPES[:3], 5, device,
+                                                    torch.bfloat16)
     stem = "speed_quick" if args.quick else ("speed" if device.type == "cpu" else "speed_cuda")
+    if not args.quick and batch != 32:
+        stem += f"_b{batch}"
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw in models:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
