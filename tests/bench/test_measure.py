@@ -58,3 +58,21 @@ def test_matmul_peak_is_the_best_library_over_the_shapes():
     res = matmul_peak([(64, 64, 64), (128, 256, 64)], repeats=1)
     assert res["peak"] == max(v for k, v in res.items() if k != "peak") and res["torch.mm"] > 0
 
+
+
+def test_interleaved_runs_blocks_of_consecutive_calls():
+    import time
+
+    from vitkit.bench.measure import interleaved
+    counts = {"fast": 0, "slow": 0}
+
+    def fast():
+        counts["fast"] += 1
+
+    def slow():
+        counts["slow"] += 1
+        time.sleep(0.03)
+    res = interleaved({"fast": fast, "slow": slow}, repeats=2, min_block_s=0.02, settle_s=0.001)
+    assert res["slow"]["calls"] == 1 and res["fast"]["calls"] > 100  # a block lasts >= 0.02 s
+    assert counts == {"fast": 1 + 2 * res["fast"]["calls"], "slow": 1 + 2}  # one warm-up call each
+    assert 0.03 <= res["slow"]["median"] < 0.2 and res["fast"]["median"] < 1e-4

@@ -16,12 +16,16 @@ def _grads(m, x, g):
     return y.detach(), x.grad, m.weight.grad.clone(), m.bias.grad.clone()
 
 
-@pytest.mark.parametrize("shape", [(3, 7, 64), (50, 384), (2, 4, 5, 96)])
-def test_forward_and_backward_equal_f_linear(shape):
+# (input shape, out features): wider and narrower outputs take the two orders of dW = g^T x
+@pytest.mark.parametrize("shape,out", [((3, 7, 64), 192), ((50, 384), 1152), ((2, 4, 5, 96), 288),
+                                       ((64, 512), 128), ((4, 17, 256), 256)])
+def test_forward_and_backward_equal_f_linear(shape, out):
     torch.manual_seed(0)
-    m = Linear(shape[-1], 3 * shape[-1])
+    m = Linear(shape[-1], out)
     x = torch.randn(*shape)
-    g = torch.randn(*shape[:-1], 3 * shape[-1])
+    g = torch.randn(*shape[:-1], out)
+    if fast_linear_enabled() and x.numel() * out >= vitkit.layers.linear.MIN_MACS:
+        assert "OneDNN" in type(m(x.requires_grad_()).grad_fn).__name__
     fast = _grads(m, x, g)
     with fast_linear(False):
         ref = _grads(m, x, g)

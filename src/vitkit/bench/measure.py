@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import platform
 import statistics
 import time
@@ -46,23 +47,41 @@ def machine(device: torch.device) -> str:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int = 1,
-                sync: Callable[[], None] = no_sync, warmup: int = 1) -> dict[str, dict]:
-    """{name: {"median", "min", "max"} seconds per call} over ``repeats`` interleaved rounds of
-    ``calls`` calls each; every fn is first run ``warmup`` times."""
-    for fn in fns.values():
+                sync: Callable[[], None] = no_sync, warmup: int = 1, min_block_s: float = 0.0,
+                settle_s: float = 0.0) -> dict[str, dict]:
+    """{name: {"median", "min", "max"} seconds per call, "calls": calls per block} over ``repeats``
+    interleaved rounds; in each round every fn runs one block of consecutive calls.
+
+    A block is ``calls`` calls, or more where one call is short: enough for ``min_block_s`` seconds
+    (from the time of the last warm-up call). Consecutive calls are how a model runs in practice (a
+    training loop, a stream of batches); a block of one call after another model's would measure a
+    start with cold caches and freshly faulted-in memory instead. Every fn is first run ``warmup`` times.
+    ``settle_s``: a pause before each block, untimed, so that worker threads still busy-waiting after
+    the previous block (ONNX Runtime's spin by default) do not slow the next one down.
+    """
+    n = {}
+    for k, fn in fns.items():
         for _ in range(warmup):
+            sync()
+            t = time.perf_counter()
             fn()
+            sync()
+        one = time.perf_counter() - t if warmup else 0.0
+        n[k] = max(calls, math.ceil(min_block_s / one) if one > 0 else calls)
     sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             sync()
+            if settle_s:
+                time.sleep(settle_s)
             t = time.perf_counter()
-            for _ in range(calls):
+            for _ in range(n[k]):
                 fn()
             sync()
-            times[k].append((time.perf_counter() - t) / calls)
-    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
+            times[k].append((time.perf_counter() - t) / n[k])
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "calls": n[k]}
+            for k, v in times.items()}
 
 
 # ---------------------------------------------------------------------------------------- FLOPs

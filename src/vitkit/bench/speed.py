@@ -11,7 +11,9 @@ the same shape (its own random init). A training step is forward + cross-entropy
 AdamW step, with ``torch.optim.AdamW(fused=True)`` for every implementation alike.
 
 Every number is a median over interleaved repeats (A, B, C, A, B, C, ...), so machine noise hits all
-alike; min and max are kept. Achieved GFLOP/s (forward FLOPs, x3 for training) is quoted as a
+alike; min and max are kept. In each repeat every implementation runs a block of consecutive calls
+lasting at least ``--block-seconds`` (one call where a call is longer), as a training loop or a
+stream of batches does, after an untimed pause that lets the previous block's threads go quiet. Achieved GFLOP/s (forward FLOPs, x3 for training) is quoted as a
 fraction of the best fp32 matmul of this machine measured in the same run (MKL's and oneDNN's).
 Peak memory: on the CPU the growth of resident memory (VmHWM) during one call; on CUDA the
 allocator's max allocated bytes.
@@ -31,6 +33,9 @@ FULL_MODELS = [("vit_tiny_patch16_224", {}), ("vit_small_patch16_224", {}), ("vi
                ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})]
 QUICK_MODELS = [("vit_nano_patch4_28", {})]
 PEERS = ("hf", "onnxruntime", "vit-pytorch")
+# An untimed pause before each timed block: ONNX Runtime's worker threads busy-wait after a run (its
+# default, kept: it makes ONNX Runtime itself 5-30% faster here) and would slow whatever runs next.
+SETTLE_S = 0.05
 
 
 # ---------------------------------------------------------------------------------------- peers
@@ -101,7 +106,7 @@ def train_fn(module, fwd, x, y, device, bf16: bool = False):
     return run
 
 
-def bench_model(name: str, overrides: dict, batch: int, repeats: int, calls: int, tmp: Path,
+def bench_model(name: str, overrides: dict, batch: int, repeats: int, block_s: float, tmp: Path,
                 device, threads: int, peers: tuple[str, ...]) -> dict:
     import torch
 
@@ -140,7 +145,7 @@ def bench_model(name: str, overrides: dict, batch: int, repeats: int, calls: int
         fns = {k: infer_fn(f, inp, device) for k, f in infer.items()}
         if bf16:
             fns.update({f"{k} bf16": infer_fn(f, inp, device, True) for k, f in infer.items() if k != "onnxruntime"})
-        res = interleaved(fns, repeats, calls, sync)
+        res = interleaved(fns, repeats, 1, sync, min_block_s=block_s, settle_s=SETTLE_S)
         for k, v in res.items():
             v["img_per_s"] = inp.shape[0] / v["median"]
             if b != "1":
@@ -157,7 +162,7 @@ def bench_model(name: str, overrides: dict, batch: int, repeats: int, calls: int
     fns = {k: train_fn(m, f, x, y, device) for k, (m, f) in trainers.items()}
     if bf16:
         fns.update({f"{k} bf16": train_fn(m, f, x, y, device, True) for k, (m, f) in trainers.items()})
-    res = interleaved(fns, repeats, max(1, calls // 2), sync)
+    res = interleaved(fns, repeats, 1, sync, min_block_s=block_s, settle_s=SETTLE_S)
     for k, v in res.items():
         v["img_per_s"] = batch / v["median"]
         v["peak_mb"] = memory(fns[k])
@@ -192,7 +197,8 @@ def report(results: dict) -> str:
              f"fp32 matmul measured in this run (best over ViT-S's GEMM shapes and a 2048^3 one): "
              + ", ".join(f"{k} {v:.0f}" for k, v in peak.items() if k != "peak")
              + f" GFLOP/s (peak = best = **{peak['peak']:.0f}**).{bf16_peak} Images/s are medians of "
-             f"{results['repeats']} interleaved repeats, vitkit's min-max in brackets. Every implementation has "
+             f"{results['repeats']} interleaved repeats (each a block of consecutive calls lasting at least "
+             f"{results.get('block_seconds', 0)} s), vitkit's min-max in brackets. Every implementation has "
              f"the same weights (vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
              f"`{results['command']}`; do not edit by hand.\n",
              "| model | run | " + " | ".join(f"{k} img/s" for k in seen) + " | "
@@ -237,7 +243,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny model, one repeat (a smoke test)")
     p.add_argument("--models", help="comma-separated registered ViT names (default: ViT-Ti/S/B-16 and the demo's)")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--block-seconds", type=float, default=0.5,
+                   help="each round runs every implementation for at least this long, in consecutive calls (default 0.5)")
     p.add_argument("--threads", type=int, help="torch (and ONNX Runtime) CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}, or ''")
@@ -259,16 +267,16 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
     if args.quick:
-        models, batch, repeats, calls = QUICK_MODELS, 4, 1, 1
+        models, batch, repeats, block_s = QUICK_MODELS, 4, 1, 0.0
     else:
-        models = [(m, {}) for m in args.models.split(",")] if args.models else FULL_MODELS
-        batch, repeats, calls = args.batch, args.repeats, 2
+        models = [(m, dict(FULL_MODELS).get(m, {})) for m in args.models.split(",")] if args.models else FULL_MODELS
+        batch, repeats, block_s = args.batch, args.repeats, args.block_seconds
     command = "vitkit bench" + (" --quick" if args.quick else "") + (
         f" --device {args.device}" if device.type != "cpu" else "") + (
         f" --batch {batch}" if not args.quick and batch != 32 else "")
     results = {"machine": machine(device), "torch": torch.__version__,
                "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-               "threads": torch.get_num_threads(), "repeats": repeats, "command": command,
+               "threads": torch.get_num_threads(), "repeats": repeats, "block_seconds": block_s, "command": command,
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick
                                  else matmul_peak(repeats=5, device=device)),
                "models": []}
@@ -281,7 +289,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw in models:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-            results["models"].append(bench_model(name, kw, batch, repeats, calls, Path(tmp), device,
+            results["models"].append(bench_model(name, kw, batch, repeats, block_s, Path(tmp), device,
                                                  torch.get_num_threads(), peers))
             save(results, args.out, stem)  # after every model: an interrupted run keeps what it measured
     print(report(results))

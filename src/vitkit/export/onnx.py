@@ -71,10 +71,17 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session for ``path``; ``threads`` = intra-op threads (default: torch's)."""
+def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime CPU session for ``path``; ``threads`` = intra-op threads (default: torch's).
+
+    ``spinning=False`` stops ONNX Runtime's worker threads from busy-waiting for work after each run
+    (its default). Turn it off when anything else computes in the same process: on a 2-core machine
+    the spinning threads slowed the PyTorch models measured right after ONNX Runtime by up to 2.5x
+    (`vitkit bench` on the demo's ViT, inference at batch 32)."""
     ort = _require("onnxruntime")
     opts = ort.SessionOptions()
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
