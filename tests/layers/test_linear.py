@@ -105,3 +105,32 @@ def test_inference_sees_every_optimizer_update():
     for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         with torch.no_grad():
             assert torch.allclose(clone(x), m(x), atol=1e-6)
+
+
+def test_freeze_packs_weights_and_computes_the_same_function():
+    from vitkit.export import freeze
+    torch.manual_seed(0)
+    model = vitkit.create_model("vit_nano_patch4_28").eval()
+    x = torch.randn(32, *model.input_size)
+    frozen = freeze(model)
+    packed = [m for m in frozen.modules() if isinstance(m, Linear) and m._packed is not None]
+    assert packed and all(not p.requires_grad for p in frozen.parameters()) and not frozen.training
+    assert all(p.requires_grad for p in model.parameters())                    # the original is untouched
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.allclose(frozen(x), ref, atol=1e-5)
+        if fast_linear_enabled():
+            assert packed[0]._inference_weight(torch.randn(64, 64, packed[0].in_features)).is_mkldnn
+    # input gradients through a frozen model (saliency maps) use the plain weights
+    xg = x.clone().requires_grad_(True)
+    frozen(xg).sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    # a weight changed in place is seen at once (the packed copy is dropped), copies carry no packing
+    with torch.no_grad():
+        for m in packed:
+            m.weight.mul_(0.5)
+        model_half = vitkit.create_model("vit_nano_patch4_28").eval()
+        model_half.load_state_dict(frozen.state_dict())
+        assert torch.allclose(frozen(x), model_half(x), atol=1e-5)
+    import copy
+    assert all(m._packed is None for m in copy.deepcopy(frozen).modules() if isinstance(m, Linear))

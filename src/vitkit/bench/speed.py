@@ -8,7 +8,9 @@ Peers, all with the SAME weights as vitkit's model: HF transformers' ViT (SDPA a
 from a folder written by `vitkit.weights.export`; the vitkit model exported to ONNX (dynamic batch)
 and run in ONNX Runtime (inference; needs the ``onnx`` extra). For training, vit-pytorch's ViT of
 the same shape (its own random init). A training step is forward + cross-entropy + backward + an
-AdamW step, with ``torch.optim.AdamW(fused=True)`` for every implementation alike.
+AdamW step, with ``torch.optim.AdamW(fused=True)`` for every implementation alike. On the CPU the
+inference rows also time ``vitkit frozen``: the inference-only copy made by ``vitkit.export.freeze``
+(weights prepacked for oneDNN; same outputs), the counterpart of ONNX Runtime's prepared session.
 
 Every number is a median over interleaved repeats (A, B, C, A, B, C, ...), so machine noise hits all
 alike; min and max are kept. In each repeat every implementation runs a block of consecutive calls
@@ -127,6 +129,9 @@ def bench_model(name: str, overrides: dict, batch: int, repeats: int, block_s: f
         return None if peak is None else peak / 2 ** 20
 
     infer = {"vitkit": model}
+    if device.type == "cpu":  # the inference-only copy with prepacked weights (vitkit.export.freeze)
+        from ..export import freeze
+        infer["vitkit frozen"] = freeze(model)
     hf = hf_twin(model, tmp / name, device) if "hf" in peers else None
     if hf is not None:
         infer["hf"] = lambda t: hf(pixel_values=t).logits
@@ -185,10 +190,12 @@ def report(results: dict) -> str:
     peak = results["matmul_gflops"]
     peak16 = results.get("matmul_gflops_bf16")
     gpu = results["device"] != "cpu"
-    impls = ["vitkit", "hf", "onnxruntime", "vit-pytorch"] + (["vitkit bf16", "hf bf16", "vit-pytorch bf16"]
-                                                               if gpu else [])
+    impls = ["vitkit", "vitkit frozen", "hf", "onnxruntime", "vit-pytorch"] + (
+        ["vitkit bf16", "hf bf16", "vit-pytorch bf16"] if gpu else [])
     seen = [k for k in impls if any(k in r[m] for r in results["models"] for m in ("infer_b1", "train"))]
-    peers = [k for k in seen if not k.startswith("vitkit")]
+    pairs = [(_mine(k), k) for k in seen if not k.startswith("vitkit")]
+    if "vitkit frozen" in seen and "onnxruntime" in seen:
+        pairs.append(("vitkit frozen", "onnxruntime"))
     bf16_peak = (f" bf16 GEMM peak in the same run: **{peak16['peak']:.0f}** GFLOP/s (best over 8192^3 and "
                  f"ViT-S's shapes); bf16 rows are compared with vitkit bf16 and quoted against it."
                  if peak16 else "")
@@ -202,10 +209,10 @@ def report(results: dict) -> str:
              f"the same weights (vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
              f"`{results['command']}`; do not edit by hand.\n",
              "| model | run | " + " | ".join(f"{k} img/s" for k in seen) + " | "
-             + " | ".join(f"{_mine(k)} / {k}" for k in peers)
+             + " | ".join(f"{a} / {b}" for a, b in pairs)
              + " | vitkit GFLOP/s (% of peak) |" + (" vitkit bf16 GFLOP/s (% of bf16 peak) |" if peak16 else "")
              + " peak MB (vitkit / hf) |",
-             "|---|---|" + "---|" * (len(seen) + len(peers) + 2 + bool(peak16))]
+             "|---|---|" + "---|" * (len(seen) + len(pairs) + 2 + bool(peak16))]
     for r in results["models"]:
         for key, label in (("infer_b1", "infer 1"), (f"infer_b{r['batch']}", f"infer {r['batch']}"),
                            ("train", f"train {r['batch']}")):
@@ -214,8 +221,8 @@ def report(results: dict) -> str:
             lo, hi = v["img_per_s"] * v["median"] / v["max"], v["img_per_s"] * v["median"] / v["min"]
             cells = [f"{v['img_per_s']:.1f} [{lo:.1f}-{hi:.1f}]"]
             cells += [f"{d[k]['img_per_s']:.1f}" if k in d else "-" for k in seen[1:]]
-            cells += [f"{d[_mine(k)]['img_per_s'] / d[k]['img_per_s']:.2f}x" if k in d and _mine(k) in d else "-"
-                      for k in peers]
+            cells += [f"{d[a]['img_per_s'] / d[b]['img_per_s']:.2f}x" if a in d and b in d else "-"
+                      for a, b in pairs]
             flop = r["forward_gflop_per_img"] * (3 if key == "train" else 1)
             for name, p in (("vitkit", peak), ("vitkit bf16", peak16)):
                 if p and name in d:

@@ -131,17 +131,65 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return F.gelu(linear(x, weight, bias), approximate=approximate)
 
 
+class _Packed:
+    """A weight reordered into oneDNN's blocked layout by :func:`freeze`, valid while the weight it was
+    made from is unchanged: same storage, same version counter. Copies and pickles of a module do not
+    carry it (they fall back to the plain weight)."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.key = (weight.data_ptr(), weight._version)
+        self.tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+
+    def get(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.tensor if self.key == (weight.data_ptr(), weight._version) else weight
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return type(None), ()
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` with the oneDNN fast path on the CPU. x: (..., in_features) -> (..., out_features).
 
-    The weight is used as it is on every call. (A cached copy in oneDNN's blocked layout ran a few %
-    faster, but nothing tells reliably when the weight changed: fused AdamW updates it in place
-    without bumping its version counter, and a stale copy silently evaluated old weights.)
+    The weight is used as it is on every call while the module can train. (A cached copy in oneDNN's
+    blocked layout runs faster, but nothing tells reliably when a trainable weight changed: fused
+    AdamW updates it in place without bumping its version counter, and a stale copy silently
+    evaluated old weights.) :func:`freeze` makes an inference-only copy of a model that does use
+    such packed weights.
     """
 
+    _packed: _Packed | None = None
+
+    def _inference_weight(self, x: torch.Tensor) -> torch.Tensor:
+        if (self._packed is None or _needs_grad(x, self.weight, self.bias)
+                or not _use_onednn(x, self.weight)):
+            return self.weight
+        return self._packed.get(self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self._inference_weight(x), self.bias)
 
     def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
         """``F.gelu(self(x), approximate)``, the GELU fused into the GEMM in inference."""
-        return linear_gelu(x, self.weight, self.bias, approximate)
+        return linear_gelu(x, self._inference_weight(x), self.bias, approximate)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """An inference-only copy of ``model`` whose Linear weights are prepacked in oneDNN's blocked layout.
+
+    The copy is in eval mode with every parameter frozen (``requires_grad=False``); the original is
+    untouched. Same outputs bit for bit; on ViT-S/16 at batch 32 each GEMM runs 7-16% faster, since
+    oneDNN no longer reorders the weight on every call (``python benchmarks/kernels.py``). Like
+    ``torch.jit.freeze`` or an ONNX export, it is a snapshot: freeze again after training further. A
+    packed weight is dropped (the plain one is used) if its weight is changed in place, and on
+    anything but the CPU fp32 path. Costs one more copy of the Linear weights in memory.
+    """
+    import copy
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    if _AVAILABLE:
+        for m in frozen.modules():
+            if isinstance(m, Linear) and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32:
+                m._packed = _Packed(m.weight)
+    return frozen
