@@ -21,6 +21,7 @@ import torch
 
 import vitkit
 from vitkit.bench.measure import interleaved
+from vitkit.bench.speed import SETTLE_S
 from vitkit.export import quantize_int8
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,7 +49,7 @@ def variants(model: torch.nn.Module, folder: Path) -> dict:
     return out
 
 
-def speed(name: str, batch: int, repeats: int, folder: Path) -> dict:
+def speed(name: str, batch: int, repeats: int, folder: Path, block_s: float = 0.0) -> dict:
     torch.manual_seed(0)
     model = vitkit.create_model(name).eval()
     x = torch.randn(batch, *model.input_size)
@@ -60,7 +61,7 @@ def speed(name: str, batch: int, repeats: int, folder: Path) -> dict:
                 f(x)
         return run
 
-    res = interleaved({k: call(f) for k, f in fns.items()}, repeats)
+    res = interleaved({k: call(f) for k, f in fns.items()}, repeats, min_block_s=block_s, settle_s=SETTLE_S)
     fp32 = res["fp32"]["median"]
     return {"model": name, "batch": batch, **{k: {"img_per_s": batch / v["median"], "speedup": fp32 / v["median"]}
                                                for k, v in res.items()}}
@@ -86,7 +87,8 @@ def report(res: dict) -> str:
     s = res["speed"]
     keys = [k for k in ("fp32", "torch int8", "onnx fp32", "onnx int8") if k in s]
     md = [f"# Int8 dynamic quantisation (CPU, {res['threads']} threads)\n",
-          f"Made by `{res['command']}`; medians of {res['repeats']} interleaved repeats; do not edit by hand. "
+          f"Made by `{res['command']}`; medians of {res['repeats']} interleaved repeats (each a block of consecutive "
+          f"calls lasting at least {res.get('block_seconds', 0)} s, after an untimed pause); do not edit by hand. "
           "fp32 is vitkit's own (oneDNN Linear); 'torch int8' is `vitkit.export.quantize_int8`, 'onnx int8' is "
           "`vitkit export RUN --onnx m.onnx --int8` run in ONNX Runtime.\n",
           "| model | batch | " + " | ".join(f"{k} img/s" for k in keys) + " | "
@@ -109,12 +111,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--run", help="a trained run folder (the demo's) for the accuracy change")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--block-seconds", type=float, default=0.5,
+                   help="each repeat runs every path for at least this long, in consecutive calls (default 0.5)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    block_s = 0.0 if args.quick else args.block_seconds
     name, batch, repeats = ("vit_nano_patch4_28", 4, 1) if args.quick else ("vit_small_patch16_224", 32, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         res = {"threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
-               "speed": speed(name, batch, repeats, Path(tmp)),
+               "block_seconds": block_s, "speed": speed(name, batch, repeats, Path(tmp), block_s),
                "accuracy": accuracy(args.run, Path(tmp)) if args.run else None,
                "command": "python benchmarks/int8.py" + (" --quick" if args.quick else "") +
                           (f" --run {args.run}" if args.run else "")}

@@ -6,8 +6,14 @@ layers/linear.py, layers/attention.py quote).
 
 1. GEMM: ``F.linear`` (MKL in PyTorch's CPU build) vs oneDNN (``torch.ops.mkldnn._linear_pointwise``,
    what ``vitkit.layers.Linear`` calls), on ViT-S/16's batch-32 shapes and the demo ViT's.
-2. fc1 + GELU: two steps vs one oneDNN GEMM with a GELU post-op (vitkit's inference MLP).
-3. Attention, forward + backward: ``F.scaled_dot_product_attention`` vs the explicit three ops, at the
+2. The backward GEMMs of a Linear layer: the weight gradient dW = g^T x by MKL (``torch.mm``), by
+   oneDNN after copying both transposes (vitkit until 2026-11-24), and by oneDNN reading the
+   transposes in place with the smaller operand first (``layers.linear._weight_grad``); the input
+   gradient dx = g W by oneDNN with W^T copied vs W^T read in place.
+3. Prepacked weights (``vitkit.export.freeze``): the oneDNN GEMM with the plain weight vs the weight
+   reordered once into oneDNN's blocked layout.
+4. fc1 + GELU: two steps vs one oneDNN GEMM with a GELU post-op (vitkit's inference MLP).
+5. Attention, forward + backward: ``F.scaled_dot_product_attention`` vs the explicit three ops, at the
    demo's 17 tokens, 65 and ViT-S's 197 (vitkit takes the explicit path up to Nq * Nk = 128^2).
 Medians of interleaved repeats in one run.
 """
@@ -24,7 +30,8 @@ import torch.nn.functional as F
 from vitkit.bench.measure import interleaved
 
 RESULTS = Path(__file__).parent / "results"
-GEMMS = [(6304, 384, 1152), (6304, 384, 1536), (6304, 1536, 384), (544, 128, 384), (544, 256, 128), (17, 128, 384)]
+GEMMS = [(6304, 384, 1152), (6304, 384, 1536), (6304, 1536, 384), (544, 128, 384), (544, 128, 256),
+         (544, 256, 128), (17, 128, 384)]
 ATTENTION = [(32, 4, 17, 32), (32, 6, 65, 64), (32, 6, 197, 64)]  # (B, heads, N, head dim)
 
 
@@ -39,6 +46,37 @@ def gemms(shapes, repeats: int) -> list[dict]:
         res = interleaved({"F.linear (MKL)": lambda: F.linear(x, w, b), "oneDNN": lambda: onednn(x, w, b)},
                           repeats, calls=3, warmup=2)
         rows.append({"shape": [m, k, n], **{name: 2 * m * k * n / v["median"] / 1e9 for name, v in res.items()}})
+    return rows
+
+
+def backward_gemms(shapes, repeats: int) -> list[dict]:
+    """ms per call of dW = g^T x and dx = g W for a Linear layer with x (M, K), W (N, K), g (M, N)."""
+    from vitkit.layers.linear import _weight_grad
+    rows = []
+    for m, k, n in shapes:
+        x, w, g = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
+        ref = g.t() @ x
+        fns = {"dW: MKL mm": lambda: torch.mm(g.t(), x),
+               "dW: oneDNN, transposes copied": lambda: onednn(g.t().contiguous(), x.t().contiguous(), None),
+               "dW: oneDNN, in place": lambda: _weight_grad(g, x),
+               "dx: oneDNN, W^T copied": lambda: onednn(g, w.t().contiguous(), None),
+               "dx: oneDNN, in place": lambda: onednn(g, w.t(), None)}
+        assert (_weight_grad(g, x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+        res = interleaved(fns, repeats, calls=3, warmup=2)
+        rows.append({"shape": [m, k, n], **{name: v["median"] * 1e3 for name, v in res.items()}})
+    return rows
+
+
+def prepacked(shapes, repeats: int) -> list[dict]:
+    """ms per call of the oneDNN GEMM with the plain weight and with it prepacked (as ``freeze`` does)."""
+    rows = []
+    for m, k, n in shapes:
+        x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w)
+        assert torch.equal(onednn(x, w, b), onednn(x, packed, b))
+        res = interleaved({"plain": lambda: onednn(x, w, b), "prepacked": lambda: onednn(x, packed, b)},
+                          repeats, calls=3, warmup=2)
+        rows.append({"shape": [m, k, n], **{name: v["median"] * 1e3 for name, v in res.items()}})
     return rows
 
 
@@ -75,6 +113,18 @@ def report(res: dict) -> str:
     for r in res["gemm"]:
         lines.append(f"| {r['shape']} | {r['F.linear (MKL)']:.0f} | {r['oneDNN']:.0f} | "
                      f"{r['oneDNN'] / r['F.linear (MKL)']:.2f}x |")
+    bw = res.get("backward", [])
+    if bw:
+        names = [k for k in bw[0] if k != "shape"]
+        lines += ["", "## Backward GEMMs of a Linear layer (ms; x (M, K), W (N, K), g (M, N))\n",
+                  "| M, K, N | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {r['shape']} | " + " | ".join(f"{r[k]:.3f}" for k in names) + " |" for r in bw]
+    pp = res.get("prepacked", [])
+    if pp:
+        lines += ["", "## Prepacked weights (ms per oneDNN GEMM)\n", "| M, K, N | plain | prepacked | plain / prepacked |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['plain']:.3f} | {r['prepacked']:.3f} | {r['plain'] / r['prepacked']:.2f}x |"
+                  for r in pp]
     f = res["fused_gelu"]
     lines += ["", f"## fc1 + GELU at {f['shape']} (ms)\n", "| GEMM then GELU | GEMM + GELU post-op |", "|---|---|",
               f"| {f['GEMM then GELU']:.2f} | {f['GEMM + GELU post-op']:.2f} |",
@@ -97,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
            "command": "python benchmarks/kernels.py" + (" --quick" if quick else ""),
            "gemm": gemms([(64, 32, 48)] if quick else GEMMS, repeats),
+           "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS[:-1], repeats),
+           "prepacked": prepacked([(64, 32, 48)] if quick else GEMMS[:-1], repeats),
            "fused_gelu": fused_gelu((64, 32, 128) if quick else (6304, 384, 1536), repeats),
            "attention": attention([(2, 2, 9, 8)] if quick else ATTENTION, repeats)}
     args.out.mkdir(parents=True, exist_ok=True)

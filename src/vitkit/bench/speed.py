@@ -250,7 +250,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny model, one repeat (a smoke test)")
     p.add_argument("--models", help="comma-separated registered ViT names (default: ViT-Ti/S/B-16 and the demo's)")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds (default 9)")
     p.add_argument("--block-seconds", type=float, default=0.5,
                    help="each round runs every implementation for at least this long, in consecutive calls (default 0.5)")
     p.add_argument("--threads", type=int, help="torch (and ONNX Runtime) CPU threads (default: torch's)")
