@@ -75,9 +75,10 @@ def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = 
     """An ONNX Runtime CPU session for ``path``; ``threads`` = intra-op threads (default: torch's).
 
     ``spinning=False`` stops ONNX Runtime's worker threads from busy-waiting for work after each run
-    (its default). Turn it off when anything else computes in the same process: on a 2-core machine
-    the spinning threads slowed the PyTorch models measured right after ONNX Runtime by up to 2.5x
-    (`vitkit bench` on the demo's ViT, inference at batch 32)."""
+    (its default, which makes ONNX Runtime itself 5-30% faster on 2 cores). Turn it off when other
+    work shares the cores right after: in one process on 2 cores, the demo ViT's batch-32 inference
+    in PyTorch ran 2.5x slower measured right after ONNX Runtime calls than without them (which is
+    why `vitkit bench` pauses between timed blocks)."""
     ort = _require("onnxruntime")
     opts = ort.SessionOptions()
     if not spinning:

@@ -87,8 +87,9 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     ``x.t()``, a view, as x itself), while a transposed first operand is copied inside. So the
     smaller of the two is passed first: dW = (x^T g)^T when K <= N, else g^T x. Measured against
     copying both transposes (the earlier code) and against MKL's ``torch.mm(g.t(), x)``: on ViT-S's
-    qkv at batch 32 (M = 6304, K = 384, N = 1152) 15.7 vs 20.0 vs 27.3 ms, on the demo's
-    (544, 128, 384) 0.20 vs 0.26 vs 0.28 ms (2 threads; ``python benchmarks/kernels.py``)."""
+    qkv at batch 32 (M = 6304, K = 384, N = 1152) 14.8 vs 21.9 vs 27.1 ms, on its fc2 (6304, 1536,
+    384) 22.8 vs 44.3 vs 38.6 ms, on the demo's qkv (544, 128, 384) 0.23 vs 0.35 vs 0.29 ms (2
+    threads; ``python benchmarks/kernels.py``)."""
     if x.shape[1] <= g.shape[1]:
         return _onednn(x.t(), g.t()).t().contiguous()                    # (K, N)^T
     return _onednn(g.t(), x.t())                                          # (N, K)
@@ -125,7 +126,7 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 approximate: str = "none") -> torch.Tensor:
     """``F.gelu(F.linear(x, weight, bias), approximate=approximate)``; in inference on oneDNN, the GELU is
     fused into the GEMM as a post-op (one pass over the MLP's widest activation saved: ViT-S's fc1 +
-    GELU at batch 32 takes 29 ms fused vs 41 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
+    GELU at batch 32 takes 28 ms fused vs 39 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
     if _use_onednn(x, weight) and not _needs_grad(x, weight, bias):
         return _onednn(x, weight, bias, "gelu", approximate)
     return F.gelu(linear(x, weight, bias), approximate=approximate)
@@ -180,8 +181,9 @@ def freeze(model: nn.Module) -> nn.Module:
     """An inference-only copy of ``model`` whose Linear weights are prepacked in oneDNN's blocked layout.
 
     The copy is in eval mode with every parameter frozen (``requires_grad=False``); the original is
-    untouched. Same outputs bit for bit; on ViT-S/16 at batch 32 each GEMM runs 7-16% faster, since
-    oneDNN no longer reorders the weight on every call (``python benchmarks/kernels.py``). Like
+    untouched. Same outputs bit for bit; each GEMM of ViT-S/16 at batch 32 ran 7-17% faster in one
+    run of ``python benchmarks/kernels.py`` (and 0.75-1.07x in a noisier one), the whole model a
+    few % (``vitkit bench``: "vitkit frozen"), since oneDNN no longer reorders the weight per call. Like
     ``torch.jit.freeze`` or an ONNX export, it is a snapshot: freeze again after training further. A
     packed weight is dropped (the plain one is used) if its weight is changed in place, and on
     anything but the CPU fp32 path. Costs one more copy of the Linear weights in memory.
