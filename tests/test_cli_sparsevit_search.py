@@ -30,11 +30,13 @@ def test_search_prints_the_pareto_front_and_respects_the_budget(swin_run, tmp_pa
     assert len(every["rows"]) == 8                                  # 2 choices ^ 3 stages, none over budget
     for r in every["rows"]:
         assert r["latency_ms"] == pytest.approx(_predicted_ms(every["table"], r["sparsity"]))
-    # a budget between the fastest and the slowest config: the slow ones must be rejected, never scored
+    # a budget between the fastest and the slowest config, on the same latency table (--table: a second
+    # measurement could come out faster or slower on a busy machine): the slow ones are rejected, never scored
     lat = sorted(r["latency_ms"] for r in every["rows"])
     budget = (lat[0] + lat[-1]) / 2
     capsys.readouterr()
-    assert main(args + ["--latency-budget", str(budget), "--json", str(tmp_path / "s.json")]) == 0
+    assert main(args + ["--latency-budget", str(budget), "--json", str(tmp_path / "s.json"),
+                        "--table", str(tmp_path / "all.json")]) == 0
     text = capsys.readouterr().out
     assert "sparsity per stage" in text and "best:" in text and "dense:" in text
     saved = json.loads((tmp_path / "s.json").read_text())
@@ -43,6 +45,10 @@ def test_search_prints_the_pareto_front_and_respects_the_budget(swin_run, tmp_pa
     assert kept and over and not kept & over
     best = max(saved["rows"], key=lambda r: (r["score"], -r["latency_ms"]))
     assert list(best["sparsity"]) == saved["best"]
+    assert saved["table"] == every["table"]
+    capsys.readouterr()  # a table of other choices is refused with a one-line error
+    assert main(args + ["--latency-budget", "1e9", "--table", str(tmp_path / "all.json"), "--choices", "0,0.3"]) == 1
+    assert "differ from the table's" in capsys.readouterr().err
 
 
 def test_an_impossible_budget_is_a_clear_error(swin_run, capsys):

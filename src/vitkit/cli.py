@@ -365,11 +365,25 @@ def cmd_sparsevit_search(args) -> int:
         model = sparse.eval()
     choices = [float(c) for c in args.choices.split(",")] if args.choices else list(SPARSITY_CHOICES)
     loader = run.test_loader(args.data, 256)
-    x = next(iter(loader))[0][:args.batch]
-    print(f"vitkit: measuring a per-stage latency table (batch {len(x)}, {torch.get_num_threads()} threads) ...",
-          file=sys.stderr)
-    with torch.inference_mode():
-        table = measure_latency_table(model, x, choices, repeats=args.repeats)
+    if args.table:  # a table measured earlier (the "table" of a previous --json): search other budgets on it
+        try:
+            table = json.loads(Path(args.table).read_text())
+            table = table.get("table", table)
+            stages, table_choices = len(table["stage_ms"]), [float(c) for c in table["choices"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CLIError(f"--table {args.table}: not a latency table written by --json ({e})") from e
+        if args.choices and choices != table_choices:
+            raise CLIError(f"--choices {choices} differ from the table's {table_choices}; drop --choices or "
+                           "measure a new table")
+        if stages != model.num_stages:
+            raise CLIError(f"--table has {stages} stages, the run's model {model.num_stages}")
+        choices = table_choices
+    else:
+        x = next(iter(loader))[0][:args.batch]
+        print(f"vitkit: measuring a per-stage latency table (batch {len(x)}, {torch.get_num_threads()} threads) ...",
+              file=sys.stderr)
+        with torch.inference_mode():
+            table = measure_latency_table(model, x, choices, repeats=args.repeats)
     latency = table_latency_fn(table)
     dense_ms = latency([0.0] * model.num_stages)
     accuracy = accuracy_fn(loader)
@@ -523,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--seed", type=int, default=0)
     sv.add_argument("--all", action="store_true", help="print every evaluated config, not only the Pareto front")
     sv.add_argument("--json", help="write the latency table and the search rows to this file")
+    sv.add_argument("--table", help="reuse the latency table of an earlier --json file instead of measuring one "
+                    "(search several budgets on one measurement)")
     sv.set_defaults(func=cmd_sparsevit_search)
 
     c = sub.add_parser("convert", help="convert ViT weights between vitkit, HF transformers and timm")
