@@ -181,9 +181,10 @@ def freeze(model: nn.Module) -> nn.Module:
     """An inference-only copy of ``model`` whose Linear weights are prepacked in oneDNN's blocked layout.
 
     The copy is in eval mode with every parameter frozen (``requires_grad=False``); the original is
-    untouched. Same outputs bit for bit; each GEMM of ViT-S/16 at batch 32 ran 7-17% faster in one
-    run of ``python benchmarks/kernels.py`` (and 0.75-1.07x in a noisier one), the whole model a
-    few % (``vitkit bench``: "vitkit frozen"), since oneDNN no longer reorders the weight per call. Like
+    untouched. Same outputs bit for bit; each GEMM of ViT-S/16 and the demo ViT at batch 32 ran
+    7-24% faster (``python benchmarks/kernels.py``; an earlier, noisier run gave 0.75-1.07x), the
+    whole model a few % (``vitkit bench``: "vitkit frozen"), since oneDNN no longer reorders the
+    weight on every call. Like
     ``torch.jit.freeze`` or an ONNX export, it is a snapshot: freeze again after training further. A
     packed weight is dropped (the plain one is used) if its weight is changed in place, and on
     anything but the CPU fp32 path. Costs one more copy of the Linear weights in memory.
