@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ..layers.attention import KVCache
 from ..layers.block import Block
 from ..layers.init import init_transformer_
 from .sampling import cfg_logits, cosine_schedule, gumbel_noise, sample_logits
-from ..layers.linear import Linear
 
 ORDERS = ("raster", "random", "masked")
 

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ..layers.pos_embed import sincos_1d
 from .ar import token_metrics
 from .var import VAR, VARConfig, guidance_scales
-from ..layers.linear import Linear
 
 
 # ---- the residual diffusion head -----------------------------------------------------------------

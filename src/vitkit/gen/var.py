@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers import Linear
 from .ar import Decoder, class_tokens, init_decoder_, token_metrics
 from .sampling import cfg_logits, sample_logits
-from ..layers.linear import Linear
 
 
 def scale_levels(scales: tuple[int, ...], device: torch.device | None = None) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
 from .linear import Linear
 
 

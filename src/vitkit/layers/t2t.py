@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import attend
-from .mlp import Mlp
 from .linear import Linear
+from .mlp import Mlp
 
 
 class SoftSplit(nn.Module):

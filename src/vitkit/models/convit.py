@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import Block, LearnedPosEmbed, PatchEmbed
+from ..layers import Block, LearnedPosEmbed, Linear, PatchEmbed
 from ..layers.gpsa import GPSA
 from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
-from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)

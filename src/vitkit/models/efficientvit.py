@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import MultiScaleLinearAttention, check_image, to_2tuple
+from ..layers import Linear, MultiScaleLinearAttention, check_image, to_2tuple
 from ..layers.mlp import ConvNormAct, MBConv
 from ..layers.init import init_transformer_
 from .heads import linear_head
 from .registry import build_from_config, register_model
-from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)

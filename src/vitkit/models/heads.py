@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ..layers.linear import Linear
+
+from ..layers import Linear
 
 
 def linear_head(in_features: int, num_classes: int, zero: bool = False,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers import Linear
 from .heads import linear_head
 from .registry import build_from_config, register_model
-from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)

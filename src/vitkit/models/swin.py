@@ -20,11 +20,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..layers import Block, PatchEmbed, WindowAttention
+from ..layers import Block, Linear, PatchEmbed, WindowAttention
 from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
-from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import Block, SinCosPosEmbed, check_image, to_2tuple
+from ..layers import Block, Linear, SinCosPosEmbed, check_image, to_2tuple
 from ..layers.t2t import T2TModule
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
-from ..layers.linear import Linear
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import Block, attend, check_image, to_2tuple
+from ..layers import Block, Linear, attend, check_image, to_2tuple
 from ..layers.init import init_patch_embed_, init_transformer_
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
-from ..layers.linear import Linear
 
 
 # ---------------------------------------------------------------------------- the three VT pieces

@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import POS_EMBEDS, Block, HybridEmbed, PatchEmbed, RelativePositionBias, to_2tuple
+from ..layers import POS_EMBEDS, Block, HybridEmbed, Linear, PatchEmbed, RelativePositionBias, to_2tuple
 from ..layers.init import init_patch_embed_, init_transformer_
 from ..layers.mlp import get_act_layer
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
-from ..layers.linear import Linear
 
 POS_KINDS = ("learn", "learn2d", "sincos", "rel", "none")
 POS_WHERE = ("input", "every", "every_shared")

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ..models.registry import create_model
 from ..models.text import TextConfig, TextTransformer
-from ..layers.linear import Linear
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP Sec. 2.5: temperature initialised to 0.07
 LOGIT_SCALE_MAX = math.log(100.0)      # "clipped to prevent scaling the logits by more than 100"

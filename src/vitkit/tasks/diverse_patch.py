@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ..layers.init import init_transformer_
 from .classify import Classify, soft_targets
-from ..layers.linear import Linear
 
 
 # ---------------------------------------------------------------------------- the three losses

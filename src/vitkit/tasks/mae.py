@@ -26,10 +26,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..layers import Block, PatchEmbed, SinCosPosEmbed
+from ..layers import Block, Linear, PatchEmbed, SinCosPosEmbed
 from ..models.vit import VisionTransformer
 from .pretrained import LinearProbe, backbone_state_dict  # noqa: F401  (re-exported)
-from ..layers.linear import Linear
 
 KEEP_RULES = ("round", "floor")
 

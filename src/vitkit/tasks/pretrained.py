@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ..layers.linear import Linear
+
+from ..layers import Linear
 
 
 def backbone_state_dict(state: dict[str, torch.Tensor] | nn.Module) -> dict[str, torch.Tensor]:
