@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import sys
 import time
@@ -335,8 +334,10 @@ def key_figures(res: dict) -> str:
                      f" (fit over {', '.join(res['fit_sizes'])} px).")
     sp = res["speedup"].get("fp32", {})
     if "sparsevit_50" in sp:
-        parts.append(f"SparseViT at 50% window sparsity is {sp['sparsevit_50']:.2f}x faster than dense Swin-T "
-                     f"(at 0%: {sp.get('sparsevit_0', float('nan')):.2f}x).")
+        v = sp["sparsevit_50"]
+        parts.append(f"SparseViT at 50% window sparsity is {v if v >= 1 else 1 / v:.2f}x "
+                     f"{'faster' if v >= 1 else 'slower'} than dense Swin-T (Swin-T / SparseViT latency at 0%: "
+                     f"{sp.get('sparsevit_0', float('nan')):.2f}x).")
     return " ".join(parts)
 
 
@@ -379,9 +380,7 @@ def plot(res: dict, path: Path) -> None:
 
 def save(res: dict, out: Path, stem: str, fit_points: int) -> None:
     summarize(res, fit_points)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (out / f"{stem}.md").write_text(report(res))
+    measure.write_results(out, stem, res, report(res))
     if res["by_size"]:
         plot(res, out / f"{stem}.png")
 

@@ -24,12 +24,12 @@ the other job running beside them (compare rows within the table, not across mac
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 from vitkit.bench.ablations import RECIPE
+from vitkit.bench.measure import write_results
 from vitkit.train.sweep import param_count, run_all, train_seconds
 
 RESULTS = Path(__file__).parent / "results"
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
                "families": families, "sparsevit": sparse, "adapt": ADAPT, "configs": cfgs,
                "minutes": (time.time() - t_start) / 60, "quick": args.quick}
     stem = "efficient_training" + ("_quick" if args.quick else "")
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out_dir / f"{stem}.md").write_text(markdown(results, args))
+    write_results(out_dir, stem, results, markdown(results, args))
     return results
 
 

@@ -21,10 +21,10 @@ Protocol (mnist5k's fixed 4,000 / 1,000 split):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from vitkit.bench.measure import write_results
 from vitkit.train.sweep import mean_std, run_all
 
 RESULTS = Path(__file__).parent / "results"
@@ -175,8 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
                "tokenizers": tok_rows, "generators": rows, "fid_floor": floor,
                "minutes": (time.time() - t_start) / 60}
     stem = "generation_quick" if args.quick else "generation"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / f"{stem}.md").write_text(markdown(results, args))
+    write_results(out, stem, results, markdown(results, args))
     return results
 
 

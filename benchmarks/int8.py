@@ -12,7 +12,6 @@ per batch on the fly), against fp32 vitkit (oneDNN Linear), interleaved in one r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 import torch
 
 import vitkit
-from vitkit.bench.measure import interleaved
-from vitkit.bench.speed import SETTLE_S
+from vitkit.bench.measure import environment, interleaved, write_results
+from vitkit.bench.speed import SETTLE_S, infer_fn
 from vitkit.export import quantize_int8
 
 RESULTS = Path(__file__).parent / "results"
@@ -53,15 +52,8 @@ def speed(name: str, batch: int, repeats: int, folder: Path, block_s: float = 0.
     torch.manual_seed(0)
     model = vitkit.create_model(name).eval()
     x = torch.randn(batch, *model.input_size)
-    fns = variants(model, folder)
-
-    def call(f):
-        def run():
-            with torch.inference_mode():
-                f(x)
-        return run
-
-    res = interleaved({k: call(f) for k, f in fns.items()}, repeats, min_block_s=block_s, settle_s=SETTLE_S)
+    fns = {k: infer_fn(f, x, x.device) for k, f in variants(model, folder).items()}
+    res = interleaved(fns, repeats, min_block_s=block_s, settle_s=SETTLE_S)
     fp32 = res["fp32"]["median"]
     return {"model": name, "batch": batch, **{k: {"img_per_s": batch / v["median"], "speedup": fp32 / v["median"]}
                                                for k, v in res.items()}}
@@ -118,16 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
     block_s = 0.0 if args.quick else args.block_seconds
     name, batch, repeats = ("vit_nano_patch4_28", 4, 1) if args.quick else ("vit_small_patch16_224", 32, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
-        res = {"threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
+        res = {**environment(), "repeats": repeats,
                "block_seconds": block_s, "speed": speed(name, batch, repeats, Path(tmp), block_s),
                "accuracy": accuracy(args.run, Path(tmp)) if args.run else None,
-               "command": "python benchmarks/int8.py" + (" --quick" if args.quick else "") +
+               "command": "python benchmarks/int8.py" + (" --quick" if args.quick else
+                                                         f" --repeats {repeats} --block-seconds {block_s}") +
                           (f" --run {args.run}" if args.run else "")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "int8_quick" if args.quick else "int8"
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (args.out / f"{stem}.md").write_text(report(res))
-    print(report(res))
+    print(write_results(args.out, "int8_quick" if args.quick else "int8", res, report(res)))
     return res
 
 

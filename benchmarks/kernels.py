@@ -20,23 +20,19 @@ Medians of interleaved repeats in one run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from vitkit.bench.measure import interleaved
+from vitkit.bench.measure import environment, interleaved, write_results
+from vitkit.layers.linear import _AVAILABLE, _onednn as onednn, _weight_grad
 
 RESULTS = Path(__file__).parent / "results"
 GEMMS = [(6304, 384, 1152), (6304, 384, 1536), (6304, 1536, 384), (544, 128, 384), (544, 128, 256),
          (544, 256, 128), (17, 128, 384)]
 ATTENTION = [(32, 4, 17, 32), (32, 6, 65, 64), (32, 6, 197, 64)]  # (B, heads, N, head dim)
-
-
-def onednn(x, w, b, post="none", algorithm=""):
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, post, [], algorithm)
 
 
 def gemms(shapes, repeats: int) -> list[dict]:
@@ -51,7 +47,6 @@ def gemms(shapes, repeats: int) -> list[dict]:
 
 def backward_gemms(shapes, repeats: int) -> list[dict]:
     """ms per call of dW = g^T x and dx = g W for a Linear layer with x (M, K), W (N, K), g (M, N)."""
-    from vitkit.layers.linear import _weight_grad
     rows = []
     for m, k, n in shapes:
         x, w, g = torch.randn(m, k), torch.randn(n, k), torch.randn(m, n)
@@ -140,22 +135,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if not torch.backends.mkldnn.is_available():
+    if not _AVAILABLE:
         sys.exit("kernels: this PyTorch build has no oneDNN")
     quick = args.quick
     repeats = 1 if quick else args.repeats
-    res = {"threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
-           "command": "python benchmarks/kernels.py" + (" --quick" if quick else ""),
+    res = {**environment(), "repeats": repeats,
+           "command": "python benchmarks/kernels.py" + (" --quick" if quick else f" --repeats {repeats}"),
            "gemm": gemms([(64, 32, 48)] if quick else GEMMS, repeats),
            "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS[:-1], repeats),
            "prepacked": prepacked([(64, 32, 48)] if quick else GEMMS[:-1], repeats),
            "fused_gelu": fused_gelu((64, 32, 128) if quick else (6304, 384, 1536), repeats),
            "attention": attention([(2, 2, 9, 8)] if quick else ATTENTION, repeats)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "kernels_quick" if quick else "kernels"
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (args.out / f"{stem}.md").write_text(report(res))
-    print(report(res))
+    print(write_results(args.out, "kernels_quick" if quick else "kernels", res, report(res)))
     return res
 
 

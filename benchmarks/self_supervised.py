@@ -22,11 +22,11 @@ benchmark continues where it stopped. Jobs run in ``--jobs`` processes of one th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
+from vitkit.bench.measure import write_results
 from vitkit.train.sweep import mean_std, run_all
 
 RESULTS = Path(__file__).parent / "results"
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
                "clip": clip_res, "minutes": (time.time() - t_start) / 60, "quick": args.quick,
                "train_minutes": sum(r.get("seconds") or 0 for r in [*pre_res.values(), *ft_res.values()]) / 60}
     stem = "ssl_quick" if args.quick else "ssl"
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out_dir / f"{stem}.md").write_text(markdown(results, args, main_mae, sweep, table))
+    write_results(out_dir, stem, results, markdown(results, args, main_mae, sweep, table))
     plots(out_dir, stem, args, table, main_mae, sweep)
     return results
 

@@ -29,12 +29,12 @@ resumes. Jobs run in ``--jobs`` processes of one thread each.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 from vitkit.bench.ablations import RECIPE, matched_schedule, spread  # one recipe for both small-data sweeps
+from vitkit.bench.measure import write_results
 from vitkit.train.sweep import mean_std, param_count, run_all, train_seconds
 
 RESULTS = Path(__file__).parent / "results"
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
                "minutes": (time.time() - t_start) / 60, "quick": args.quick}
     stem = "small_data" + (f"_lpc{args.labels_per_class}" if args.labels_per_class and not args.quick else "") + (
         "_quick" if args.quick else "")  # a few-label run does not overwrite the full-data report
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out_dir / f"{stem}.md").write_text(markdown(results, args, stem))
+    write_results(out_dir, stem, results, markdown(results, args, stem))
     plot(results, out_dir / f"{stem}.png")
     return results
 

@@ -54,10 +54,13 @@ def test_rss_peak_sees_memory_made_resident():
     assert rss_peak(lambda: None) < 4 * MiB  # the first call's 64 MiB were handed back, not counted again
 
 
-def test_matmul_peak_is_the_best_library_over_the_shapes():
+def test_matmul_peak_reports_each_library_at_a_plausible_rate():
+    from vitkit.layers.linear import fast_linear_enabled
     res = matmul_peak([(64, 64, 64), (128, 256, 64)], repeats=1)
-    assert res["peak"] == max(v for k, v in res.items() if k != "peak") and res["torch.mm"] > 0
-
+    libs = {k: v for k, v in res.items() if k != "peak"}
+    assert set(libs) == ({"torch.mm", "onednn"} if fast_linear_enabled() else {"torch.mm"})
+    # GFLOP/s of a real CPU (2 * m * k * n per call): a unit slip (ms vs s, FLOPs vs MACs) leaves this band
+    assert all(0.05 < v < 1e5 for v in libs.values()) and res["peak"] in libs.values()
 
 
 def test_interleaved_runs_blocks_of_consecutive_calls():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import math
 import platform
 import statistics
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..layers.linear import fast_linear
+from ..layers.linear import _AVAILABLE as ONEDNN, _onednn, fast_linear
 
 
 def no_sync() -> None:
@@ -44,6 +45,20 @@ def machine(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str = "cpu") -> dict:
+    """What a results file records about where it was measured: machine, torch, threads."""
+    return {"machine": machine(torch.device(device)), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def write_results(out: Path, stem: str, results: dict, markdown: str) -> str:
+    """Write ``out/stem.json`` (the numbers) and ``out/stem.md`` (the report made from them); return the
+    report. Every benchmark writes its results through this."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / f"{stem}.md").write_text(markdown)
+    return markdown
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int = 1,
@@ -174,9 +189,8 @@ def matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, device: torch.device | str
         a = torch.randn(m, k, device=device, dtype=dtype)
         b = torch.randn(k, n, device=device, dtype=dtype)
         fns = {"torch.mm": lambda: torch.mm(a, b)}
-        if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
-            bt = b.t().contiguous()
-            fns["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+        if device.type == "cpu" and dtype == torch.float32 and ONEDNN:
+            fns["onednn"] = lambda: _onednn(a, b.t())  # vitkit's Linear call (b^T read in place)
         sync = cuda_sync(device) if device.type == "cuda" else no_sync
         res = interleaved(fns, repeats, calls=3, sync=sync, warmup=2)
         for name, v in res.items():

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -204,8 +203,10 @@ def report(results: dict) -> str:
              f"fp32 matmul measured in this run (best over ViT-S's GEMM shapes and a 2048^3 one): "
              + ", ".join(f"{k} {v:.0f}" for k, v in peak.items() if k != "peak")
              + f" GFLOP/s (peak = best = **{peak['peak']:.0f}**).{bf16_peak} Images/s are medians of "
-             f"{results['repeats']} interleaved repeats (each a block of consecutive calls lasting at least "
-             f"{results.get('block_seconds', 0)} s), vitkit's min-max in brackets. Every implementation has "
+             f"{results['repeats']} interleaved repeats ("
+             + (f"each a block of consecutive calls lasting at least {results['block_seconds']} s"
+                if "block_seconds" in results else "one call each")
+             + "), vitkit's min-max in brackets. Every implementation has "
              f"the same weights (vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
              f"`{results['command']}`; do not edit by hand.\n",
              "| model | run | " + " | ".join(f"{k} img/s" for k in seen) + " | "
@@ -240,9 +241,8 @@ def report(results: dict) -> str:
 
 
 def save(results: dict, out: Path, stem: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    (out / f"{stem}.md").write_text(report(results))
+    from .measure import write_results
+    write_results(out, stem, results, report(results))
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -263,7 +263,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from .measure import PEAK_SHAPES, machine, matmul_peak
+    from .measure import PEAK_SHAPES, environment, matmul_peak
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -281,9 +281,8 @@ def run(args: argparse.Namespace) -> dict:
     command = "vitkit bench" + (" --quick" if args.quick else "") + (
         f" --device {args.device}" if device.type != "cpu" else "") + (
         f" --batch {batch}" if not args.quick and batch != 32 else "")
-    results = {"machine": machine(device), "torch": torch.__version__,
-               "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-               "threads": torch.get_num_threads(), "repeats": repeats, "block_seconds": block_s, "command": command,
+    results = {**environment(device), "device": "cpu" if device.type == "cpu" else "cuda",
+               "repeats": repeats, "block_seconds": block_s, "command": command,
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick
                                  else matmul_peak(repeats=5, device=device)),
                "models": []}
