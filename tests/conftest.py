@@ -15,6 +15,24 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def sdpa_path(monkeypatch):
+    """Make ``attend`` take the SDPA path at any length (on the CPU, short sequences take the explicit
+    path, so a small test would otherwise compare the explicit path with itself)."""
+    import vitkit.layers.attention
+    monkeypatch.setattr(vitkit.layers.attention, "SMALL_ATTENTION", 0)
+
+
+@pytest.fixture
+def onednn_everywhere(monkeypatch):
+    """Make vitkit's Linear take the oneDNN path at any size (small calls take F.linear, so a small
+    test would otherwise compare F.linear with itself)."""
+    import vitkit.layers.linear
+    if not vitkit.layers.linear.fast_linear_enabled():
+        pytest.skip("this PyTorch build has no oneDNN")
+    monkeypatch.setattr(vitkit.layers.linear, "MIN_MACS", 0)
+
+
 @pytest.fixture(scope="session")
 def load_benchmark():
     """``load_benchmark("speed")`` -> the script benchmarks/speed.py as a module (benchmarks are

@@ -20,7 +20,6 @@ Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zer
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -313,7 +312,7 @@ def cmd_export(args) -> int:
     """ONNX export of a classifier run, checked against PyTorch (and on the test split with --check)."""
     import torch
 
-    from .export.onnx import export_onnx, onnx_forward, onnx_session, quantize_onnx_int8
+    from .export.onnx import export_onnx, max_abs_diff, onnx_forward, onnx_session, quantize_onnx_int8
     from .train.run import load_run, predict_batches, top1
     if not args.onnx:
         raise CLIError("say where to write the model: --onnx PATH (for int8 in PyTorch itself, see "
@@ -329,15 +328,13 @@ def cmd_export(args) -> int:
         quantize_onnx_int8(fp32, out)
         fp32.unlink()
     session = onnx_session(out)
-    x = torch.randn(3, *model.input_size)
-    with torch.no_grad():
-        diff = (torch.from_numpy(onnx_forward(session, x)) - model(x)).abs().max().item()
+    diff = max_abs_diff(model, session, torch.randn(3, *model.input_size))
     print(f"vitkit: {run.path} -> {out} ({'int8 weights, ' if args.int8 else ''}dynamic batch, input "
           f"'pixel_values' {tuple(model.input_size)}, output 'logits'); max |logit diff| vs PyTorch {diff:.1e}")
     if args.check:
         loader = run.test_loader(None, 256)
         logits, labels = predict_batches(model, loader)
-        onnx_logits = torch.cat([torch.from_numpy(onnx_forward(session, xb)) for xb, _ in loader])
+        onnx_logits = torch.cat([onnx_forward(session, xb) for xb, _ in loader])
         print(f"vitkit: held-out top-1 PyTorch {top1(logits, labels):.2%}, ONNX {top1(onnx_logits, labels):.2%} "
               f"({len(labels)} images)")
     return 0
@@ -348,8 +345,8 @@ def cmd_sparsevit_search(args) -> int:
     """Rejection-sampling search of per-stage window sparsity under a latency budget (SparseViT Sec. 3.3)."""
     import torch
 
-    from .models.sparsevit import (SPARSITY_CHOICES, SparseViT, SparseViTConfig, accuracy_fn, format_table,
-                                   measure_latency_table, search, table_latency_fn)
+    from .models.sparsevit import (SPARSITY_CHOICES, SparseViT, accuracy_fn, format_table, measure_latency_table,
+                                   search, table_latency_fn)
     from .models.swin import SwinTransformer
     from .train.run import load_run
     if args.threads:
@@ -360,9 +357,7 @@ def cmd_sparsevit_search(args) -> int:
         if not isinstance(model, SwinTransformer):
             raise CLIError(f"{args.run} holds a {type(model).__name__}; the search needs a Swin or SparseViT run "
                            "(e.g. vitkit train --model sparsevit_swin_nano_patch2_window4_28)")
-        sparse = SparseViT(SparseViTConfig(**dataclasses.asdict(model.cfg)))
-        sparse.load_state_dict(model.state_dict())
-        model = sparse.eval()
+        model = SparseViT.from_swin(model)
     choices = [float(c) for c in args.choices.split(",")] if args.choices else list(SPARSITY_CHOICES)
     loader = run.test_loader(args.data, 256)
     if args.table:  # a table measured earlier (the "table" of a previous --json): search other budgets on it

@@ -9,7 +9,7 @@ from vitkit.bench.measure import alloc_peak, forward_flops, matmul_peak, rss_pea
 MiB = 2 ** 20
 
 
-def test_flops_count_linear_layers_and_attention_by_hand():
+def _check_flops_by_hand():
     model = vitkit.create_model("vit_nano_patch4_28").eval()
     c = model.cfg
     assert (c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.mlp_ratio, c.class_token) == \
@@ -23,6 +23,14 @@ def test_flops_count_linear_layers_and_attention_by_hand():
     expected = 2 * N * D * 4 * 4 + c.depth * block + 2 * D * c.num_classes
     with torch.inference_mode():
         assert forward_flops(model, torch.randn(1, 1, 28, 28)) == expected
+
+
+def test_flops_count_linear_layers_and_attention_by_hand():
+    _check_flops_by_hand()                         # at this size: F.linear and the explicit attention path
+
+
+def test_flops_count_the_onednn_linear_and_the_sdpa_kernel(onednn_everywhere, sdpa_path):
+    _check_flops_by_hand()                         # the paths a large model takes on the CPU
 
 
 def test_alloc_peak_follows_the_allocator():

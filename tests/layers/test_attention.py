@@ -5,11 +5,14 @@ from vitkit.layers import Attention, Block, DropPath
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_sdpa_path_equals_explicit_path(with_bias):
+def test_sdpa_path_equals_explicit_path(with_bias, sdpa_path):
     attn = Attention(64, num_heads=4).eval()
     x = torch.randn(3, 17, 64)
     bias = torch.randn(4, 17, 17) if with_bias else None
-    fast = attn(x, attn_bias=bias)
+    from torch.profiler import profile
+    with profile() as prof:
+        fast = attn(x, attn_bias=bias)
+    assert any("scaled_dot_product" in e.key for e in prof.key_averages())  # the SDPA path really ran
     ref, probs = attn(x, attn_bias=bias, return_attention=True)
     assert torch.allclose(fast, ref, atol=1e-5)
     assert probs.shape == (3, 4, 17, 17)
@@ -51,3 +54,16 @@ def test_drop_path_drops_whole_samples_and_keeps_expectation():
     assert torch.equal(dp.eval()(x), x)
     with pytest.raises(ValueError):
         DropPath(1.0)
+
+
+def test_attend_takes_a_bool_mask_on_both_paths_as_sdpa_does():
+    import torch.nn.functional as F
+
+    from vitkit.layers import attend
+    q, k, v = (torch.randn(2, 3, 6, 8) for _ in range(3))
+    mask = torch.rand(6, 6) > 0.3
+    mask |= torch.eye(6, dtype=torch.bool)                              # every query sees something
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    explicit, probs = attend(q, k, v, mask, return_attention=True)
+    assert torch.allclose(attend(q, k, v, mask), ref, atol=1e-6) and torch.allclose(explicit, ref, atol=1e-6)
+    assert (probs[..., ~mask] == 0).all()                               # True = may attend

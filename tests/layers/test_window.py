@@ -115,7 +115,7 @@ def test_window_attention_equals_masked_global_attention(H, W, M, shift):
     assert torch.allclose(attn(x), expected, atol=1e-5)
 
 
-def test_attention_takes_leading_batch_dims_with_a_per_group_bias():
+def test_attention_takes_leading_batch_dims_with_a_per_group_bias(sdpa_path):
     """The generalisation WindowAttention relies on: x (B, G, N, D) with a bias (G, heads, N, N)."""
     attn = Attention(16, 4).eval()
     x, bias = torch.randn(2, 3, 5, 16), torch.randn(3, 4, 5, 5)

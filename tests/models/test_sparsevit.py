@@ -8,7 +8,7 @@ import torch
 
 from vitkit.layers import window_partition
 from vitkit.models import create_model, list_models
-from vitkit.models.sparsevit import (SparsityAwareAdaptation, accuracy_fn, format_table, measure_latency_table,
+from vitkit.models.sparsevit import (SparseViT, SparsityAwareAdaptation, accuracy_fn, format_table, measure_latency_table,
                                      sample_sparsity, search, sparse_stage, table_latency_fn)
 
 
@@ -20,8 +20,7 @@ def _pair(**kw):
     with torch.no_grad():
         for p in swin.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    sparse = create_model("sparsevit_swin_nano_patch2_window4_28", **kw).eval()
-    sparse.load_state_dict(swin.state_dict())  # same parameter names as Swin
+    sparse = SparseViT.from_swin(swin)  # same parameter names as Swin
     return swin, sparse
 
 
@@ -89,22 +88,22 @@ def test_pruned_windows_pass_through_unchanged_and_kept_are_the_largest():
         assert changed[b].sum() >= 7
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_kept_windows_of_a_padded_map_equal_the_dense_block(train):
+@pytest.mark.parametrize("mode", ["eval", "train", "train_drop_path"])
+def test_kept_windows_of_a_padded_map_equal_the_dense_block(mode):
     """Unshifted W-MSA is local to each window, so on a map that needs padding (14 -> 16) a kept
-    window's output must equal the dense block's there (eval: LN + MLP on the real tokens only); in
-    training with drop path (LN + MLP on every token, the random drop unlike the dense call's) only
-    that pruned windows stay the input is checked."""
+    window's output must equal the dense block's there (LN + MLP on the real tokens only, in eval and
+    in training without drop path); with drop path (LN + MLP on every token, the random drop unlike
+    the dense call's) only that pruned windows stay the input is checked."""
     from vitkit.models.sparsevit import select_windows, sparse_window_block, window_scores
     _, m = _pair()
-    blk = m.stages[0].blocks[0].train(train)                                   # shift 0
-    blk.drop_path2.p = 0.1 if train else 0.0
+    blk = m.stages[0].blocks[0].train(mode != "eval")                          # shift 0
+    blk.drop_path2.p = 0.1 if mode == "train_drop_path" else 0.0
     x = m._embed(torch.randn(2, 1, 28, 28))                                    # (2, 14, 14, 32)
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 2, 0, 2))
     idx = select_windows(window_scores(window_partition(pad(x), 4)), 6)        # (2, 6) of 16 windows
     try:
         with torch.no_grad():
-            dense = blk(x) if not train else None
+            dense = blk(x) if mode != "train_drop_path" else None
             out = sparse_window_block(blk, x, idx)
     finally:
         blk.drop_path2.p = 0.0

@@ -23,7 +23,7 @@ def _check_convex(tokens, weights, x):
     assert (tokens >= lo - 1e-5).all() and (tokens <= hi + 1e-5).all()
 
 
-def test_filter_tokenizer_pools_pixels_with_a_softmax_over_space():
+def test_filter_tokenizer_pools_pixels_with_a_softmax_over_space(sdpa_path):
     torch.manual_seed(0)
     tok = FilterTokenizer(8, 4)
     torch.nn.init.normal_(tok.w_a.weight)                               # sharp enough to be far from uniform

@@ -28,7 +28,6 @@ does both. Runs go to ``--work`` (a finished run is reused, an interrupted one r
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -170,7 +169,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from .. import data as vdata
-    from ..train.sweep import mean_std, run_all, train_seconds
+    from ..train.sweep import mean_std, param_count, run_all, train_seconds
+    from .measure import write_results
     torch.set_num_threads(1)
     if args.quick:
         args.epochs, args.seeds, args.jobs = 1, [0], 1
@@ -189,31 +189,23 @@ def run(args: argparse.Namespace) -> dict:
         m, s = mean_std(accs)
         groups.setdefault(v.group, []).append({
             "label": v.label, "key": v.key, "model_args": v.model_args, "lr": v.lr, "accs": accs, "mean": m,
-            "std": s, "params": _params(BASE[args.data], v.model_args, bundle),
+            "std": s, "params": param_count(jobs[names[0]], bundle),
             "train_seconds": mean_std([train_seconds(jobs[n]["out"]) for n in names])[0]})
     first = jobs[f"{variants[0].key}/s{args.seeds[0]}"]
     results = {"protocol": __doc__, "args": vars(args), "base": BASE[args.data], "recipe": RECIPE,
                "epochs": first["epochs"], "batch_size": first["batch_size"], "groups": groups,
                "summary": summarize(groups), "runs": len(jobs), "minutes": (time.time() - t_start) / 60}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "ablations" + ("" if args.data == "mnist5k" else f"_{args.data}") + (
         f"_lpc{args.labels_per_class}" if args.labels_per_class and not args.quick else "") + (
         "_quick" if args.quick else "")
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / f"{stem}.md").write_text(markdown(results, stem))
+    write_results(out, stem, results, markdown(results, stem))
     plot(groups, out / f"{stem}.png", f"{BASE[args.data]} on {args.data}")
     return results
 
 
 def main(argv: list[str] | None = None) -> dict:
     return run(add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args(argv))
-
-
-def _params(base: str, model_args: dict, bundle) -> int:
-    from ..models import create_model
-    m = create_model(base, device="meta", num_classes=bundle.num_classes, in_chans=bundle.in_chans, **model_args)
-    return sum(p.numel() for p in m.parameters())
 
 
 # ---------------------------------------------------------------------------- report

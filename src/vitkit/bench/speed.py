@@ -35,7 +35,7 @@ FULL_MODELS = [("vit_tiny_patch16_224", {}), ("vit_small_patch16_224", {}), ("vi
 QUICK_MODELS = [("vit_nano_patch4_28", {})]
 PEERS = ("hf", "onnxruntime", "vit-pytorch")
 # An untimed pause before each timed block: ONNX Runtime's worker threads busy-wait after a run (its
-# default, kept: it makes ONNX Runtime itself 5-30% faster here) and would slow whatever runs next.
+# default, kept, as a user of ONNX Runtime gets it) and would slow whatever runs next.
 SETTLE_S = 0.05
 
 
@@ -137,7 +137,7 @@ def bench_model(name: str, overrides: dict, batch: int, repeats: int, block_s: f
     ort = ort_twin(model, tmp / name, threads) if "onnxruntime" in peers and device.type == "cpu" else None
     if ort is not None:
         from ..export.onnx import onnx_forward
-        infer["onnxruntime"] = lambda t: torch.from_numpy(onnx_forward(ort, t))
+        infer["onnxruntime"] = lambda t: onnx_forward(ort, t)
     with torch.no_grad():  # same weights, same function
         ref = model(x)
         for k, f in infer.items():

@@ -23,6 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 _ENABLED = os.environ.get("VITKIT_ONEDNN", "1") != "0"
 
@@ -61,11 +62,14 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
+        # dx needs W and dW needs x: keep only what a gradient will be asked for (a frozen weight's
+        # layer does not hold on to its input)
+        ctx.save_for_backward(x if weight.requires_grad else None, weight if x.requires_grad else None)
         ctx.has_bias = bias is not None
         return _onednn(x, weight, bias)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         g = g.contiguous()
@@ -107,10 +111,13 @@ def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_ENABLED and _AVAILABLE and x.dtype == torch.float32 and x.device.type == "cpu"
-            and weight.dtype == torch.float32 and x.dim() >= 2 and x.numel() * weight.shape[0] >= MIN_MACS
+    # tracing first: under torch.export a size test on the symbolic batch would become a guard
+    return (_ENABLED and _AVAILABLE
+            and not torch.compiler.is_compiling()                           # dynamo, torch.export, ONNX
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()  # TorchScript / legacy ONNX
-            and not torch.compiler.is_compiling())                          # dynamo, torch.export, ONNX
+            and x.dtype == torch.float32 and x.device.type == "cpu" and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")                         # bf16 autocast: F.linear casts
+            and x.dim() >= 2 and x.numel() * weight.shape[0] >= MIN_MACS)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,16 +140,18 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 class _Packed:
-    """A weight reordered into oneDNN's blocked layout by :func:`freeze`, valid while the weight it was
-    made from is unchanged: same storage, same version counter. Copies and pickles of a module do not
-    carry it (they fall back to the plain weight)."""
+    """A weight reordered into oneDNN's blocked layout by :func:`freeze`: used while the module still
+    holds that very weight tensor, on the same storage, at the same version. Copies and pickles of a
+    module do not carry it (they use the plain weight)."""
 
     def __init__(self, weight: torch.Tensor):
-        self.key = (weight.data_ptr(), weight._version)
+        self.source, self.key = weight, (weight.data_ptr(), weight._version)
         self.tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
 
-    def get(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.tensor if self.key == (weight.data_ptr(), weight._version) else weight
+    def get(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The packed weight, or None when ``weight`` is not (or no longer) what it was made from."""
+        fresh = weight is self.source and self.key == (weight.data_ptr(), weight._version)
+        return self.tensor if fresh else None
 
     def __deepcopy__(self, memo):
         return None
@@ -163,31 +172,36 @@ class Linear(nn.Linear):
 
     _packed: _Packed | None = None
 
-    def _inference_weight(self, x: torch.Tensor) -> torch.Tensor:
-        if (self._packed is None or _needs_grad(x, self.weight, self.bias)
-                or not _use_onednn(x, self.weight)):
-            return self.weight
+    def _packed_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The prepacked weight if this call may use it (made by freeze, no gradient wanted, the oneDNN path)."""
+        if self._packed is None or _needs_grad(x, self.weight, self.bias) or not _use_onednn(x, self.weight):
+            return None
         return self._packed.get(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self._inference_weight(x), self.bias)
+        packed = self._packed_for(x)
+        return linear(x, self.weight, self.bias) if packed is None else _onednn(x, packed, self.bias)
 
     def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
         """``F.gelu(self(x), approximate)``, the GELU fused into the GEMM in inference."""
-        return linear_gelu(x, self._inference_weight(x), self.bias, approximate)
+        packed = self._packed_for(x)
+        if packed is None:
+            return linear_gelu(x, self.weight, self.bias, approximate)
+        return _onednn(x, packed, self.bias, "gelu", approximate)
 
 
 def freeze(model: nn.Module) -> nn.Module:
     """An inference-only copy of ``model`` whose Linear weights are prepacked in oneDNN's blocked layout.
 
     The copy is in eval mode with every parameter frozen (``requires_grad=False``); the original is
-    untouched. Same outputs bit for bit; each GEMM of ViT-S/16 and the demo ViT at batch 32 ran
-    7-24% faster (``python benchmarks/kernels.py``; an earlier, noisier run gave 0.75-1.07x), the
-    whole model a few % (``vitkit bench``: "vitkit frozen"), since oneDNN no longer reorders the
-    weight on every call. Like
-    ``torch.jit.freeze`` or an ONNX export, it is a snapshot: freeze again after training further. A
-    packed weight is dropped (the plain one is used) if its weight is changed in place, and on
-    anything but the CPU fp32 path. Costs one more copy of the Linear weights in memory.
+    untouched. Same outputs bit for bit, a few % faster on the CPU (``vitkit bench``'s "vitkit frozen"
+    rows; per GEMM: ``python benchmarks/kernels.py``), since oneDNN no longer reorders the weight on
+    every call. Like ``torch.jit.freeze`` or an ONNX export it is a snapshot: freeze again after
+    training further. A weight replaced or changed in place through autograd-visible ops (a new
+    tensor, ``load_state_dict``, ``mul_``) makes that layer fall back to the plain weight; writes that
+    bypass the version counter (``weight.data.copy_``, fused optimizers) are not seen, so do not
+    edit a frozen model's weights. Input gradients (saliency maps) take the plain path. Costs one
+    more copy of the Linear weights in memory.
     """
     import copy
     frozen = copy.deepcopy(model).eval().requires_grad_(False)

@@ -20,6 +20,7 @@ sparsity 0 the model computes the dense Swin.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 import time
@@ -89,13 +90,15 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
         mask = shift_window_bias(grid, M, s, bias.dtype, bias.device)       # (nW, 1, N, N)
         bias = bias + mask[idx]                                             # (B, k, heads, N, N)
     out = kept + blk.drop_path1(Attention.forward(attn, h, attn_bias=bias))
-    if valid is not None and not (blk.training and blk.drop_path2.p > 0):
+    if valid is not None and out.device.type == "cpu" and not (blk.training and blk.drop_path2.p > 0):
         # LN + MLP only on the real tokens (the dense block never runs them on padding): the
-        # padding of a 7x7 grid is up to ~20% of a late stage's tokens at 384-1024 px
+        # padding of a 7x7 grid is up to ~20% of a late stage's tokens at 384-1024 px. (Not on a
+        # GPU, where the boolean selection would wait for the device; per-token ops give the real
+        # tokens the same values either way.)
         sel = valid.reshape(-1).bool()
         flat = out.reshape(-1, C)
         tok = flat[sel]
-        out = flat.index_put((sel,), tok + blk.mlp(blk.norm2(tok))).view_as(out)
+        out = flat.index_put_((sel,), tok + blk.mlp(blk.norm2(tok))).view_as(out)
     else:
         out = out + blk.drop_path2(blk.mlp(blk.norm2(out)))
     if keep_mask is not None and s:  # a shifted window straddles kept and pruned windows
@@ -142,6 +145,15 @@ class SparseViT(SwinTransformer):
         super().__init__(cfg)
         self.num_stages = len(cfg.depths)
         self.set_sparsity(cfg.sparsity or (0.0,) * self.num_stages)
+
+    @classmethod
+    def from_swin(cls, swin: SwinTransformer) -> "SparseViT":
+        """The SparseViT of a Swin: its config and its weights (one state dict serves both), at sparsity 0,
+        in the Swin's mode, on its device."""
+        fields = {f.name: getattr(swin.cfg, f.name) for f in dataclasses.fields(swin.cfg)}
+        sparse = cls(SparseViTConfig(**fields)).to(next(swin.parameters()).device)
+        sparse.load_state_dict(swin.state_dict())
+        return sparse.train(swin.training)
 
     def set_sparsity(self, sparsity: Sequence[float]) -> None:
         """Per-stage window sparsity, each in [0, 1)."""
