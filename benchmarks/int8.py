@@ -36,7 +36,7 @@ def onnx_int8(model: torch.nn.Module, folder: Path):
         print(f"int8: no ONNX Runtime path ({e})", file=sys.stderr)
         return None
     sessions = onnx_session(fp32), onnx_session(folder / "int8.onnx")
-    return tuple((lambda x, s=s: torch.from_numpy(onnx_forward(s, x))) for s in sessions)
+    return tuple((lambda x, s=s: onnx_forward(s, x)) for s in sessions)
 
 
 def variants(model: torch.nn.Module, folder: Path) -> dict:
@@ -79,8 +79,9 @@ def report(res: dict) -> str:
     s = res["speed"]
     keys = [k for k in ("fp32", "torch int8", "onnx fp32", "onnx int8") if k in s]
     md = [f"# Int8 dynamic quantisation (CPU, {res['threads']} threads)\n",
-          f"Made by `{res['command']}`; medians of {res['repeats']} interleaved repeats (each a block of consecutive "
-          f"calls lasting at least {res.get('block_seconds', 0)} s, after an untimed pause); do not edit by hand. "
+          f"Machine: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of {res['repeats']} "
+          f"interleaved repeats (each a block of consecutive calls lasting at least {res['block_seconds']} s, after "
+          "an untimed pause); do not edit by hand. "
           "fp32 is vitkit's own (oneDNN Linear); 'torch int8' is `vitkit.export.quantize_int8`, 'onnx int8' is "
           "`vitkit export RUN --onnx m.onnx --int8` run in ONNX Runtime.\n",
           "| model | batch | " + " | ".join(f"{k} img/s" for k in keys) + " | "

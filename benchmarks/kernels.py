@@ -102,7 +102,8 @@ def attention(shapes, repeats: int) -> list[dict]:
 
 def report(res: dict) -> str:
     lines = [f"# CPU kernels behind vitkit's speed ({res['threads']} threads, fp32)\n",
-             f"Made by `{res['command']}`; medians of {res['repeats']} interleaved repeats; do not edit by hand.\n",
+             f"Machine: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of "
+             f"{res['repeats']} interleaved repeats; do not edit by hand.\n",
              "## GEMM, GFLOP/s ((M x K) @ (K x N) + bias)\n", "| M, K, N | F.linear (MKL) | oneDNN | oneDNN / MKL |",
              "|---|---|---|---|"]
     for r in res["gemm"]:

@@ -16,9 +16,9 @@ from .linear import Linear
 
 
 # On the CPU, PyTorch's fused SDPA kernel costs more than the three explicit ops for short sequences:
-# forward + backward at 17 tokens (the demo's ViT) 0.35 vs 0.31 ms, at 65 tokens 7.0 vs 6.4 ms, but at 197
-# tokens (ViT-S/16) 51 vs 66 ms (batch 32, 2 threads; `python benchmarks/kernels.py`). Up to
-# Nq * Nk = 128^2 the explicit path is used.
+# forward + backward at 17 tokens (the demo's ViT) 0.46 vs 0.42 ms, at 65 tokens 8.1 vs 6.3 ms; at 197 tokens
+# (ViT-S/16) SDPA is level (58 vs 59 ms) and never holds the N x N matrix (batch 32, 2 threads;
+# `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the explicit path is used.
 SMALL_ATTENTION = 128 * 128
 
 
