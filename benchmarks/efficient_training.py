@@ -106,10 +106,10 @@ def windows_per_stage(model, img_size: tuple[int, int]) -> list[int]:
 def sparsity_table(swin_dir: str, adapted_dir: str) -> dict:
     """Held-out top-1 at every uniform sparsity: the adapted SparseViT and the dense Swin's weights as is."""
     from vitkit.layers.sparse import kept_windows
+    from vitkit.models.sparsevit import SparseViT
     from vitkit.train.run import load_run, predict_batches, top1
     swin, adapted = load_run(swin_dir), load_run(adapted_dir)
-    plain = load_run(adapted_dir).model
-    plain.load_state_dict(swin.model.state_dict())        # the Swin run's weights, no adaptation
+    plain = SparseViT.from_swin(swin.model)                # the Swin run's weights, no adaptation
     loader = adapted.test_loader()
     nw = windows_per_stage(adapted.model, tuple(adapted.config["data_img_size"]))
     rows = []
