@@ -13,8 +13,12 @@ layers/linear.py, layers/attention.py quote).
 3. Prepacked weights (``vitkit.export.freeze``): the oneDNN GEMM with the plain weight vs the weight
    reordered once into oneDNN's blocked layout.
 4. fc1 + GELU: two steps vs one oneDNN GEMM with a GELU post-op (vitkit's inference MLP).
-5. Attention, forward + backward: ``F.scaled_dot_product_attention`` vs the explicit three ops, at the
-   demo's 17 tokens, 65 and ViT-S's 197 (vitkit takes the explicit path up to Nq * Nk = 128^2).
+5. Attention from the fused qkv (B, N, 3 D) to the merged heads (B, N, D), forward + backward: q, k, v
+   split per head then ``F.scaled_dot_product_attention`` or the explicit three ops (``attend``), vs
+   ``layers.attention.short_attention`` (one autograd node), at the demo's 17 tokens, 65 and ViT-S's
+   197 (vitkit's Attention takes short_attention up to N^2 = 128^2 on the CPU, SDPA beyond).
+6. The demo ViT's training step (batch 32, fused AdamW) with its attention split per head (``attend``)
+   vs short_attention: what the fusion buys a whole model.
 Medians of interleaved repeats in one run.
 """
 from __future__ import annotations
@@ -27,12 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.bench.measure import environment, interleaved, write_results
+from vitkit.layers.attention import short_attention
 from vitkit.layers.linear import _AVAILABLE, _onednn as onednn, _weight_grad
 
 RESULTS = Path(__file__).parent / "results"
 GEMMS = [(6304, 384, 1152), (6304, 384, 1536), (6304, 1536, 384), (544, 128, 384), (544, 128, 256),
          (544, 256, 128), (17, 128, 384)]
 ATTENTION = [(32, 4, 17, 32), (32, 6, 65, 64), (32, 6, 197, 64)]  # (B, heads, N, head dim)
+DEMO = ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})  # as `vitkit bench` times it
 
 
 def gemms(shapes, repeats: int) -> list[dict]:
@@ -83,21 +89,52 @@ def fused_gelu(shape, repeats: int) -> dict:
     return {"shape": list(shape), **{name: v["median"] * 1e3 for name, v in res.items()}}
 
 
+def split_heads_attention(qkv: torch.Tensor, num_heads: int, sdpa: bool = False) -> torch.Tensor:
+    """What vitkit's Attention did before short_attention: q, k, v split per head, ``attend`` (or SDPA),
+    heads merged. (B, N, 3 D) -> (B, N, D)."""
+    B, N, _ = qkv.shape
+    q, k, v = qkv.view(B, N, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v) if sdpa else attend_explicit(q, k, v)
+    return out.transpose(1, 2).reshape(B, N, -1)
+
+
+def attend_explicit(q, k, v):
+    return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+
+
 def attention(shapes, repeats: int) -> list[dict]:
     rows = []
     for B, h, N, d in shapes:
-        q, k, v = (torch.randn(B, h, N, d, requires_grad=True) for _ in range(3))
-        g = torch.randn(B, h, N, d)
-
-        def sdpa():
-            F.scaled_dot_product_attention(q, k, v).backward(g)
-
-        def explicit():
-            (((q * d ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v).backward(g)
-
-        res = interleaved({"SDPA": sdpa, "explicit": explicit}, repeats, calls=3, warmup=2)
+        qkv = torch.randn(B, N, 3 * h * d, requires_grad=True)
+        g = torch.randn(B, N, h * d)
+        fns = {"SDPA": lambda: split_heads_attention(qkv, h, sdpa=True).backward(g),
+               "explicit": lambda: split_heads_attention(qkv, h).backward(g),
+               "short_attention": lambda: short_attention(qkv, h).backward(g)}
+        res = interleaved(fns, repeats, calls=3, warmup=2)
         rows.append({"shape": [B, h, N, d], **{name: r["median"] * 1e3 for name, r in res.items()}})
     return rows
+
+
+def demo_step(name: str, overrides: dict, repeats: int, block_s: float) -> dict:
+    """ms per training step of ``name`` at batch 32, its attention split per head vs short_attention."""
+    import vitkit
+    import vitkit.layers.attention as A
+    from vitkit.bench.speed import train_fn
+    torch.manual_seed(0)
+    model = vitkit.create_model(name, **overrides)
+    x, y = torch.randn(32, *model.input_size), torch.randint(0, model.num_classes, (32,))
+    step = train_fn(model, model, x, y, torch.device("cpu"))
+    fused = A.short_attention
+
+    def split_step():
+        A.short_attention = split_heads_attention
+        try:
+            step()
+        finally:
+            A.short_attention = fused
+    res = interleaved({"split heads (attend)": split_step, "short_attention": step}, repeats, warmup=3,
+                      min_block_s=block_s)
+    return {"model": name, **overrides, **{k: r["median"] * 1e3 for k, r in res.items()}}
 
 
 def report(res: dict) -> str:
@@ -124,9 +161,18 @@ def report(res: dict) -> str:
     f = res["fused_gelu"]
     lines += ["", f"## fc1 + GELU at {f['shape']} (ms)\n", "| GEMM then GELU | GEMM + GELU post-op |", "|---|---|",
               f"| {f['GEMM then GELU']:.2f} | {f['GEMM + GELU post-op']:.2f} |",
-              "", "## Attention, forward + backward (ms)\n", "| B, heads, N, head dim | SDPA | explicit |", "|---|---|---|"]
+              "", "## Attention from the fused qkv to the merged heads, forward + backward (ms)\n",
+              "| B, heads, N, head dim | SDPA | explicit | short_attention | explicit / short_attention |",
+              "|---|---|---|---|---|"]
     for r in res["attention"]:
-        lines.append(f"| {r['shape']} | {r['SDPA']:.2f} | {r['explicit']:.2f} |")
+        lines.append(f"| {r['shape']} | {r['SDPA']:.2f} | {r['explicit']:.2f} | {r['short_attention']:.2f} | "
+                     f"{r['explicit'] / r['short_attention']:.2f}x |")
+    d = res.get("demo_step")
+    if d:
+        lines += ["", f"## Training step of {d['model']} (batch 32, forward + backward + fused AdamW; ms)\n",
+                  "| split heads (attend) | short_attention | speed-up |", "|---|---|---|",
+                  f"| {d['split heads (attend)']:.2f} | {d['short_attention']:.2f} | "
+                  f"{d['split heads (attend)'] / d['short_attention']:.2f}x |"]
     return "\n".join(lines) + "\n"
 
 
@@ -146,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
            "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS[:-1], repeats),
            "prepacked": prepacked([(64, 32, 48)] if quick else GEMMS[:-1], repeats),
            "fused_gelu": fused_gelu((64, 32, 128) if quick else (6304, 384, 1536), repeats),
-           "attention": attention([(2, 2, 9, 8)] if quick else ATTENTION, repeats)}
+           "attention": attention([(2, 2, 9, 8)] if quick else ATTENTION, repeats),
+           "demo_step": demo_step(*(("vit_nano_patch4_28", {}) if quick else DEMO), repeats, 0.0 if quick else 0.5)}
     print(write_results(args.out, "kernels_quick" if quick else "kernels", res, report(res)))
     return res
 

@@ -29,6 +29,9 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
         assert res[section] and all(v > 0 for r in res[section] for k, v in r.items() if k != "shape")
         assert heading in md
     assert {"dW: oneDNN, in place", "dx: oneDNN, in place"} <= set(res["backward"][0])
+    assert {"SDPA", "explicit", "short_attention"} <= set(res["attention"][0])
+    step = res["demo_step"]
+    assert step["split heads (attend)"] > 0 and step["short_attention"] > 0 and "## Training step of" in md
 
 
 # the committed results files whose report is a function of the .json alone, and the script making it

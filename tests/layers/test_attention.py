@@ -67,3 +67,45 @@ def test_attend_takes_a_bool_mask_on_both_paths_as_sdpa_does():
     explicit, probs = attend(q, k, v, mask, return_attention=True)
     assert torch.allclose(attend(q, k, v, mask), ref, atol=1e-6) and torch.allclose(explicit, ref, atol=1e-6)
     assert (probs[..., ~mask] == 0).all()                               # True = may attend
+
+
+def test_short_attention_matches_the_explicit_path_with_its_gradients():
+    """The fused short path (one autograd node, written-out backward) against the split-heads path."""
+    from vitkit.layers.attention import _ShortAttention, attend, short_attention
+    torch.manual_seed(0)
+    B, N, nh, hd = 3, 7, 2, 4
+    qkv = torch.randn(B, N, 3 * nh * hd, dtype=torch.float64, requires_grad=True)
+
+    def reference(z):
+        q, k, v = z.view(B, N, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        return attend(q, k, v).transpose(1, 2).reshape(B, N, nh * hd)
+
+    g = torch.randn(B, N, nh * hd, dtype=torch.float64)
+    out = short_attention(qkv, nh)
+    (grad,) = torch.autograd.grad(out, qkv, g)
+    ref = reference(qkv)
+    (ref_grad,) = torch.autograd.grad(ref, qkv, g)
+    assert torch.allclose(out, ref, atol=1e-12) and torch.allclose(grad, ref_grad, atol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(short_attention(qkv, nh), ref, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda z: _ShortAttention.apply(z, nh), (qkv,))
+
+
+@pytest.mark.parametrize("case", ["plain", "bias", "attn_drop", "long"])
+def test_attention_takes_the_short_path_only_where_it_applies(case, monkeypatch):
+    import vitkit.layers.attention as A
+    calls = []
+    monkeypatch.setattr(A, "short_attention", lambda qkv, nh: calls.append(1) or A._ShortAttention.apply(qkv, nh))
+    attn = Attention(16, num_heads=2, attn_drop=0.5 if case == "attn_drop" else 0.0).train()
+    n = 200 if case == "long" else 9                                    # 200^2 > SMALL_ATTENTION
+    x = torch.randn(2, n, 16, requires_grad=True)
+    bias = torch.zeros(2, n, n) if case == "bias" else None
+    attn(x, attn_bias=bias).sum().backward()
+    assert len(calls) == (case == "plain")
+    if case == "plain":  # and training through it equals training through the split-heads path
+        grads = [p.grad.clone() for p in attn.parameters()] + [x.grad.clone()]
+        attn.zero_grad(), x.grad.zero_()
+        monkeypatch.setattr(A, "SMALL_ATTENTION", 0)                  # not short: SDPA
+        attn(x).sum().backward()
+        for a, b in zip(grads, [p.grad for p in attn.parameters()] + [x.grad]):
+            assert torch.allclose(a, b, atol=1e-5)
