@@ -13,12 +13,17 @@ layers/linear.py, layers/attention.py quote).
 3. Prepacked weights (``vitkit.export.freeze``): the oneDNN GEMM with the plain weight vs the weight
    reordered once into oneDNN's blocked layout.
 4. fc1 + GELU: two steps vs one oneDNN GEMM with a GELU post-op (vitkit's inference MLP).
-5. Attention from the fused qkv (B, N, 3 D) to the merged heads (B, N, D), forward + backward: q, k, v
+5. Attention with a bias (Swin's 7x7 windows), forward + backward: SDPA vs ``attend``'s explicit path.
+   Attention from the fused qkv (B, N, 3 D) to the merged heads (B, N, D), forward + backward: q, k, v
    split per head then ``F.scaled_dot_product_attention`` or the explicit three ops (``attend``), vs
    ``layers.attention.short_attention`` (one autograd node), at the demo's 17 tokens, 65 and ViT-S's
    197 (vitkit's Attention takes short_attention up to N^2 = 128^2 on the CPU, SDPA beyond).
 6. The demo ViT's training step (batch 32, fused AdamW) with its attention split per head (``attend``)
    vs short_attention: what the fusion buys a whole model.
+7. Where that step's time goes, timed inline (``perf_counter`` around vitkit's Linear and attention
+   autograd Functions; ``torch.profiler`` inflates memory-bound copies several-fold, so it is not used).
+8. PyTorch's transposed copy (``x.t().contiguous()``, what a transposed GEMM operand costs) vs a plain
+   copy of the same matrix: the part of the weight gradient that oneDNN cannot read in place.
 Medians of interleaved repeats in one run.
 """
 from __future__ import annotations
@@ -31,14 +36,15 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.bench.measure import environment, interleaved, write_results
-from vitkit.layers.attention import short_attention
+from vitkit.bench.speed import DEMO
+from vitkit.layers.attention import attend, short_attention
 from vitkit.layers.linear import _AVAILABLE, _onednn as onednn, _weight_grad
 
 RESULTS = Path(__file__).parent / "results"
 GEMMS = [(6304, 384, 1152), (6304, 384, 1536), (6304, 1536, 384), (544, 128, 384), (544, 128, 256),
-         (544, 256, 128), (17, 128, 384)]
+         (544, 256, 128)]
+SMALL_GEMMS = [(136, 128, 384), (68, 128, 384), (34, 128, 384), (17, 128, 384)]  # around Linear's MIN_MACS
 ATTENTION = [(32, 4, 17, 32), (32, 6, 65, 64), (32, 6, 197, 64)]  # (B, heads, N, head dim)
-DEMO = ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})  # as `vitkit bench` times it
 
 
 def gemms(shapes, repeats: int) -> list[dict]:
@@ -90,16 +96,12 @@ def fused_gelu(shape, repeats: int) -> dict:
 
 
 def split_heads_attention(qkv: torch.Tensor, num_heads: int, sdpa: bool = False) -> torch.Tensor:
-    """What vitkit's Attention did before short_attention: q, k, v split per head, ``attend`` (or SDPA),
-    heads merged. (B, N, 3 D) -> (B, N, D)."""
+    """What vitkit's Attention did before short_attention: q, k, v split per head, ``attend``'s explicit
+    path (or SDPA), heads merged. (B, N, 3 D) -> (B, N, D)."""
     B, N, _ = qkv.shape
     q, k, v = qkv.view(B, N, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v) if sdpa else attend_explicit(q, k, v)
+    out = F.scaled_dot_product_attention(q, k, v) if sdpa else attend(q, k, v, return_attention=True)[0]
     return out.transpose(1, 2).reshape(B, N, -1)
-
-
-def attend_explicit(q, k, v):
-    return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
 
 
 def attention(shapes, repeats: int) -> list[dict]:
@@ -115,15 +117,35 @@ def attention(shapes, repeats: int) -> list[dict]:
     return rows
 
 
-def demo_step(name: str, overrides: dict, repeats: int, block_s: float) -> dict:
-    """ms per training step of ``name`` at batch 32, its attention split per head vs short_attention."""
+def biased_attention(shapes, repeats: int) -> list[dict]:
+    """``attend`` with an additive bias (Swin's relative-position bias in 7x7 windows), forward +
+    backward: SDPA with the bias as its mask vs the explicit path."""
+    rows = []
+    for B, h, N, d in shapes:
+        q, k, v = (torch.randn(B, h, N, d, requires_grad=True) for _ in range(3))
+        bias = torch.randn(h, N, N, requires_grad=True)
+        g = torch.randn(B, h, N, d)
+        fns = {"SDPA": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias).backward(g),
+               "explicit": lambda: attend(q, k, v, bias, return_attention=True)[0].backward(g)}
+        res = interleaved(fns, repeats, calls=3, warmup=2)
+        rows.append({"shape": [B, h, N, d], **{name: r["median"] * 1e3 for name, r in res.items()}})
+    return rows
+
+
+def _train_step(name: str, overrides: dict):
+    """One training step (forward, backward, fused AdamW) of a fresh ``name`` at batch 32, as `vitkit bench`."""
     import vitkit
-    import vitkit.layers.attention as A
     from vitkit.bench.speed import train_fn
     torch.manual_seed(0)
     model = vitkit.create_model(name, **overrides)
     x, y = torch.randn(32, *model.input_size), torch.randint(0, model.num_classes, (32,))
-    step = train_fn(model, model, x, y, torch.device("cpu"))
+    return train_fn(model, model, x, y, torch.device("cpu"))
+
+
+def demo_step(name: str, overrides: dict, repeats: int, block_s: float) -> dict:
+    """ms per training step of ``name`` at batch 32, its attention split per head vs short_attention."""
+    import vitkit.layers.attention as A
+    step = _train_step(name, overrides)
     fused = A.short_attention
 
     def split_step():
@@ -135,6 +157,65 @@ def demo_step(name: str, overrides: dict, repeats: int, block_s: float) -> dict:
     res = interleaved({"split heads (attend)": split_step, "short_attention": step}, repeats, warmup=3,
                       min_block_s=block_s)
     return {"model": name, **overrides, **{k: r["median"] * 1e3 for k, r in res.items()}}
+
+
+def step_breakdown(name: str, overrides: dict, steps: int) -> dict:
+    """Median ms per training step of ``name`` (batch 32) in: the whole step; the Linear layers' forward;
+    their backward, split into the weight gradient (``_weight_grad``) and the rest (dx, db); and
+    short_attention's forward and backward. Each part is timed inline around the function doing it."""
+    import statistics
+    import time
+
+    import vitkit.layers.attention as A
+    import vitkit.layers.linear as L
+    spent: dict[str, float] = {}
+
+    def timed(fn, part):
+        def run(*args):
+            t = time.perf_counter()
+            out = fn(*args)
+            spent[part] = spent.get(part, 0.0) + time.perf_counter() - t
+            return out
+        return run
+
+    patches = [(L._OneDNNLinear, "forward", staticmethod(timed(L._OneDNNLinear.forward, "Linear forward"))),
+               (L._OneDNNLinear, "backward", staticmethod(timed(L._OneDNNLinear.backward, "Linear backward"))),
+               (L, "_weight_grad", timed(L._weight_grad, "Linear dW")),
+               (A._ShortAttention, "forward", staticmethod(timed(A._ShortAttention.forward, "attention forward"))),
+               (A._ShortAttention, "backward", staticmethod(timed(A._ShortAttention.backward, "attention backward")))]
+    saved = [(obj, attr, obj.__dict__[attr]) for obj, attr, _ in patches]
+    step = _train_step(name, overrides)
+    per_step: dict[str, list[float]] = {}
+    try:
+        for obj, attr, new in patches:
+            setattr(obj, attr, new)
+        for i in range(steps + 5):
+            spent.clear()
+            t = time.perf_counter()
+            step()
+            spent["step"] = time.perf_counter() - t
+            if i >= 5:                                                   # after a warm-up
+                for part, s in spent.items():
+                    per_step.setdefault(part, []).append(s * 1e3)
+    finally:
+        for obj, attr, old in saved:
+            setattr(obj, attr, old)
+    res = {part: statistics.median(v) for part, v in per_step.items()}
+    res["Linear dx + db"] = res["Linear backward"] - res["Linear dW"]
+    parts = ("Linear forward", "Linear backward", "attention forward", "attention backward")
+    res["everything else"] = res["step"] - sum(res[p] for p in parts)
+    return {"model": name, **overrides, "steps": steps, **res}
+
+
+def transposes(shapes, repeats: int) -> list[dict]:
+    """ms to copy an (M, N) matrix transposed (``t().contiguous()``) vs as it is (``clone()``)."""
+    rows = []
+    for m, n in shapes:
+        a = torch.randn(m, n)
+        res = interleaved({"transposed copy": lambda: a.t().contiguous(), "plain copy": lambda: a.clone()},
+                          repeats, calls=20, warmup=5)
+        rows.append({"shape": [m, n], **{k: r["median"] * 1e3 for k, r in res.items()}})
+    return rows
 
 
 def report(res: dict) -> str:
@@ -167,12 +248,30 @@ def report(res: dict) -> str:
     for r in res["attention"]:
         lines.append(f"| {r['shape']} | {r['SDPA']:.2f} | {r['explicit']:.2f} | {r['short_attention']:.2f} | "
                      f"{r['explicit'] / r['short_attention']:.2f}x |")
+    lines += ["", "## Attention with a bias (B * windows, heads, 49, head dim), forward + backward (ms)\n",
+              "| B, heads, N, head dim | SDPA | explicit | SDPA / explicit |", "|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['SDPA']:.2f} | {r['explicit']:.2f} | {r['SDPA'] / r['explicit']:.2f}x |"
+              for r in res["biased_attention"]]
     d = res.get("demo_step")
     if d:
         lines += ["", f"## Training step of {d['model']} (batch 32, forward + backward + fused AdamW; ms)\n",
                   "| split heads (attend) | short_attention | speed-up |", "|---|---|---|",
                   f"| {d['split heads (attend)']:.2f} | {d['short_attention']:.2f} | "
                   f"{d['split heads (attend)'] / d['short_attention']:.2f}x |"]
+    b = res.get("breakdown")
+    if b:
+        parts = ["Linear forward", "Linear dx + db", "Linear dW", "attention forward", "attention backward",
+                 "everything else"]
+        lines += ["", f"## Where a training step of {b['model']} goes (batch 32; median ms per step over "
+                  f"{b['steps']} steps, timed inline)\n",
+                  "| step | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts),
+                  f"| {b['step']:.2f} | " + " | ".join(f"{b[k]:.2f}" for k in parts) + " |"]
+    tr = res.get("transposes")
+    if tr:
+        lines += ["", "## Copying a matrix transposed vs as it is (ms)\n",
+                  "| M, N | transposed copy | plain copy | ratio |", "|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['transposed copy']:.3f} | {r['plain copy']:.3f} | "
+                  f"{r['transposed copy'] / r['plain copy']:.1f}x |" for r in tr]
     return "\n".join(lines) + "\n"
 
 
@@ -188,12 +287,15 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 1 if quick else args.repeats
     res = {**environment(), "repeats": repeats,
            "command": "python benchmarks/kernels.py" + (" --quick" if quick else f" --repeats {repeats}"),
-           "gemm": gemms([(64, 32, 48)] if quick else GEMMS, repeats),
-           "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS[:-1], repeats),
-           "prepacked": prepacked([(64, 32, 48)] if quick else GEMMS[:-1], repeats),
+           "gemm": gemms([(64, 32, 48)] if quick else GEMMS + SMALL_GEMMS, repeats),
+           "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS, repeats),
+           "prepacked": prepacked([(64, 32, 48)] if quick else GEMMS, repeats),
            "fused_gelu": fused_gelu((64, 32, 128) if quick else (6304, 384, 1536), repeats),
            "attention": attention([(2, 2, 9, 8)] if quick else ATTENTION, repeats),
-           "demo_step": demo_step(*(("vit_nano_patch4_28", {}) if quick else DEMO), repeats, 0.0 if quick else 0.5)}
+           "biased_attention": biased_attention([(2, 2, 9, 8)] if quick else [(512, 4, 49, 32)], repeats),
+           "demo_step": demo_step(*(("vit_nano_patch4_28", {}) if quick else DEMO), repeats, 0.0 if quick else 0.5),
+           "breakdown": step_breakdown(*(("vit_nano_patch4_28", {}) if quick else DEMO), 3 if quick else 200),
+           "transposes": transposes([(64, 48)] if quick else [(544, 128), (544, 384), (6304, 384)], repeats)}
     print(write_results(args.out, "kernels_quick" if quick else "kernels", res, report(res)))
     return res
 

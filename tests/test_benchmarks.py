@@ -13,6 +13,7 @@ def test_speed_benchmark_quick_runs_and_writes_results(tmp_path, load_benchmark)
     speed = load_benchmark("speed")
     results = speed.main(["--quick", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "speed_quick.json").read_text())
+    assert saved["command"] == "vitkit bench --quick"   # the report names the command that made it
     diffs = saved["models"][0]["max_abs_diff"]
     assert "hf" in diffs and all(d < 1e-4 for d in diffs.values())  # the peers really share the weights
     peak = results["matmul_gflops"]
@@ -30,8 +31,14 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
         assert heading in md
     assert {"dW: oneDNN, in place", "dx: oneDNN, in place"} <= set(res["backward"][0])
     assert {"SDPA", "explicit", "short_attention"} <= set(res["attention"][0])
+    assert {"SDPA", "explicit"} <= set(res["biased_attention"][0]) and "## Attention with a bias" in md
     step = res["demo_step"]
     assert step["split heads (attend)"] > 0 and step["short_attention"] > 0 and "## Training step of" in md
+    parts = res["breakdown"]  # every timed part ran, and the parts add up to no more than the step
+    assert all(parts[k] > 0 for k in ("Linear forward", "Linear dW", "Linear dx + db", "attention forward",
+                                      "attention backward", "everything else"))
+    assert "## Where a training step" in md and "## Copying a matrix transposed" in md
+    assert all(r["transposed copy"] > 0 and r["plain copy"] > 0 for r in res["transposes"])
 
 
 # the committed results files whose report is a function of the .json alone, and the script making it

@@ -80,7 +80,7 @@ def test_short_attention_matches_the_explicit_path_with_its_gradients():
         q, k, v = z.view(B, N, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)
         return attend(q, k, v).transpose(1, 2).reshape(B, N, nh * hd)
 
-    g = torch.randn(B, N, nh * hd, dtype=torch.float64)
+    g = torch.randn(B, nh * hd, N, dtype=torch.float64).transpose(1, 2)   # a non-contiguous gradient
     out = short_attention(qkv, nh)
     (grad,) = torch.autograd.grad(out, qkv, g)
     ref = reference(qkv)
@@ -109,3 +109,35 @@ def test_attention_takes_the_short_path_only_where_it_applies(case, monkeypatch)
         attn(x).sum().backward()
         for a, b in zip(grads, [p.grad for p in attn.parameters()] + [x.grad]):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_short_attention_under_cpu_autocast_runs_in_fp32_forward_and_backward():
+    from vitkit.layers.attention import attend, short_attention
+    qkv = torch.randn(2, 5, 3 * 8, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = short_attention(qkv, 2)
+    out.sum().backward()
+    q, k, v = qkv.detach().view(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+    assert out.dtype == torch.float32 and qkv.grad is not None
+    assert torch.allclose(out, attend(q, k, v).transpose(1, 2).reshape(2, 5, 8), atol=1e-6)
+    attn = Attention(16, num_heads=2)                                   # and through the layer (bf16 Linears)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        y = attn(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and x.grad is not None and attn.qkv.weight.grad is not None
+
+
+def test_fast_paths_off_allow_a_double_backward():
+    """short_attention and the oneDNN Linear are once differentiable; fast_linear(False) gives the
+    reference ops, through which a gradient penalty (grad of a grad) works."""
+    from vitkit.layers import fast_linear
+    attn = Attention(16, num_heads=2)
+    x = torch.randn(2, 9, 16, requires_grad=True)
+    with fast_linear(False):
+        (g,) = torch.autograd.grad(attn(x).pow(2).sum(), x, create_graph=True)
+        g.pow(2).sum().backward()
+    assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="differentiate twice|once_differentiable"):
+        (g,) = torch.autograd.grad(attn(x).pow(2).sum(), x, create_graph=True)
+        g.pow(2).sum().backward()

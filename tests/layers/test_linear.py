@@ -120,7 +120,7 @@ def test_freeze_packs_weights_and_computes_the_same_function():
     assert all(p.requires_grad for p in model.parameters())                    # the original is untouched
     with torch.no_grad():
         ref = model(x)
-        assert torch.allclose(frozen(x), ref, atol=1e-5)
+        assert torch.equal(frozen(x), ref)                                     # bit for bit, as documented
         if fast_linear_enabled():
             assert packed[0]._packed_for(torch.randn(64, 64, packed[0].in_features)).is_mkldnn
     # input gradients through a frozen model (saliency maps) use the plain weights
@@ -137,3 +137,14 @@ def test_freeze_packs_weights_and_computes_the_same_function():
         assert all(m._packed_for(torch.randn(64, 64, m.in_features)) is None for m in packed)  # stale: dropped
     import copy
     assert all(m._packed is None for m in copy.deepcopy(frozen).modules() if isinstance(m, Linear))
+
+
+def test_cpu_autocast_takes_f_linear_in_bf16(onednn_everywhere):
+    """Under CPU autocast the layer is F.linear's (bf16 out, as autocast casts it), forward and backward."""
+    lin = Linear(32, 48)
+    x = torch.randn(8, 32, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        y = lin(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and lin.weight.grad.dtype == torch.float32 and x.grad is not None
+    assert torch.allclose(y.float(), F.linear(x, lin.weight, lin.bias), atol=0.1)

@@ -67,22 +67,25 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int =
     """{name: {"median", "min", "max"} seconds per call, "calls": calls per block} over ``repeats``
     interleaved rounds; in each round every fn runs one block of consecutive calls.
 
-    A block is ``calls`` calls, or more where one call is short: enough for ``min_block_s`` seconds
-    (from the time of the last warm-up call). Consecutive calls are how a model runs in practice (a
-    training loop, a stream of batches); a block of one call after another model's would measure a
-    start with cold caches and freshly faulted-in memory instead. Every fn is first run ``warmup`` times.
+    Every fn is first run ``warmup`` times. A block is ``calls`` calls, or, with ``min_block_s``, as many
+    as fill ``min_block_s`` seconds: counted in one untimed block run before the rounds (so a slow first
+    call, a first optimizer step or a cold cache, does not shorten every block). Consecutive calls are
+    how a model runs in practice (a training loop, a stream of batches); a block of one call after
+    another model's would measure a start with cold caches and freshly faulted-in memory instead.
     ``settle_s``: a pause before each block, untimed, so that worker threads still busy-waiting after
     the previous block (ONNX Runtime's spin by default) do not slow the next one down.
     """
     n = {}
     for k, fn in fns.items():
         for _ in range(warmup):
-            sync()
-            t = time.perf_counter()
+            fn()
+        sync()
+        n[k], t = 0, time.perf_counter()
+        while min_block_s and (n[k] < calls or time.perf_counter() - t < min_block_s):
             fn()
             sync()
-        one = time.perf_counter() - t if warmup else 0.0
-        n[k] = max(calls, math.ceil(min_block_s / one) if one > 0 else calls)
+            n[k] += 1
+        n[k] = max(n[k], calls)
     sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
@@ -190,7 +193,7 @@ def matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, device: torch.device | str
         b = torch.randn(k, n, device=device, dtype=dtype)
         fns = {"torch.mm": lambda: torch.mm(a, b)}
         if device.type == "cpu" and dtype == torch.float32 and ONEDNN:
-            fns["onednn"] = lambda: _onednn(a, b.t())  # vitkit's Linear call (b^T read in place)
+            fns["onednn"] = lambda: _onednn(a, b.t())  # a (M, K) @ b (K, N), b read in place
         sync = cuda_sync(device) if device.type == "cuda" else no_sync
         res = interleaved(fns, repeats, calls=3, sync=sync, warmup=2)
         for name, v in res.items():

@@ -29,9 +29,9 @@ import tempfile
 from pathlib import Path
 
 RESULTS = Path("benchmarks/results")
-FULL_MODELS = [("vit_tiny_patch16_224", {}), ("vit_small_patch16_224", {}), ("vit_base_patch16_224", {}),
-               # HF's ViT always pools a class token: the demo's architecture with one instead of GAP
-               ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})]
+# HF's ViT always pools a class token: the demo's architecture with one instead of GAP
+DEMO = ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})
+FULL_MODELS = [("vit_tiny_patch16_224", {}), ("vit_small_patch16_224", {}), ("vit_base_patch16_224", {}), DEMO]
 QUICK_MODELS = [("vit_nano_patch4_28", {})]
 PEERS = ("hf", "onnxruntime", "vit-pytorch")
 # An untimed pause before each timed block: ONNX Runtime's worker threads busy-wait after a run (its
@@ -278,9 +278,10 @@ def run(args: argparse.Namespace) -> dict:
     else:
         models = [(m, dict(FULL_MODELS).get(m, {})) for m in args.models.split(",")] if args.models else FULL_MODELS
         batch, repeats, block_s = args.batch, args.repeats, args.block_seconds
-    command = "vitkit bench" + (" --quick" if args.quick else "") + (
-        f" --device {args.device}" if device.type != "cpu" else "") + (
-        f" --batch {batch}" if not args.quick and batch != 32 else "")
+    defaults = vars(add_arguments(argparse.ArgumentParser()).parse_args([]))
+    command = " ".join(["vitkit bench"] + [  # every option given, as it was given (not --out)
+        (f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}")
+        for k, v in vars(args).items() if k in defaults and k != "out" and v != defaults[k]])
     results = {**environment(device), "device": "cpu" if device.type == "cpu" else "cuda",
                "repeats": repeats, "block_seconds": block_s, "command": command,
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick

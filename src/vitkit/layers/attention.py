@@ -5,7 +5,7 @@ N x N matrix in Python; short sequences on the CPU (``SMALL_ATTENTION``) and ``r
 take the explicit path, which with ``return_attention`` also returns the attention probabilities (for
 rollout, pictures and the parity test). Plain self-attention over a short sequence on the CPU (no bias,
 no attention dropout) runs ``short_attention``: all heads straight from the fused qkv, with a written-out
-backward. A ``KVCache`` lets a decoder feed only its new tokens at each generation step (incremental
+backward; ``vitkit.layers.fast_linear(False)`` turns it off with vitkit's other CPU fast paths. A ``KVCache`` lets a decoder feed only its new tokens at each generation step (incremental
 decoding, as GPT-2).
 """
 from __future__ import annotations
@@ -15,14 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from . import linear as _linear
 from .linear import Linear
 
 
-# On the CPU, for short sequences, PyTorch's fused SDPA kernel is no faster than the three explicit ops, and
-# short_attention (below) beats both: forward + backward from the fused qkv at 17 tokens (the demo's ViT)
-# SDPA 0.39, explicit 0.40, short_attention 0.33 ms; at 65 tokens 7.3, 7.4, 6.9 ms; at 197 tokens (ViT-S/16)
-# 49.6, 51.9, 53.2 ms, where SDPA wins and never holds the N x N matrix (batch 32, 2 threads;
-# `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the explicit path and short_attention are used.
+# On the CPU, for short sequences, the explicit ops beat PyTorch's fused SDPA kernel where there is a bias
+# (Swin's 7x7 windows: forward + backward BIAS_EXPLICIT vs BIAS_SDPA ms), and short_attention (below) beats
+# both where there is none: from the fused qkv at 17 tokens (the demo's ViT) short_attention SHORT17,
+# SDPA SDPA17, explicit EXPL17 ms; at 65 tokens SHORT65, SDPA65, EXPL65 ms. At 197 tokens (ViT-S/16) SDPA
+# wins (SDPA197 vs EXPL197 explicit, SHORT197 short_attention) and never holds the N x N matrix (batch 32,
+# 2 threads; `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the explicit path and short_attention
+# are used.
 SMALL_ATTENTION = 128 * 128
 
 
@@ -52,8 +55,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.T
 
 
 def _heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """The fused qkv (B, N, 3 * nh * hd) -> (3, B * nh, N, hd), contiguous: q, k, v of every head, each
-    one (N, hd) matrix, so that the batched matmuls read them without further copies."""
+    """The fused qkv (B, N, 3 * nh * hd) -> (3, B * nh, N, hd): q, k, v of every head, each one (N, hd)
+    matrix that the batched matmuls read without further copies (one copy makes it, except at B = 1)."""
     B, N, _ = qkv.shape
     return qkv.view(B, N, 3, num_heads, -1).permute(2, 0, 3, 1, 4).reshape(3, B * num_heads, N, -1)
 
@@ -64,38 +67,36 @@ def _merge(o: torch.Tensor, B: int) -> torch.Tensor:
     return o.view(B, -1, N, hd).transpose(1, 2).reshape(B, N, -1)
 
 
-def _probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """P = softmax(scale q k^T) over the keys, (B * nh, N, N)."""
-    return torch.softmax(torch.bmm(q, k.transpose(1, 2)).mul_(scale), dim=-1)
-
-
 class _ShortAttention(torch.autograd.Function):
     """O = P V with P = softmax(s Q K^T), s = d_h^-1/2, for every head at once from the fused qkv.
 
     Backward, from dO: dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dP * P)) (the softmax
-    Jacobian); dQ = s dS K; dK = s dS^T Q. dQ, dK, dV are written straight into one buffer laid
-    out as the qkv Linear's output, so the gradient leaves as one tensor, without a stack.
+    Jacobian); dQ = s dS K; dK = s dS^T Q. dQ, dK, dV are written into one (3, B * nh, N, hd) buffer,
+    which one copy rearranges into the qkv Linear's layout (no stack of three gradients). Runs in
+    fp32 under CPU autocast (bf16 matmuls are slow on CPUs without a bf16 unit, and the written-out
+    backward keeps one dtype).
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, qkv, num_heads):
         t = _heads(qkv, num_heads)                                        # (3, B*nh, N, hd)
-        scale = t.shape[-1] ** -0.5
-        p = _probs(t[0], t[1], scale)
+        p = torch.softmax(torch.bmm(t[0], t[1].transpose(1, 2)).mul_(t.shape[-1] ** -0.5), dim=-1)
         ctx.save_for_backward(t, p)
-        ctx.scale, ctx.batch = scale, qkv.shape[0]
         return _merge(torch.bmm(p, t[2]), qkv.shape[0])
 
     @staticmethod
     @once_differentiable
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, g):
         t, p = ctx.saved_tensors
         q, k, v = t
         B, N, D = g.shape
-        do = g.view(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)      # (B*nh, N, hd)
+        do = g.reshape(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)   # (B*nh, N, hd)
         dt = torch.empty_like(t)
         torch.bmm(p.transpose(1, 2), do, out=dt[2])                               # dV = P^T dO
-        ds = torch._softmax_backward_data(torch.bmm(do, v.transpose(1, 2)), p, -1, p.dtype).mul_(ctx.scale)
+        scale = q.shape[-1] ** -0.5
+        ds = torch._softmax_backward_data(torch.bmm(do, v.transpose(1, 2)), p, -1, p.dtype).mul_(scale)
         torch.bmm(ds, k, out=dt[0])                                               # dQ = s dS K
         torch.bmm(ds.transpose(1, 2), q, out=dt[1])                               # dK = s dS^T Q
         nh = q.shape[0] // B
@@ -104,20 +105,18 @@ class _ShortAttention(torch.autograd.Function):
 
 def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Multi-head self-attention ``softmax(q k^T / sqrt(d_h)) v`` from the fused qkv, (B, N, 3 D) ->
-    (B, N, D), heads concatenated; no bias, no dropout.
+    (B, N, D), heads concatenated; no bias, no dropout. Once differentiable (no double backward: for a
+    gradient penalty, turn it off with ``vitkit.layers.fast_linear(False)``).
 
     The same function as splitting q, k, v and calling :func:`attend`, in fewer passes over memory:
     one copy brings every head's q, k, v into place and one merges the heads; in training one
     autograd node (``_ShortAttention``) instead of about ten. It suits short sequences on the CPU,
     where those passes and per-op costs, not the N x N products, take the time: at the demo's 17
-    tokens forward + backward take 0.33 ms instead of 0.40 (0.39 by SDPA), and its whole training
-    step 2% less time (``python benchmarks/kernels.py``). For long sequences use SDPA (``attend``),
-    which never builds the N x N matrix.
+    tokens forward + backward take SHORT17 ms instead of EXPL17 (SDPA17 by SDPA), and its whole
+    training step STEP_GAIN less time (``python benchmarks/kernels.py``). For long sequences use SDPA
+    (``attend``), which never builds the N x N matrix.
     """
-    if torch.is_grad_enabled() and qkv.requires_grad:
-        return _ShortAttention.apply(qkv, num_heads)
-    t = _heads(qkv, num_heads)
-    return _merge(torch.bmm(_probs(t[0], t[1], t.shape[-1] ** -0.5), t[2]), qkv.shape[0])
+    return _ShortAttention.apply(qkv, num_heads)
 
 
 class KVCache:
@@ -187,15 +186,16 @@ class Attention(nn.Module):
             return out.view(*lead, N, D)
         B = lead[0]
         if (attn_bias is None and not return_attention and kv_cache is None and _is_short(x, N, N)
-                and not (self.training and self.attn_drop) and not torch.is_autocast_enabled("cpu")):
-            return self.proj_drop(self.proj(short_attention(self.qkv(x), self.num_heads)))
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)                                         # each (B, nh, N, hd)
-        if kv_cache is not None:
-            k, v = kv_cache.append(k, v)                                # each (B, nh, L + N, hd)
-        out = attend(q, k, v, attn_bias, self.attn_drop if self.training else 0.0, return_attention)
-        if return_attention:
-            out, attn = out
-        out = out.transpose(1, 2).reshape(B, N, D)                      # (B, N, nh*hd)
+                and not (self.training and self.attn_drop) and _linear._ENABLED):
+            out = short_attention(self.qkv(x), self.num_heads)             # (B, N, nh*hd)
+        else:
+            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)                                     # each (B, nh, N, hd)
+            if kv_cache is not None:
+                k, v = kv_cache.append(k, v)                            # each (B, nh, L + N, hd)
+            out = attend(q, k, v, attn_bias, self.attn_drop if self.training else 0.0, return_attention)
+            if return_attention:
+                out, attn = out
+            out = out.transpose(1, 2).reshape(B, N, D)                  # (B, N, nh*hd)
         out = self.proj_drop(self.proj(out))
         return (out, attn) if return_attention else out

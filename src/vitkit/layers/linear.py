@@ -37,7 +37,10 @@ _AVAILABLE = _available()
 
 @contextlib.contextmanager
 def fast_linear(enabled: bool = True):
-    """Context manager: run vitkit's Linear layers on oneDNN (``True``, the default) or on ``F.linear``."""
+    """Context manager: vitkit's CPU fast paths on (``True``, the default) or off: Linear layers on oneDNN
+    or on ``F.linear``, and short sequences through ``short_attention`` or the split-heads path. Both
+    fast paths are once differentiable; turn them off for a double backward (a gradient penalty) or to
+    compare with the reference ops."""
     global _ENABLED
     old, _ENABLED = _ENABLED, enabled
     try:
@@ -134,9 +137,11 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """``F.gelu(F.linear(x, weight, bias), approximate=approximate)``; in inference on oneDNN, the GELU is
     fused into the GEMM as a post-op (one pass over the MLP's widest activation saved: ViT-S's fc1 +
     GELU at batch 32 takes 26 ms fused vs 38 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
-    if _use_onednn(x, weight) and not _needs_grad(x, weight, bias):
-        return _onednn(x, weight, bias, "gelu", approximate)
-    return F.gelu(linear(x, weight, bias), approximate=approximate)
+    if not _use_onednn(x, weight):
+        return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+    if _needs_grad(x, weight, bias):
+        return F.gelu(_OneDNNLinear.apply(x, weight, bias), approximate=approximate)
+    return _onednn(x, weight, bias, "gelu", approximate)
 
 
 class _Packed:
