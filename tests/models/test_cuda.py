@@ -33,10 +33,11 @@ def test_cuda_equals_cpu(name):
     cpu = create_model(name).train()
     gpu = create_model(name).cuda().train()
     gpu.load_state_dict(cpu.state_dict())
-    for m in (cpu, gpu):  # no dropout / drop-path randomness (nn.Dropout and DropPath keep it in .p)
+    for m in (cpu, gpu):  # no dropout randomness (nn.Dropout and DropPath keep it in .p, Attention in .attn_drop)
         for mod in m.modules():
-            if isinstance(getattr(mod, "p", None), float):
-                mod.p = 0.0
+            for attr in ("p", "attn_drop"):
+                if isinstance(getattr(mod, attr, None), float):
+                    setattr(mod, attr, 0.0)
     x = torch.randn(4, *cpu.input_size)
     y = torch.randint(0, cpu.cfg.num_classes, (4,))
     outs, grads = [], []

@@ -91,19 +91,21 @@ def test_pruned_windows_pass_through_unchanged_and_kept_are_the_largest():
 @pytest.mark.parametrize("mode", ["eval", "train", "train_drop_path"])
 def test_kept_windows_of_a_padded_map_equal_the_dense_block(mode):
     """Unshifted W-MSA is local to each window, so on a map that needs padding (14 -> 16) a kept
-    window's output must equal the dense block's there (LN + MLP on the real tokens only, in eval and
-    in training without drop path); with drop path (LN + MLP on every token, the random drop unlike
-    the dense call's) only that pruned windows stay the input is checked."""
+    window's output must equal the dense block's there: with LN + MLP on the real tokens only (eval,
+    training without drop path) and on every token (training with drop path, the branch a GPU always
+    takes; the same seed draws the same per-sample drop as the dense call)."""
     from vitkit.models.sparsevit import select_windows, sparse_window_block, window_scores
     _, m = _pair()
     blk = m.stages[0].blocks[0].train(mode != "eval")                          # shift 0
-    blk.drop_path2.p = 0.1 if mode == "train_drop_path" else 0.0
+    blk.drop_path2.p = 0.5 if mode == "train_drop_path" else 0.0
     x = m._embed(torch.randn(2, 1, 28, 28))                                    # (2, 14, 14, 32)
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 2, 0, 2))
     idx = select_windows(window_scores(window_partition(pad(x), 4)), 6)        # (2, 6) of 16 windows
     try:
         with torch.no_grad():
-            dense = blk(x) if mode != "train_drop_path" else None
+            torch.manual_seed(1)
+            dense = blk(x)
+            torch.manual_seed(1)
             out = sparse_window_block(blk, x, idx)
     finally:
         blk.drop_path2.p = 0.0
@@ -111,9 +113,8 @@ def test_kept_windows_of_a_padded_map_equal_the_dense_block(mode):
     for b in range(2):
         pruned = sorted(set(range(16)) - set(idx[b].tolist()))
         assert torch.equal(w_out[b, pruned], w_in[b, pruned])
-        if dense is not None:
-            w_dense = window_partition(pad(dense), 4)
-            assert torch.allclose(w_out[b, idx[b]], w_dense[b, idx[b]], atol=1e-5)
+        w_dense = window_partition(pad(dense), 4)
+        assert torch.allclose(w_out[b, idx[b]], w_dense[b, idx[b]], atol=1e-5)
 
 
 def test_sparsity_validation_and_gradients():
@@ -209,3 +210,11 @@ def test_measured_latency_table_on_this_machine():
     budget = (latency((0.5, 0.5, 0.5)) + latency((0.0, 0.0, 0.0))) / 2
     best, rows = search(m, accuracy_fn(loader), latency, budget, n_samples=3, choices=(0.0, 0.5))
     assert rows and all(r["latency_ms"] <= budget and 0 <= r["score"] <= 1 for r in rows) and len(best) == 3
+
+
+def test_from_swin_starts_dense_in_the_source_dtype_and_mode():
+    _, sparse = _pair()
+    sparse.train().set_sparsity([0.5] * sparse.num_stages)
+    again = SparseViT.from_swin(sparse.double())                     # a SparseViT at sparsity 0.5, in float64
+    assert again.sparsity == (0.0,) * sparse.num_stages and again.training
+    assert next(again.parameters()).dtype == torch.float64

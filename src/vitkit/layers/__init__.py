@@ -11,7 +11,8 @@ from .pos_embed import (POS_EMBEDS, Learned2dPosEmbed, LearnedPosEmbed, Relative
                         SinCosPosEmbed, relative_position_index, resample_pos_embed, sincos_1d,
                         sincos_2d)
 from .reduction import SpatialReductionAttention
-from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, reverse_shift,
+from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, padded_grid,
+                     reverse_shift,
                      shift_regions, shift_window_bias, shift_window_mask, window_merge, window_partition)
 
 __all__ = ["Attention", "KVCache", "attend", "Block", "DropPath", "Linear", "fast_linear", "fast_linear_enabled",
@@ -19,7 +20,7 @@ __all__ = ["Attention", "KVCache", "attend", "Block", "DropPath", "Linear", "fas
            "check_image", "to_2tuple", "POS_EMBEDS", "LearnedPosEmbed", "Learned2dPosEmbed",
            "SinCosPosEmbed", "RelativePositionBias", "relative_position_index",
            "resample_pos_embed", "sincos_1d", "sincos_2d", "WindowAttention", "cyclic_shift",
-           "effective_window", "pad_to_multiple", "reverse_shift", "shift_regions", "shift_window_bias",
+           "effective_window", "pad_to_multiple", "padded_grid", "reverse_shift", "shift_regions", "shift_window_bias",
            "shift_window_mask", "window_merge", "window_partition", "MultiScaleLinearAttention",
            "relu_linear_attention", "relu_quadratic_attention", "AxialAttention", "LocalAttention",
            "axial_blocks", "SpatialReductionAttention"]

@@ -31,13 +31,17 @@ def effective_window(grid: tuple[int, int], window_size: int, shift_size: int) -
     return window_size, shift_size
 
 
+def padded_grid(size: tuple[int, int], window_size: int) -> tuple[int, int]:
+    """(H, W) -> (Hp, Wp), each rounded up to a multiple of ``window_size`` (what pad_to_multiple makes)."""
+    return tuple(-(-n // window_size) * window_size for n in size)
+
+
 def pad_to_multiple(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """x: (B, H, W, C) -> (B, Hp, Wp, C), zero rows at the bottom and columns at the right so that
     Hp, Wp are multiples of ``window_size``. Crop back with ``x[:, :H, :W]``."""
-    H, W = x.shape[1:3]
-    pad_h, pad_w = -H % window_size, -W % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (C: none, W: right, H: bottom)
+    (H, W), (Hp, Wp) = x.shape[1:3], padded_grid(x.shape[1:3], window_size)
+    if (Hp, Wp) != (H, W):
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))  # (C: none, W: right, H: bottom)
     return x
 
 

@@ -24,14 +24,13 @@ import dataclasses
 import random
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from ..layers import (Attention, cyclic_shift, effective_window, pad_to_multiple, reverse_shift,
+from ..layers import (Attention, cyclic_shift, effective_window, pad_to_multiple, padded_grid, reverse_shift,
                       shift_window_bias, window_merge, window_partition)
 from ..layers.sparse import gather_windows, kept_windows, scatter_windows, select_windows, window_scores
 from .registry import build_from_config, register_model
@@ -41,7 +40,7 @@ from .swin import SIZES, SwinConfig, SwinStage, SwinTransformer
 SPARSITY_CHOICES = tuple(i / 10 for i in range(9))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SparseViTConfig(SwinConfig):
     sparsity: tuple[float, ...] = ()   # window sparsity per stage, () = dense (all 0)
 
@@ -74,7 +73,7 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
     attn = blk.attn
     B, H, W, C = x.shape
     M, s = effective_window((H, W), attn.window_size, attn.shift_size)
-    grid = windows_grid(x, M)                                               # (Hp, Wp)
+    grid = padded_grid((H, W), M)                                           # (Hp, Wp)
     if idx.shape[1] == (grid[0] // M) * (grid[1] // M):  # every window kept: the dense block itself
         return blk(x)
     windows = window_partition(cyclic_shift(pad_to_multiple(x, M), s), M)   # (B, nW, N, C)
@@ -116,22 +115,21 @@ def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float) -> torch.Te
     x = stage.downsample(x)
     first = stage.blocks[0].attn
     M, _ = effective_window(x.shape[1:3], first.window_size, first.shift_size)
+    grid = padded_grid(x.shape[1:3], M)
+    k = kept_windows((grid[0] // M) * (grid[1] // M), sparsity)
+    if k == (grid[0] // M) * (grid[1] // M):  # nothing pruned: the dense stage, without scoring
+        for blk in stage.blocks:
+            x = blk(x)
+        return x
     windows = window_partition(pad_to_multiple(x, M), M)                    # (B, nW, N, C)
-    k = kept_windows(windows.shape[1], sparsity)
     idx = select_windows(window_scores(windows), k)                        # (B, k)
-    keep_mask = None
-    if k < windows.shape[1]:  # tokens of the kept windows, on the padded map: (B, Hp, Wp, 1)
-        ones = windows.new_ones(*idx.shape, windows.shape[2], 1, dtype=torch.bool)
-        keep_mask = window_merge(scatter_windows(torch.zeros_like(windows[..., :1], dtype=torch.bool),
-                                                 idx, ones), M, windows_grid(x, M))
+    # the tokens of the kept windows, on the padded map: (B, Hp, Wp, 1)
+    ones = windows.new_ones(*idx.shape, windows.shape[2], 1, dtype=torch.bool)
+    keep_mask = window_merge(scatter_windows(torch.zeros_like(windows[..., :1], dtype=torch.bool), idx, ones),
+                             M, grid)
     for blk in stage.blocks:
         x = sparse_window_block(blk, x, idx, keep_mask)
     return x
-
-
-def windows_grid(x: torch.Tensor, window_size: int) -> tuple[int, int]:
-    """(Hp, Wp): the (H, W) of a map (B, H, W, C) padded to multiples of ``window_size``."""
-    return tuple(-(-n // window_size) * window_size for n in x.shape[1:3])
 
 
 class SparseViT(SwinTransformer):
@@ -151,7 +149,8 @@ class SparseViT(SwinTransformer):
         """The SparseViT of a Swin: its config and its weights (one state dict serves both), at sparsity 0,
         in the Swin's mode, on its device."""
         fields = {f.name: getattr(swin.cfg, f.name) for f in dataclasses.fields(swin.cfg)}
-        sparse = cls(SparseViTConfig(**fields)).to(next(swin.parameters()).device)
+        p = next(swin.parameters())
+        sparse = cls(SparseViTConfig(**{**fields, "sparsity": ()})).to(p.device, p.dtype)
         sparse.load_state_dict(swin.state_dict())
         return sparse.train(swin.training)
 
