@@ -411,8 +411,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = ("efficient_quick" if args.quick else "efficient") + ("_cuda" if device.type == "cuda" else "")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    res = {"machine": measure.machine(device), "torch": torch.__version__,
-           "threads": args.threads, "device": device.type,
+    res = {**measure.environment(device), "device": device.type,
            "dtypes": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"],
            "command": " ".join(["python benchmarks/efficient.py", *argv]),
            "rows": {r.key: r._asdict() for r in rows}, "sizes": sizes, "by_size": {}}

@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from vitkit import data as vdata
-    from vitkit.train.tasks import DataInfo
     torch.set_num_threads(1)
     work, out_dir = Path(args.work), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,19 +153,19 @@ def main(argv: list[str] | None = None) -> dict:
     res.update(run_all([("sparsevit", cfgs["sparsevit"])], 1))
     sparse = sparsity_table(cfgs["swin"]["out"], cfgs["sparsevit"]["out"])
 
-    info = DataInfo.from_bundle(vdata.build(DATA))
+    bundle = vdata.build(DATA)
     families = {}
     for f in FAMILIES:
         c = cfgs[f.key]
         families[f.key] = {"label": f.label, "model": f.model, "epochs": c["epochs"], "lr": c["lr"],
-                           "augment": c["augment"], "why": f.why, "params": param_count(c, info),
+                           "augment": c["augment"], "why": f.why, "params": param_count(c, bundle),
                            "top1": res[f.key]["test_acc"], "train_seconds": train_seconds(c["out"])}
     at = next(r for r in sparse["rows"] if r["sparsity"] == OPERATING_SPARSITY)
     c = cfgs["sparsevit"]
     families["sparsevit"] = {
         "label": f"SparseViT (the Swin + sparsity-aware adaptation), at {OPERATING_SPARSITY:.0%} window sparsity",
         "model": c["model"], "epochs": f"{cfgs['swin']['epochs']} + {c['epochs']}", "lr": c["lr"],
-        "augment": c["augment"], "why": ADAPT["why"], "params": param_count(c, info), "top1": at["adapted"],
+        "augment": c["augment"], "why": ADAPT["why"], "params": param_count(c, bundle), "top1": at["adapted"],
         "top1_eval_sparsity_0": res["sparsevit"]["test_acc"],
         "train_seconds": families["swin"]["train_seconds"] + train_seconds(c["out"]),
         "adapt_seconds": train_seconds(c["out"])}
@@ -190,13 +189,15 @@ def markdown(res: dict, args) -> str:
     lines = ["# Efficient ViT families on mnist5k", "",
              f"Written by `python benchmarks/efficient_training.py{' ' + flags if flags else ''}` (CPU, {args.jobs} "
              f"single-thread process{'es side by side' if args.jobs > 1 else ''}); its runs trained for "
-             f"{train_minutes:.0f} min in all (the train s column, SparseViT's adaptation only; the invocation that wrote this file took "
-             f"{res['minutes']:.0f} min, reusing runs already finished); do not edit by hand. Every family trains with "
+             f"{train_minutes:.0f} min in all (the train s column, SparseViT's adaptation only; the invocation "
+             f"that wrote this file took {res['minutes']:.0f} min, reusing runs already finished); do not edit by hand. Every family trains with "
              f"the one trainer (`vitkit.train.fit`) on {train_images} training digits and is scored once after its "
              "last epoch on the 1,000 held-out digits.", "",
              "Recipe: AdamW, batch {batch_size}, {warmup_epochs:g} warmup epoch, cosine to {min_lr:g}, weight decay "
              "{weight_decay:g}, label smoothing {label_smoothing:g}, grad clip {clip_grad:g}, augment {augment}; "
-             "epochs, peak lr (and for PVT the augmentation) per family, chosen by short single-seed probes run with `vitkit train` while writing this script (last column; the probe numbers there are not reproduced by this benchmark).".format(
+             "epochs, peak lr (and for PVT the augmentation) per family, chosen by short single-seed probes "
+             "run with `vitkit train` while writing this script (last column; the probe numbers there are not "
+             "reproduced by this benchmark).".format(
                  **res["recipe"]), "",
              "Train s: the sum of the run's training epochs (evaluation excluded), measured with the other job "
              "running beside it; SparseViT's is the Swin run's plus the adaptation's.", "",

@@ -235,7 +235,8 @@ def report(res: dict) -> str:
         lines += [f"| {r['shape']} | " + " | ".join(f"{r[k]:.3f}" for k in names) + " |" for r in bw]
     pp = res.get("prepacked", [])
     if pp:
-        lines += ["", "## Prepacked weights (ms per oneDNN GEMM)\n", "| M, K, N | plain | prepacked | plain / prepacked |",
+        lines += ["", "## Prepacked weights (ms per oneDNN GEMM)\n",
+                  "| M, K, N | plain | prepacked | plain / prepacked |",
                   "|---|---|---|---|"]
         lines += [f"| {r['shape']} | {r['plain']:.3f} | {r['prepacked']:.3f} | {r['plain'] / r['prepacked']:.2f}x |"
                   for r in pp]

@@ -158,7 +158,6 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from vitkit import data as vdata
-    from vitkit.train.tasks import DataInfo
     torch.set_num_threads(1)
     work, out_dir = Path(args.work), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +174,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     tables = {}
     for d in args.data:
-        info = DataInfo.from_bundle(bundles[d])
         c0 = cfgs[(d, args.seeds[0])]
         rows = {}
         for row in ROWS:
@@ -185,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             m, s = mean_std(accs)
             rows[row.key] = {"label": row.label, "model": c0[row.key]["model"], "task": row.task,
                              "task_args": {k: v for k, v in c0[row.key]["task_args"].items() if k != "teacher"},
-                             "params": param_count(c0[row.key], info), "accs": accs, "mean": m, "std": s,
+                             "params": param_count(c0[row.key], bundles[d]), "accs": accs, "mean": m, "std": s,
                              "train_seconds": mean_std(secs)[0]}
         for key, v in verdicts(rows).items():
             rows[key].update(v)

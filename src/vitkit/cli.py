@@ -363,9 +363,10 @@ def cmd_sparsevit_search(args) -> int:
     if args.table:  # a table measured earlier (the "table" of a previous --json): search other budgets on it
         try:
             table = json.loads(Path(args.table).read_text())
-            table = table.get("table", table)
+            table = table.get("table", table) if isinstance(table, dict) else table
             stages, table_choices = len(table["stage_ms"]), [float(c) for c in table["choices"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            table_latency_fn(table)([table_choices[0]] * stages)                # base_ms and every row there
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CLIError(f"--table {args.table}: not a latency table written by --json ({e})") from e
         if args.choices and choices != table_choices:
             raise CLIError(f"--choices {choices} differ from the table's {table_choices}; drop --choices or "

@@ -14,9 +14,11 @@ inference rows also time ``vitkit frozen``: the inference-only copy made by ``vi
 
 Every number is a median over interleaved repeats (A, B, C, A, B, C, ...), so machine noise hits all
 alike; min and max are kept. In each repeat every implementation runs a block of consecutive calls
-lasting at least ``--block-seconds`` (one call where a call is longer), as a training loop or a
-stream of batches does, after an untimed pause that lets the previous block's threads go quiet. Achieved GFLOP/s (forward FLOPs, x3 for training) is quoted as a
-fraction of the best fp32 matmul of this machine measured in the same run (MKL's and oneDNN's).
+lasting at least ``--block-seconds`` (one call where a call is longer; the count of calls comes from
+an untimed block run first), as a training loop or a stream of batches does, after an untimed pause
+that lets the previous block's threads go quiet. Achieved GFLOP/s (forward FLOPs, x3 for training) is
+quoted as a fraction of the best fp32 matmul of this machine measured in the same run (MKL's and
+oneDNN's).
 Peak memory: on the CPU the growth of resident memory (VmHWM) during one call; on CUDA the
 allocator's max allocated bytes.
 """
@@ -252,7 +254,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=9, help="interleaved rounds (default 9)")
     p.add_argument("--block-seconds", type=float, default=0.5,
-                   help="each round runs every implementation for at least this long, in consecutive calls (default 0.5)")
+                   help="each round runs every implementation for at least this long, in consecutive calls "
+                        "(default 0.5)")
     p.add_argument("--threads", type=int, help="torch (and ONNX Runtime) CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}, or ''")

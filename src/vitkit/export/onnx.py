@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 
-
 def _require(module: str):
     try:
         return __import__(module)

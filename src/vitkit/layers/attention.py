@@ -5,8 +5,9 @@ N x N matrix in Python; short sequences on the CPU (``SMALL_ATTENTION``) and ``r
 take the explicit path, which with ``return_attention`` also returns the attention probabilities (for
 rollout, pictures and the parity test). Plain self-attention over a short sequence on the CPU (no bias,
 no attention dropout) runs ``short_attention``: all heads straight from the fused qkv, with a written-out
-backward; ``vitkit.layers.fast_linear(False)`` turns it off with vitkit's other CPU fast paths. A ``KVCache`` lets a decoder feed only its new tokens at each generation step (incremental
-decoding, as GPT-2).
+backward; ``vitkit.layers.fast_linear(False)`` turns it off with vitkit's other CPU fast paths. A
+``KVCache`` lets a decoder feed only its new tokens at each generation step (incremental decoding, as
+GPT-2).
 """
 from __future__ import annotations
 

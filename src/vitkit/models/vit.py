@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import POS_EMBEDS, Block, HybridEmbed, Linear, PatchEmbed, RelativePositionBias, to_2tuple
+from ..layers import POS_EMBEDS, Block, HybridEmbed, Linear, PatchEmbed, RelativePositionBias
 from ..layers.init import init_patch_embed_, init_transformer_
 from ..layers.mlp import get_act_layer
 from .heads import linear_head, pack_intermediates

@@ -25,9 +25,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Linear
 from ..data.transforms import (Compose, Normalize, RandomAffine, RandomGaussianBlur, RandomHorizontalFlip,
                                RandomIntensityJitter, RandomResizedCrop, Transform)
+from ..layers import Linear
 
 
 # ---- views --------------------------------------------------------------------------------------

@@ -137,12 +137,18 @@ class TrainConfig:
         else:
             import yaml
             d = yaml.safe_load(text) or {}
-        if isinstance(d, dict) and "vitkit_version" in d:  # written by `fit` into a run folder
-            d = {k: v for k, v in d.items() if k in field_names()}
         try:
+            if isinstance(d, dict) and "vitkit_version" in d:  # written by `fit` into a run folder
+                return cls.from_run_config(d)
             return cls.from_dict(d)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_run_config(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a run folder's config.json, which ``fit`` writes with what the run saw besides
+        (data sizes, the model's input size, the vitkit version): those keys are left out."""
+        return cls.from_dict({k: v for k, v in d.items() if k in field_names()})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (betas as a list) that `from_dict` turns back into an equal config."""

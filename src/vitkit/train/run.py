@@ -114,8 +114,7 @@ def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") 
     if not (path / ckpt.CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{path} has no {ckpt.CONFIG_FILE}: it is not a vitkit run folder")
     config = ckpt.read_config(path)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in fields})
+    train_cfg = TrainConfig.from_run_config(config)
     if "data_img_size" not in config:  # runs written before task builders: the model's own input size
         config = {**config, "data_img_size": config["input_size"][1:]}
     rebuild = train_cfg.replace(init=None)

@@ -61,10 +61,15 @@ def train_seconds(run_dir: str | Path) -> float:
     return sum(r.get("epoch_time_s", 0.0) for r in ckpt.read_metrics(Path(run_dir)) if r.get("kind") == "epoch")
 
 
-def param_count(cfg: dict, info) -> int:
-    """Parameters of the classifier a job's config builds for the data ``info`` (a task's training-only
-    extras, such as DiversePatch's patch head, left out)."""
+def param_count(cfg: dict, bundle) -> int:
+    """Parameters of the classifier a job's config builds for the data ``bundle`` (a ``DataBundle``), at
+    the config's ``img_size`` as training would (a task's training-only extras, such as DiversePatch's
+    patch head, left out). Built on the meta device: no weights are made."""
+    import torch
+
     from vitkit.train import TrainConfig
-    from vitkit.train.tasks import build_backbone
-    return sum(p.numel() for p in build_backbone(TrainConfig.from_dict(cfg), info).parameters())
+    from vitkit.train.tasks import DataInfo, build_backbone
+    c = TrainConfig.from_dict(cfg)
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_backbone(c, DataInfo.from_bundle(bundle, c.img_size)).parameters())
 
