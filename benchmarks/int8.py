@@ -80,8 +80,8 @@ def report(res: dict) -> str:
     keys = [k for k in ("fp32", "torch int8", "onnx fp32", "onnx int8") if k in s]
     md = [f"# Int8 dynamic quantisation (CPU, {res['threads']} threads)\n",
           f"Machine: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of {res['repeats']} "
-          f"interleaved repeats (each a block of consecutive calls lasting at least {res['block_seconds']} s, after "
-          "an untimed pause); do not edit by hand. "
+          f"interleaved repeats (each a block of as many consecutive calls as filled {res['block_seconds']} s in "
+          "an untimed block run first, after an untimed pause); do not edit by hand. "
           "fp32 is vitkit's own (oneDNN Linear); 'torch int8' is `vitkit.export.quantize_int8`, 'onnx int8' is "
           "`vitkit export RUN --onnx m.onnx --int8` run in ONNX Runtime.\n",
           "| model | batch | " + " | ".join(f"{k} img/s" for k in keys) + " | "

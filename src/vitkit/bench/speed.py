@@ -13,10 +13,10 @@ inference rows also time ``vitkit frozen``: the inference-only copy made by ``vi
 (weights prepacked for oneDNN; same outputs), the counterpart of ONNX Runtime's prepared session.
 
 Every number is a median over interleaved repeats (A, B, C, A, B, C, ...), so machine noise hits all
-alike; min and max are kept. In each repeat every implementation runs a block of consecutive calls
-lasting at least ``--block-seconds`` (one call where a call is longer; the count of calls comes from
-an untimed block run first), as a training loop or a stream of batches does, after an untimed pause
-that lets the previous block's threads go quiet. Achieved GFLOP/s (forward FLOPs, x3 for training) is
+alike; min and max are kept. In each repeat every implementation runs a block of as many consecutive
+calls as filled ``--block-seconds`` in an untimed block run first (at least one call; a block may come
+out shorter where the first calls were slower than the rest), as a training loop or a stream of
+batches does, after an untimed pause that lets the previous block's threads go quiet. Achieved GFLOP/s (forward FLOPs, x3 for training) is
 quoted as a fraction of the best fp32 matmul of this machine measured in the same run (MKL's and
 oneDNN's).
 Peak memory: on the CPU the growth of resident memory (VmHWM) during one call; on CUDA the
@@ -206,7 +206,8 @@ def report(results: dict) -> str:
              + ", ".join(f"{k} {v:.0f}" for k, v in peak.items() if k != "peak")
              + f" GFLOP/s (peak = best = **{peak['peak']:.0f}**).{bf16_peak} Images/s are medians of "
              f"{results['repeats']} interleaved repeats ("
-             + (f"each a block of consecutive calls lasting at least {results['block_seconds']} s"
+             + (f"each a block of as many consecutive calls as filled {results['block_seconds']} s in an "
+                "untimed block run first"
                 if "block_seconds" in results else "one call each")
              + "), vitkit's min-max in brackets. Every implementation has "
              f"the same weights (vit-pytorch: same shape); training steps use fused AdamW for all. Made by "
