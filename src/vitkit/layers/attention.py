@@ -71,37 +71,46 @@ def _merge(o: torch.Tensor, B: int) -> torch.Tensor:
 class _ShortAttention(torch.autograd.Function):
     """O = P V with P = softmax(s Q K^T), s = d_h^-1/2, for every head at once from the fused qkv.
 
-    Backward, from dO: dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dP * P)) (the softmax
-    Jacobian); dQ = s dS K; dK = s dS^T Q. dQ, dK, dV are written into one (3, B * nh, N, hd) buffer,
-    which one copy rearranges into the qkv Linear's layout (no stack of three gradients). Runs in
-    fp32 under CPU autocast (bf16 matmuls are slow on CPUs without a bf16 unit, and the written-out
-    backward keeps one dtype).
+    The scores are kept transposed, S^T = s K Q^T, and normalised over dim 1: PyTorch's softmax over a
+    short last dim (17 at the demo's 17 tokens) is its slow case, and the bmm's read transposed views
+    at no cost. Backward, from dO: dV = P^T dO; dP^T = V dO^T; dS^T = P^T * (dP^T - colsum(dP^T * P^T))
+    (the softmax Jacobian); dQ = s dS K; dK = s dS^T Q. dQ, dK, dV are written into one
+    (3, B * nh, N, hd) buffer, which one copy rearranges into the qkv Linear's layout (no stack of three
+    gradients).
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, qkv, num_heads):
         t = _heads(qkv, num_heads)                                        # (3, B*nh, N, hd)
-        p = torch.softmax(torch.bmm(t[0], t[1].transpose(1, 2)).mul_(t.shape[-1] ** -0.5), dim=-1)
-        ctx.save_for_backward(t, p)
-        return _merge(torch.bmm(p, t[2]), qkv.shape[0])
+        pt = torch.softmax(torch.bmm(t[1], t[0].transpose(1, 2)).mul_(t.shape[-1] ** -0.5), dim=1)  # P^T
+        ctx.save_for_backward(t, pt)
+        return _merge(torch.bmm(pt.transpose(1, 2), t[2]), qkv.shape[0])
 
     @staticmethod
     @once_differentiable
-    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, g):
-        t, p = ctx.saved_tensors
+        t, pt = ctx.saved_tensors
         q, k, v = t
         B, N, D = g.shape
-        do = g.reshape(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)   # (B*nh, N, hd)
+        do = g.to(t.dtype).reshape(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)  # (B*nh, N, hd)
         dt = torch.empty_like(t)
-        torch.bmm(p.transpose(1, 2), do, out=dt[2])                               # dV = P^T dO
-        scale = q.shape[-1] ** -0.5
-        ds = torch._softmax_backward_data(torch.bmm(do, v.transpose(1, 2)), p, -1, p.dtype).mul_(scale)
-        torch.bmm(ds, k, out=dt[0])                                               # dQ = s dS K
-        torch.bmm(ds.transpose(1, 2), q, out=dt[1])                               # dK = s dS^T Q
+        torch.bmm(pt, do, out=dt[2])                                          # dV = P^T dO
+        dst = torch._softmax_backward_data(torch.bmm(v, do.transpose(1, 2)), pt, 1, pt.dtype)
+        dst.mul_(q.shape[-1] ** -0.5)                                         # dS^T, scaled
+        torch.bmm(dst.transpose(1, 2), k, out=dt[0])                          # dQ = s dS K
+        torch.bmm(dst, q, out=dt[1])                                          # dK = s dS^T Q
         nh = q.shape[0] // B
         return dt.view(3, B, nh, N, -1).permute(1, 3, 0, 2, 4).reshape(B, N, 3 * D), None
+
+
+class _AutocastShortAttention(_ShortAttention):
+    """_ShortAttention whose backward also runs with CPU autocast off (its forward is called with it off)."""
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        with torch.autocast("cpu", enabled=False):
+            return _ShortAttention.backward.__wrapped__(ctx, g)
 
 
 def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -117,6 +126,9 @@ def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     training step 5% less time (``python benchmarks/kernels.py``). For long sequences use SDPA
     (``attend``), which never builds the N x N matrix.
     """
+    if torch.is_autocast_enabled("cpu"):  # in fp32 (bf16 matmuls are slow on CPUs without a bf16 unit, and the
+        with torch.autocast("cpu", enabled=False):  # written-out backward keeps one dtype)
+            return _AutocastShortAttention.apply(qkv.float(), num_heads)
     return _ShortAttention.apply(qkv, num_heads)
 
 

@@ -92,14 +92,15 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     oneDNN's op computes a @ b^T and takes its second operand b in either layout for free (it reads
     ``x.t()``, a view, as x itself), while a transposed first operand is copied inside. So the
-    smaller of the two is passed first: dW = (x^T g)^T when K <= N, else g^T x. Measured against
+    smaller of the two is passed first: dW = (x^T g)^T when K < N, else g^T x (at K = N this needs no
+    transposed copy of the result). Measured against
     copying both transposes (the earlier code) and against MKL's ``torch.mm(g.t(), x)``: on ViT-S's
     qkv at batch 32 (M = 6304, K = 384, N = 1152) 14.2 vs 21.0 vs 26.4 ms, on its fc2 (6304, 1536,
     384) 21.4 vs 41.1 vs 36.3 ms, on the demo's qkv (544, 128, 384) 0.18 vs 0.24 vs 0.27 ms (2
     threads; ``python benchmarks/kernels.py``). What remains is the copy of the first operand's
     transpose: PyTorch's transposed copy runs ~9x slower than a plain copy of the same matrix (same
     file)."""
-    if x.shape[1] <= g.shape[1]:
+    if x.shape[1] < g.shape[1]:
         return _onednn(x.t(), g.t()).t().contiguous()                    # (K, N)^T
     return _onednn(g.t(), x.t())                                          # (N, K)
 
