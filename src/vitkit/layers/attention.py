@@ -21,12 +21,12 @@ from .linear import Linear
 
 
 # On the CPU, for short sequences, the explicit ops beat PyTorch's fused SDPA kernel where there is a bias
-# (Swin's 7x7 windows: forward + backward 30.8 vs 35.8 ms), and short_attention (below) beats
-# both where there is none: from the fused qkv at 17 tokens (the demo's ViT) short_attention 0.34,
-# SDPA 0.40, explicit 0.41 ms; at 65 tokens 7.2, 7.6, 7.8 ms. At 197 tokens (ViT-S/16) SDPA
-# wins (47.5 vs 56.7 explicit, 54.4 short_attention) and never holds the N x N matrix (batch 32,
-# 2 threads; `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the explicit path and short_attention
-# are used.
+# (Swin's 7x7 windows: forward + backward 27.3 vs 31.6 ms), and short_attention (below) beats
+# both where there is none: from the fused qkv at 17 tokens (the demo's ViT) short_attention 0.33,
+# SDPA 0.38, explicit 0.40 ms; at 65 tokens 7.07, 7.31, 7.51 ms. At 197 tokens (ViT-S/16) SDPA and
+# short_attention are even (50.2 vs 49.5 ms; explicit 53.5) and SDPA never holds the N x N matrix
+# (batch 32, 2 threads; `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the explicit path and
+# short_attention are used.
 SMALL_ATTENTION = 128 * 128
 
 
@@ -122,8 +122,8 @@ def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     one copy brings every head's q, k, v into place and one merges the heads; in training one
     autograd node (``_ShortAttention``) instead of about ten. It suits short sequences on the CPU,
     where those passes and per-op costs, not the N x N products, take the time: at the demo's 17
-    tokens forward + backward take 0.34 ms instead of 0.41 (0.40 by SDPA), and its whole
-    training step 5% less time (``python benchmarks/kernels.py``). For long sequences use SDPA
+    tokens forward + backward take 0.33 ms instead of 0.40 (0.38 by SDPA), and its whole
+    training step 6% less time (``python benchmarks/kernels.py``). For long sequences use SDPA
     (``attend``), which never builds the N x N matrix.
     """
     if torch.is_autocast_enabled("cpu"):  # in fp32 (bf16 matmuls are slow on CPUs without a bf16 unit, and the

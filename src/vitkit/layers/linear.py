@@ -1,8 +1,8 @@
 """``Linear``: ``nn.Linear`` (y = x W^T + b) whose CPU fp32 matmuls run on oneDNN instead of MKL.
 
 Why: PyTorch's CPU build sends ``F.linear`` to MKL's sgemm, which on AMD processors (this project's
-CI and dev machines are AMD EPYC, Zen 5) takes a slower code path: MKL reaches ~185-210 GFLOP/s on
-2 cores where oneDNN (also inside PyTorch, ``torch.ops.mkldnn``) reaches ~335-460 GFLOP/s on the
+CI and dev machines are AMD EPYC, Zen 5) takes a slower code path: MKL reaches ~180-220 GFLOP/s on
+2 cores where oneDNN (also inside PyTorch, ``torch.ops.mkldnn``) reaches ~300-490 GFLOP/s on the
 same ViT-S shapes (``python benchmarks/kernels.py`` measures both, side by side). Same fp32 math, a
 different GEMM library: outputs agree with ``F.linear`` to float rounding (~1e-6 relative).
 
@@ -95,10 +95,10 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     smaller of the two is passed first: dW = (x^T g)^T when K < N, else g^T x (at K = N this needs no
     transposed copy of the result). Measured against
     copying both transposes (the earlier code) and against MKL's ``torch.mm(g.t(), x)``: on ViT-S's
-    qkv at batch 32 (M = 6304, K = 384, N = 1152) 14.2 vs 21.0 vs 26.4 ms, on its fc2 (6304, 1536,
-    384) 21.4 vs 41.1 vs 36.3 ms, on the demo's qkv (544, 128, 384) 0.18 vs 0.24 vs 0.27 ms (2
+    qkv at batch 32 (M = 6304, K = 384, N = 1152) 13.6 vs 19.2 vs 25.4 ms, on its fc2 (6304, 1536,
+    384) 20.6 vs 38.8 vs 35.1 ms, on the demo's qkv (544, 128, 384) 0.17 vs 0.24 vs 0.26 ms (2
     threads; ``python benchmarks/kernels.py``). What remains is the copy of the first operand's
-    transpose: PyTorch's transposed copy runs ~9x slower than a plain copy of the same matrix (same
+    transpose: PyTorch's transposed copy runs 5-12x slower than a plain copy of the same matrix (same
     file)."""
     if x.shape[1] < g.shape[1]:
         return _onednn(x.t(), g.t()).t().contiguous()                    # (K, N)^T
@@ -106,8 +106,8 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 # Below this many multiply-adds per call, oneDNN's call overhead outweighs its faster kernel
-# (`python benchmarks/kernels.py`, x (M, 128) @ W (128, 384): at 17 rows, 0.8M MACs, oneDNN runs at 0.88x
-# of F.linear; at 34 rows, 1.7M, 1.04x; at 68 rows 1.30x; at 544 rows 1.96x).
+# (`python benchmarks/kernels.py`, x (M, 128) @ W (128, 384): at 17 rows, 0.8M MACs, oneDNN runs at 0.92x
+# of F.linear; at 34 rows, 1.7M, 1.09x; at 68 rows 1.32x; at 544 rows 2.03x).
 MIN_MACS = 1 << 20
 
 
@@ -139,7 +139,7 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 approximate: str = "none") -> torch.Tensor:
     """``F.gelu(F.linear(x, weight, bias), approximate=approximate)``; in inference on oneDNN, the GELU is
     fused into the GEMM as a post-op (one pass over the MLP's widest activation saved: ViT-S's fc1 +
-    GELU at batch 32 takes 27 ms fused vs 36 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
+    GELU at batch 32 takes 26 ms fused vs 35 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
     if not _use_onednn(x, weight):
         return F.gelu(F.linear(x, weight, bias), approximate=approximate)
     if _needs_grad(x, weight, bias):
