@@ -89,18 +89,22 @@ class _ShortAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        t, pt = ctx.saved_tensors
-        q, k, v = t
-        B, N, D = g.shape
-        do = g.to(t.dtype).reshape(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)  # (B*nh, N, hd)
-        dt = torch.empty_like(t)
-        torch.bmm(pt, do, out=dt[2])                                          # dV = P^T dO
-        dst = torch._softmax_backward_data(torch.bmm(v, do.transpose(1, 2)), pt, 1, pt.dtype)
-        dst.mul_(q.shape[-1] ** -0.5)                                         # dS^T, scaled
-        torch.bmm(dst.transpose(1, 2), k, out=dt[0])                          # dQ = s dS K
-        torch.bmm(dst, q, out=dt[1])                                          # dK = s dS^T Q
-        nh = q.shape[0] // B
-        return dt.view(3, B, nh, N, -1).permute(1, 3, 0, 2, 4).reshape(B, N, 3 * D), None
+        return _short_attention_backward(*ctx.saved_tensors, g), None
+
+
+def _short_attention_backward(t: torch.Tensor, pt: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """d qkv (B, N, 3 D) from the saved heads t (3, B*nh, N, hd), P^T and dO = g (B, N, D)."""
+    q, k, v = t
+    B, N, D = g.shape
+    do = g.to(t.dtype).reshape(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)  # (B*nh, N, hd)
+    dt = torch.empty_like(t)
+    torch.bmm(pt, do, out=dt[2])                                              # dV = P^T dO
+    dst = torch._softmax_backward_data(torch.bmm(v, do.transpose(1, 2)), pt, 1, pt.dtype)
+    dst.mul_(q.shape[-1] ** -0.5)                                             # dS^T, scaled
+    torch.bmm(dst.transpose(1, 2), k, out=dt[0])                              # dQ = s dS K
+    torch.bmm(dst, q, out=dt[1])                                              # dK = s dS^T Q
+    nh = q.shape[0] // B
+    return dt.view(3, B, nh, N, -1).permute(1, 3, 0, 2, 4).reshape(B, N, 3 * D)
 
 
 class _AutocastShortAttention(_ShortAttention):
@@ -110,7 +114,7 @@ class _AutocastShortAttention(_ShortAttention):
     @once_differentiable
     def backward(ctx, g):
         with torch.autocast("cpu", enabled=False):
-            return _ShortAttention.backward.__wrapped__(ctx, g)
+            return _short_attention_backward(*ctx.saved_tensors, g), None
 
 
 def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
