@@ -120,6 +120,10 @@ def test_short_attention_under_cpu_autocast_runs_in_fp32_forward_and_backward():
     q, k, v = qkv.detach().view(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
     assert out.dtype == torch.float32 and qkv.grad is not None
     assert torch.allclose(out, attend(q, k, v).transpose(1, 2).reshape(2, 5, 8), atol=1e-6)
+    grad, qkv.grad = qkv.grad, None
+    with torch.autocast("cpu", torch.bfloat16):                         # backward called under autocast too
+        short_attention(qkv, 2).sum().backward()
+    assert torch.allclose(qkv.grad, grad, atol=1e-6)
     attn = Attention(16, num_heads=2)                                   # and through the layer (bf16 Linears)
     x = torch.randn(2, 5, 16, requires_grad=True)
     with torch.autocast("cpu", torch.bfloat16):

@@ -89,6 +89,9 @@ class _ShortAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
+        if torch.is_autocast_enabled("cpu"):  # a backward called under autocast stays fp32, as the forward
+            with torch.autocast("cpu", enabled=False):
+                return _short_attention_backward(*ctx.saved_tensors, g), None
         return _short_attention_backward(*ctx.saved_tensors, g), None
 
 
@@ -107,16 +110,6 @@ def _short_attention_backward(t: torch.Tensor, pt: torch.Tensor, g: torch.Tensor
     return dt.view(3, B, nh, N, -1).permute(1, 3, 0, 2, 4).reshape(B, N, 3 * D)
 
 
-class _AutocastShortAttention(_ShortAttention):
-    """_ShortAttention whose backward also runs with CPU autocast off (its forward is called with it off)."""
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        with torch.autocast("cpu", enabled=False):
-            return _short_attention_backward(*ctx.saved_tensors, g), None
-
-
 def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Multi-head self-attention ``softmax(q k^T / sqrt(d_h)) v`` from the fused qkv, (B, N, 3 D) ->
     (B, N, D), heads concatenated; no bias, no dropout. Once differentiable (no double backward: for a
@@ -132,7 +125,7 @@ def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     """
     if torch.is_autocast_enabled("cpu"):  # in fp32 (bf16 matmuls are slow on CPUs without a bf16 unit, and the
         with torch.autocast("cpu", enabled=False):  # written-out backward keeps one dtype)
-            return _AutocastShortAttention.apply(qkv.float(), num_heads)
+            return _ShortAttention.apply(qkv.float(), num_heads)
     return _ShortAttention.apply(qkv, num_heads)
 
 
