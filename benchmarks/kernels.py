@@ -24,6 +24,8 @@ layers/linear.py, layers/attention.py quote).
    autograd Functions; ``torch.profiler`` inflates memory-bound copies several-fold, so it is not used).
 8. PyTorch's transposed copy (``x.t().contiguous()``, what a transposed GEMM operand costs) vs a plain
    copy of the same matrix: the part of the weight gradient that oneDNN cannot read in place.
+9. Softmax of the attention scores over their last dim vs over dim 1 of the transposed scores (what
+   short_attention does): PyTorch's CPU softmax is slow over a short last dim.
 Medians of interleaved repeats in one run.
 """
 from __future__ import annotations
@@ -218,6 +220,21 @@ def transposes(shapes, repeats: int) -> list[dict]:
     return rows
 
 
+def softmaxes(shapes, repeats: int) -> list[dict]:
+    """ms for softmax of (batch, N, N) scores over the last dim vs over dim 1 of the same numbers stored
+    transposed, forward and backward (``_softmax_backward_data``)."""
+    rows = []
+    for b, n in shapes:
+        s = torch.randn(b, n, n)
+        st = s.transpose(1, 2).contiguous()
+        p, pt, g, gt = s.softmax(-1), st.softmax(1), torch.randn(b, n, n), torch.randn(b, n, n)
+        fns = {"last dim": lambda: (s.softmax(-1), torch._softmax_backward_data(g, p, -1, p.dtype)),
+               "dim 1, transposed": lambda: (st.softmax(1), torch._softmax_backward_data(gt, pt, 1, pt.dtype))}
+        res = interleaved(fns, repeats, calls=20, warmup=5)
+        rows.append({"shape": [b, n, n], **{k: r["median"] * 1e3 for k, r in res.items()}})
+    return rows
+
+
 def report(res: dict) -> str:
     lines = [f"# CPU kernels behind vitkit's speed ({res['threads']} threads, fp32)\n",
              f"Machine: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of "
@@ -273,6 +290,12 @@ def report(res: dict) -> str:
                   "| M, N | transposed copy | plain copy | ratio |", "|---|---|---|---|"]
         lines += [f"| {r['shape']} | {r['transposed copy']:.3f} | {r['plain copy']:.3f} | "
                   f"{r['transposed copy'] / r['plain copy']:.1f}x |" for r in tr]
+    sm = res.get("softmax")
+    if sm:
+        lines += ["", "## Softmax of attention scores, forward + backward (ms)\n",
+                  "| batch, N, N | over the last dim | over dim 1, scores transposed | ratio |", "|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['last dim']:.3f} | {r['dim 1, transposed']:.3f} | "
+                  f"{r['last dim'] / r['dim 1, transposed']:.2f}x |" for r in sm]
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
            "biased_attention": biased_attention([(2, 2, 9, 8)] if quick else [(512, 4, 49, 32)], repeats),
            "demo_step": demo_step(*(("vit_nano_patch4_28", {}) if quick else DEMO), repeats, 0.0 if quick else 0.5),
            "breakdown": step_breakdown(*(("vit_nano_patch4_28", {}) if quick else DEMO), 3 if quick else 200),
-           "transposes": transposes([(64, 48)] if quick else [(544, 128), (544, 384), (6304, 384)], repeats)}
+           "transposes": transposes([(64, 48)] if quick else [(544, 128), (544, 384), (6304, 384)], repeats),
+           "softmax": softmaxes([(4, 9)] if quick else [(128, 17), (192, 65)], repeats)}
     print(write_results(args.out, "kernels_quick" if quick else "kernels", res, report(res)))
     return res
 

@@ -39,6 +39,8 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
                                       "attention backward", "everything else"))
     assert "## Where a training step" in md and "## Copying a matrix transposed" in md
     assert all(r["transposed copy"] > 0 and r["plain copy"] > 0 for r in res["transposes"])
+    assert "## Softmax of attention scores" in md and all(
+        r["last dim"] > 0 and r["dim 1, transposed"] > 0 for r in res["softmax"])
 
 
 # the committed results files whose report is a function of the .json alone, and the script making it
