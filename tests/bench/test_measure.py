@@ -1,5 +1,6 @@
-"""vitkit.bench.measure: FLOPs match a hand count (attention and Linear layers included, with the oneDNN
-Linear on), the memory readers match known allocations, the matmul peak is the best library's."""
+"""vitkit.bench.measure: FLOPs match a hand count (attention and Linear layers included; the counter runs
+with vitkit's CPU fast paths off, as it cannot see oneDNN calls), the memory readers match known
+allocations, the matmul peak is the best library's."""
 import pytest
 import torch
 
@@ -26,22 +27,11 @@ def _check_flops_by_hand():
 
 
 def test_flops_count_linear_layers_and_attention_by_hand():
-    _check_flops_by_hand()                         # at this size: F.linear and short_attention
+    _check_flops_by_hand()                         # at this size: F.linear and attend's explicit path
 
 
-def test_flops_count_the_explicit_attention_path(monkeypatch):
-    import vitkit.layers.attention as A
-
-    def split_heads(qkv, nh):                              # the heads split, then attend's explicit path
-        B, N, _ = qkv.shape
-        q, k, v = qkv.view(B, N, 3, nh, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        return A.attend(q, k, v).transpose(1, 2).reshape(B, N, -1)
-    monkeypatch.setattr(A, "short_attention", split_heads)
-    _check_flops_by_hand()
-
-
-def test_flops_count_the_onednn_linear_and_the_sdpa_kernel(onednn_everywhere, sdpa_path):
-    _check_flops_by_hand()                         # the paths a large model takes on the CPU
+def test_flops_count_the_sdpa_kernel(sdpa_path):
+    _check_flops_by_hand()                         # the attention path a long sequence takes on the CPU
 
 
 def test_alloc_peak_follows_the_allocator():
@@ -111,4 +101,4 @@ def test_interleaved_blocks_last_min_block_s_after_a_slow_first_call():
         time.sleep(0.05 if first[0] else 0.001)
         first[0] = False
     res = interleaved({"f": cold_then_fast}, repeats=2, min_block_s=0.1)["f"]
-    assert res["calls"] * res["median"] >= 0.09  # each timed block really lasted ~0.1 s
+    assert res["calls"] >= 50  # ~0.1 s of 1 ms calls (sized from the cold first call alone: 2)

@@ -71,14 +71,13 @@ def test_attend_takes_a_bool_mask_on_both_paths_as_sdpa_does():
 
 def test_short_attention_matches_the_explicit_path_with_its_gradients():
     """The fused short path (one autograd node, written-out backward) against the split-heads path."""
-    from vitkit.layers.attention import _ShortAttention, attend, short_attention
+    from vitkit.layers.attention import _ShortAttention, attend, merge_heads, short_attention, split_heads
     torch.manual_seed(0)
     B, N, nh, hd = 3, 7, 2, 4
     qkv = torch.randn(B, N, 3 * nh * hd, dtype=torch.float64, requires_grad=True)
 
     def reference(z):
-        q, k, v = z.view(B, N, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        return attend(q, k, v).transpose(1, 2).reshape(B, N, nh * hd)
+        return merge_heads(attend(*split_heads(z, nh)))
 
     g = torch.randn(B, nh * hd, N, dtype=torch.float64).transpose(1, 2)   # a non-contiguous gradient
     out = short_attention(qkv, nh)
@@ -112,14 +111,14 @@ def test_attention_takes_the_short_path_only_where_it_applies(case, monkeypatch)
 
 
 def test_short_attention_under_cpu_autocast_runs_in_fp32_forward_and_backward():
-    from vitkit.layers.attention import attend, short_attention
+    from vitkit.layers.attention import attend, merge_heads, short_attention, split_heads
     qkv = torch.randn(2, 5, 3 * 8, requires_grad=True)
     with torch.autocast("cpu", torch.bfloat16):
         out = short_attention(qkv, 2)
     out.sum().backward()
-    q, k, v = qkv.detach().view(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = split_heads(qkv.detach(), 2)
     assert out.dtype == torch.float32 and qkv.grad is not None
-    assert torch.allclose(out, attend(q, k, v).transpose(1, 2).reshape(2, 5, 8), atol=1e-6)
+    assert torch.allclose(out, merge_heads(attend(q, k, v)), atol=1e-6)
     grad, qkv.grad = qkv.grad, None
     with torch.autocast("cpu", torch.bfloat16):                         # backward called under autocast too
         short_attention(qkv, 2).sum().backward()

@@ -55,17 +55,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.T
     return (out, attn) if return_attention else out
 
 
+def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused qkv (B, N, 3 * nh * hd) -> q, k, v, each (B, nh, N, hd) (views, no copy)."""
+    B, N, _ = qkv.shape
+    return qkv.reshape(B, N, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(o: torch.Tensor) -> torch.Tensor:
+    """(B, nh, N, hd) -> (B, N, nh * hd): the heads concatenated per token (the layout ``proj`` reads)."""
+    B, nh, N, hd = o.shape
+    return o.transpose(1, 2).reshape(B, N, nh * hd)
+
+
 def _heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     """The fused qkv (B, N, 3 * nh * hd) -> (3, B * nh, N, hd): q, k, v of every head, each one (N, hd)
     matrix that the batched matmuls read without further copies (one copy makes it, except at B = 1)."""
     B, N, _ = qkv.shape
     return qkv.view(B, N, 3, num_heads, -1).permute(2, 0, 3, 1, 4).reshape(3, B * num_heads, N, -1)
-
-
-def _merge(o: torch.Tensor, B: int) -> torch.Tensor:
-    """(B * nh, N, hd) -> (B, N, nh * hd): the heads concatenated per token (the layout ``proj`` reads)."""
-    _, N, hd = o.shape
-    return o.view(B, -1, N, hd).transpose(1, 2).reshape(B, N, -1)
 
 
 class _ShortAttention(torch.autograd.Function):
@@ -84,7 +90,8 @@ class _ShortAttention(torch.autograd.Function):
         t = _heads(qkv, num_heads)                                        # (3, B*nh, N, hd)
         pt = torch.softmax(torch.bmm(t[1], t[0].transpose(1, 2)).mul_(t.shape[-1] ** -0.5), dim=1)  # P^T
         ctx.save_for_backward(t, pt)
-        return _merge(torch.bmm(pt.transpose(1, 2), t[2]), qkv.shape[0])
+        o = torch.bmm(pt.transpose(1, 2), t[2])                           # (B*nh, N, hd)
+        return merge_heads(o.view(qkv.shape[0], -1, *o.shape[1:]))
 
     @staticmethod
     @once_differentiable
@@ -194,18 +201,16 @@ class Attention(nn.Module):
             if return_attention:
                 return out[0].view(*lead, N, D), out[1].view(*lead, self.num_heads, N, N)
             return out.view(*lead, N, D)
-        B = lead[0]
         if (attn_bias is None and not return_attention and kv_cache is None and _is_short(x, N, N)
                 and not (self.training and self.attn_drop) and _linear._ENABLED):
             out = short_attention(self.qkv(x), self.num_heads)             # (B, N, nh*hd)
         else:
-            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)                                     # each (B, nh, N, hd)
+            q, k, v = split_heads(self.qkv(x), self.num_heads)         # each (B, nh, N, hd)
             if kv_cache is not None:
                 k, v = kv_cache.append(k, v)                            # each (B, nh, L + N, hd)
             out = attend(q, k, v, attn_bias, self.attn_drop if self.training else 0.0, return_attention)
             if return_attention:
                 out, attn = out
-            out = out.transpose(1, 2).reshape(B, N, D)                  # (B, N, nh*hd)
+            out = merge_heads(out)                                      # (B, N, nh*hd)
         out = self.proj_drop(self.proj(out))
         return (out, attn) if return_attention else out

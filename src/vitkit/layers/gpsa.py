@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .attention import merge_heads, split_heads
 from .linear import Linear
 
 
@@ -90,12 +91,12 @@ class GPSA(nn.Module):
         if N != self.rel.shape[0]:
             raise ValueError(f"GPSA was built for a {self.grid_size} grid ({self.rel.shape[0]} patch tokens), got {N} "
                              "tokens (GPSA takes patch tokens only, no class token)")
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, nh, N, hd)
+        q, k, v = split_heads(self.qkv(x), self.num_heads)                   # each (B, nh, N, hd)
         content = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)   # (B, nh, N, N)
         g = self.gate().view(1, -1, 1, 1)
         attn = (1.0 - g) * content + g * self.positional_attention()[None]
         attn = attn / attn.sum(dim=-1, keepdim=True)                           # normalised (eq. 8)
-        out = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(B, N, D)      # (B, N, nh*hd)
+        out = merge_heads(self.attn_drop(attn) @ v)                            # (B, N, nh*hd)
         out = self.proj_drop(self.proj(out))
         return (out, attn) if return_attention else out
 
