@@ -57,9 +57,10 @@ def test_an_impossible_budget_is_a_clear_error(swin_run, capsys):
     assert "budget" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", '{"stage_ms": [[1.0]], "choices": [0.0]}', "not json"])
+@pytest.mark.parametrize("content", ["[1, 2]", '{"stage_ms": [[1.0]], "choices": [0.0]}', "not json",
+                                     '{"base_ms": 1, "stage_ms": [[1.0], [1.0, 2.0]], "choices": [0.0, 0.5]}'])
 def test_a_broken_table_file_is_a_one_line_error(swin_run, tmp_path, capsys, content):
     bad = tmp_path / "t.json"
-    bad.write_text(content)                     # a list, a table without base_ms, not JSON
+    bad.write_text(content)                     # a list, a table without base_ms, not JSON, a short row
     assert main(["sparsevit-search", "--run", str(swin_run), "--latency-budget", "1", "--table", str(bad)]) == 1
     assert "not a latency table written by --json" in capsys.readouterr().err

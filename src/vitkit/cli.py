@@ -365,10 +365,12 @@ def cmd_sparsevit_search(args) -> int:
             table = json.loads(Path(args.table).read_text())
             table = table.get("table", table) if isinstance(table, dict) else table
             stages, table_choices = len(table["stage_ms"]), [float(c) for c in table["choices"]]
+            if any(len(row) != len(table_choices) for row in table["stage_ms"]):
+                raise ValueError(f"every stage needs one time per choice ({len(table_choices)})")
             table_latency_fn(table)([table_choices[0]] * stages)                # base_ms and every row there
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise CLIError(f"--table {args.table}: not a latency table written by --json ({e})") from e
-        if args.choices and choices != table_choices:
+        if args.choices and sorted(choices) != sorted(table_choices):
             raise CLIError(f"--choices {choices} differ from the table's {table_choices}; drop --choices or "
                            "measure a new table")
         if stages != model.num_stages:

@@ -79,6 +79,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int =
         for _ in range(warmup):
             fn()
         sync()
+        if settle_s:
+            time.sleep(settle_s)
         n[k], t = 0, time.perf_counter()
         while min_block_s and (n[k] < calls or time.perf_counter() - t < min_block_s):
             fn()

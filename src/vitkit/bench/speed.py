@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -283,9 +284,9 @@ def run(args: argparse.Namespace) -> dict:
         models = [(m, dict(FULL_MODELS).get(m, {})) for m in args.models.split(",")] if args.models else FULL_MODELS
         batch, repeats, block_s = args.batch, args.repeats, args.block_seconds
     defaults = vars(add_arguments(argparse.ArgumentParser()).parse_args([]))
-    command = " ".join(["vitkit bench"] + [  # every option given, as it was given (not --out)
-        (f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}")
-        for k, v in vars(args).items() if k in defaults and k != "out" and v != defaults[k]])
+    command = shlex.join(["vitkit", "bench"] + [  # every option not at its default (not --out), runnable
+        part for k, v in vars(args).items() if k in defaults and k != "out" and v != defaults[k]
+        for part in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))])
     results = {**environment(device), "device": "cpu" if device.type == "cpu" else "cuda",
                "repeats": repeats, "block_seconds": block_s, "command": command,
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick

@@ -85,7 +85,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
 
 def onnx_forward(session, x: torch.Tensor) -> torch.Tensor:
     """Logits (B, num_classes) of the ONNX model for a float32 image batch (B, C, H, W)."""
-    return torch.from_numpy(session.run(["logits"], {"pixel_values": x.detach().cpu().numpy().astype(np.float32)})[0])
+    return torch.from_numpy(session.run(["logits"], {"pixel_values": x.detach().cpu().numpy().astype(np.float32, copy=False)})[0])
 
 
 def max_abs_diff(model: nn.Module, session, x: torch.Tensor) -> float:
