@@ -190,7 +190,8 @@ def markdown(res: dict, args) -> str:
              f"Written by `python benchmarks/efficient_training.py{' ' + flags if flags else ''}` (CPU, {args.jobs} "
              f"single-thread process{'es side by side' if args.jobs > 1 else ''}); its runs trained for "
              f"{train_minutes:.0f} min in all (the train s column, SparseViT's adaptation only; the invocation "
-             f"that wrote this file took {res['minutes']:.0f} min, reusing runs already finished); do not edit by hand. Every family trains with "
+             f"that wrote this file took {res['minutes']:.0f} min, reusing runs already finished); do not edit by "
+             "hand. Every family trains with "
              f"the one trainer (`vitkit.train.fit`) on {train_images} training digits and is scored once after its "
              "last epoch on the 1,000 held-out digits.", "",
              "Recipe: AdamW, batch {batch_size}, {warmup_epochs:g} warmup epoch, cosine to {min_lr:g}, weight decay "

@@ -16,8 +16,8 @@ Every number is a median over interleaved repeats (A, B, C, A, B, C, ...), so ma
 alike; min and max are kept. In each repeat every implementation runs a block of as many consecutive
 calls as filled ``--block-seconds`` in an untimed block run first (at least one call; a block may come
 out shorter where the first calls were slower than the rest), as a training loop or a stream of
-batches does, after an untimed pause that lets the previous block's threads go quiet. Achieved GFLOP/s (forward FLOPs, x3 for training) is
-quoted as a fraction of the best fp32 matmul of this machine measured in the same run (MKL's and
+batches does, after an untimed pause that lets the previous block's threads go quiet. Achieved GFLOP/s
+(forward FLOPs, x3 for training) is quoted as a fraction of the best fp32 matmul of this machine measured in the same run (MKL's and
 oneDNN's).
 Peak memory: on the CPU the growth of resident memory (VmHWM) during one call; on CUDA the
 allocator's max allocated bytes.

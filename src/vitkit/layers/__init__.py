@@ -11,8 +11,7 @@ from .pos_embed import (POS_EMBEDS, Learned2dPosEmbed, LearnedPosEmbed, Relative
                         SinCosPosEmbed, relative_position_index, resample_pos_embed, sincos_1d,
                         sincos_2d)
 from .reduction import SpatialReductionAttention
-from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, padded_grid,
-                     reverse_shift,
+from .window import (WindowAttention, cyclic_shift, effective_window, pad_to_multiple, padded_grid, reverse_shift,
                      shift_regions, shift_window_bias, shift_window_mask, window_merge, window_partition)
 
 __all__ = ["Attention", "KVCache", "attend", "Block", "DropPath", "Linear", "fast_linear", "fast_linear_enabled",

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..layers import Block, LearnedPosEmbed, Linear, PatchEmbed, check_image, to_2tuple
-from ..layers.mlp import LeFF
 from ..layers.init import init_transformer_
+from ..layers.mlp import LeFF
 from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 

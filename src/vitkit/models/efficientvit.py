@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ..layers import Linear, MultiScaleLinearAttention, check_image, to_2tuple
-from ..layers.mlp import ConvNormAct, MBConv
 from ..layers.init import init_transformer_
+from ..layers.mlp import ConvNormAct, MBConv
 from .heads import linear_head
 from .registry import build_from_config, register_model
 

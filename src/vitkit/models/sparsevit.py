@@ -94,10 +94,10 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
         # padding of a 7x7 grid is up to ~20% of a late stage's tokens at 384-1024 px. (Not on a
         # GPU, where the boolean selection would wait for the device; per-token ops give the real
         # tokens the same values either way.)
-        sel = valid.reshape(-1).bool()
+        rows = valid.reshape(-1).nonzero().squeeze(1)                       # the real tokens' rows
         flat = out.reshape(-1, C)
-        tok = flat[sel]
-        out = flat.index_put_((sel,), tok + blk.mlp(blk.norm2(tok))).view_as(out)
+        tok = flat.index_select(0, rows)
+        out = flat.index_copy_(0, rows, tok + blk.mlp(blk.norm2(tok))).view_as(out)
     else:
         out = out + blk.drop_path2(blk.mlp(blk.norm2(out)))
     if keep_mask is not None and s:  # a shifted window straddles kept and pruned windows
@@ -112,15 +112,13 @@ def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float) -> torch.Te
 
     Scores are computed once, on the stage's input after patch merging, with the stage's windows.
     """
+    if sparsity == 0:                            # nothing pruned: the dense stage, without scoring
+        return stage(x)
     x = stage.downsample(x)
     first = stage.blocks[0].attn
     M, _ = effective_window(x.shape[1:3], first.window_size, first.shift_size)
     grid = padded_grid(x.shape[1:3], M)
     k = kept_windows((grid[0] // M) * (grid[1] // M), sparsity)
-    if k == (grid[0] // M) * (grid[1] // M):  # nothing pruned: the dense stage, without scoring
-        for blk in stage.blocks:
-            x = blk(x)
-        return x
     windows = window_partition(pad_to_multiple(x, M), M)                    # (B, nW, N, C)
     idx = select_windows(window_scores(windows), k)                        # (B, k)
     # the tokens of the kept windows, on the padded map: (B, Hp, Wp, 1)
@@ -255,7 +253,7 @@ def measure_latency_table(model: SparseViT, x: torch.Tensor, choices: Sequence[f
     base = measure_latency(lambda: model._embed(x), repeats)
     for stage in model.stages:
         inputs.append(h)
-        h = sparse_stage(stage, h, 0.0)
+        h = stage(h)
     base += measure_latency(lambda: model.forward_head(model.norm(h)), repeats)
     stage_ms = [[measure_latency(lambda: sparse_stage(stage, inp, s), repeats) for s in choices]
                 for stage, inp in zip(model.stages, inputs)]
