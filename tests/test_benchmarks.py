@@ -41,29 +41,3 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
     assert all(r["transposed copy"] > 0 and r["plain copy"] > 0 for r in res["transposes"])
     assert "## Softmax of attention scores" in md and all(
         r["last dim"] > 0 and r["dim 1, transposed"] > 0 for r in res["softmax"])
-
-
-# the committed results files whose report is a function of the .json alone, and the script making it
-# ("speed" is vitkit.bench.speed, which benchmarks/speed.py wraps)
-REPORTS = {"speed": "speed", "speed_cuda": "speed", "speed_cuda_b256": "speed", "efficient": "efficient",
-           "efficient_cuda": "efficient", "kernels": "kernels", "int8": "int8",
-           "efficient_training": "efficient_training"}
-
-
-@pytest.mark.parametrize("stem", sorted(REPORTS))
-def test_committed_reports_are_made_from_their_json(stem, load_benchmark):
-    """Each committed .md is what its script's report function makes of the committed .json: nobody
-    edited the numbers by hand, and the report code has not drifted from the file it documents."""
-    from pathlib import Path
-    results = Path(__file__).parent.parent / "benchmarks" / "results"
-    from argparse import Namespace
-
-    import vitkit.bench.speed
-    data = json.loads((results / f"{stem}.json").read_text())
-    if REPORTS[stem] == "speed":
-        report = vitkit.bench.speed.report
-    elif REPORTS[stem] == "efficient_training":  # its report also reads the command-line flags, kept in the json
-        report = lambda d: load_benchmark("efficient_training").markdown(d, Namespace(**d["args"]))  # noqa: E731
-    else:
-        report = load_benchmark(REPORTS[stem]).report
-    assert report(data) == (results / f"{stem}.md").read_text()
