@@ -21,12 +21,12 @@ from .linear import Linear
 
 
 # On the CPU, for short sequences, the explicit ops beat PyTorch's fused SDPA kernel where there is a bias
-# (Swin's 7x7 windows: forward + backward 27.3 vs 31.6 ms), and short_attention (below) beats
-# both where there is none: from the fused qkv at 17 tokens (the demo's ViT) short_attention 0.33,
-# SDPA 0.38, explicit 0.40 ms; at 65 tokens 7.07, 7.31, 7.51 ms. At 197 tokens (ViT-S/16) SDPA and
-# short_attention are even (50.2 vs 49.5 ms; explicit 53.5) and SDPA never holds the N x N matrix
-# (batch 32, 2 threads; `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the explicit path and
-# short_attention are used.
+# (Swin's 7x7 windows: forward + backward 24.4 vs 29.1 ms), and short_attention (below) beats
+# both where there is none: from the fused qkv at 17 tokens (the demo's ViT) short_attention 0.41,
+# SDPA 0.47, explicit 0.50 ms; at 65 tokens 5.82, 7.13, 5.91 ms. At 197 tokens (ViT-S/16) the three are
+# within 6% (SDPA 48.9, explicit 45.9, short_attention 46.8 ms) and SDPA, which never holds the N x N
+# matrix, is used (batch 32, 2 threads; `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the
+# explicit path and short_attention are used.
 SMALL_ATTENTION = 128 * 128
 
 
@@ -78,8 +78,9 @@ class _ShortAttention(torch.autograd.Function):
     """O = P V with P = softmax(s Q K^T), s = d_h^-1/2, for every head at once from the fused qkv.
 
     The scores are kept transposed, S^T = s K Q^T, and normalised over dim 1: PyTorch's softmax over a
-    short last dim (17 at the demo's 17 tokens) is its slow case, and the bmm's read transposed views
-    at no cost. Backward, from dO: dV = P^T dO; dP^T = V dO^T; dS^T = P^T * (dP^T - colsum(dP^T * P^T))
+    short last dim is its slow case (at the demo's 17 tokens forward + backward 0.039 vs 0.029 ms over
+    dim 1; at 65 tokens the last dim is as fast, 0.34 vs 0.37; ``python benchmarks/kernels.py``), and the bmm's read
+    transposed views at no cost. Backward, from dO: dV = P^T dO; dP^T = V dO^T; dS^T = P^T * (dP^T - colsum(dP^T * P^T))
     (the softmax Jacobian); dQ = s dS K; dK = s dS^T Q. dQ, dK, dV are written into one
     (3, B * nh, N, hd) buffer, which one copy rearranges into the qkv Linear's layout (no stack of three
     gradients).
@@ -126,8 +127,8 @@ def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     one copy brings every head's q, k, v into place and one merges the heads; in training one
     autograd node (``_ShortAttention``) instead of about ten. It suits short sequences on the CPU,
     where those passes and per-op costs, not the N x N products, take the time: at the demo's 17
-    tokens forward + backward take 0.33 ms instead of 0.40 (0.38 by SDPA), and its whole
-    training step 6% less time (``python benchmarks/kernels.py``). For long sequences use SDPA
+    tokens forward + backward take 0.41 ms instead of 0.50 (0.47 by SDPA), and its whole
+    training step is 1.03x faster (``python benchmarks/kernels.py``). For long sequences use SDPA
     (``attend``), which never builds the N x N matrix.
     """
     if torch.is_autocast_enabled("cpu"):  # in fp32 (bf16 matmuls are slow on CPUs without a bf16 unit, and the

@@ -1,8 +1,8 @@
 """``Linear``: ``nn.Linear`` (y = x W^T + b) whose CPU fp32 matmuls run on oneDNN instead of MKL.
 
 Why: PyTorch's CPU build sends ``F.linear`` to MKL's sgemm, which on AMD processors (this project's
-CI and dev machines are AMD EPYC, Zen 5) takes a slower code path: MKL reaches ~180-220 GFLOP/s on
-2 cores where oneDNN (also inside PyTorch, ``torch.ops.mkldnn``) reaches ~300-490 GFLOP/s on the
+CI and dev machines are AMD EPYC, Zen 5) takes a slower code path: MKL reaches ~180-230 GFLOP/s on
+2 cores where oneDNN (also inside PyTorch, ``torch.ops.mkldnn``) reaches ~290-480 GFLOP/s on the
 same ViT-S shapes (``python benchmarks/kernels.py`` measures both, side by side). Same fp32 math, a
 different GEMM library: outputs agree with ``F.linear`` to float rounding (~1e-6 relative).
 
@@ -95,10 +95,10 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     smaller of the two is passed first: dW = (x^T g)^T when K < N, else g^T x (at K = N this needs no
     transposed copy of the result). Measured against
     copying both transposes (the earlier code) and against MKL's ``torch.mm(g.t(), x)``: on ViT-S's
-    qkv at batch 32 (M = 6304, K = 384, N = 1152) 13.6 vs 19.2 vs 25.4 ms, on its fc2 (6304, 1536,
-    384) 20.6 vs 38.8 vs 35.1 ms, on the demo's qkv (544, 128, 384) 0.17 vs 0.24 vs 0.26 ms (2
+    qkv at batch 32 (M = 6304, K = 384, N = 1152) 14.5 vs 20.3 vs 25.0 ms, on its fc2 (6304, 1536,
+    384) 19.9 vs 38.9 vs 35.6 ms, on the demo's qkv (544, 128, 384) 0.20 vs 0.34 vs 0.26 ms (2
     threads; ``python benchmarks/kernels.py``). What remains is the copy of the first operand's
-    transpose: PyTorch's transposed copy runs 5-12x slower than a plain copy of the same matrix (same
+    transpose: PyTorch's transposed copy runs 5-10x slower than a plain copy of the same matrix (same
     file)."""
     if x.shape[1] < g.shape[1]:
         return _onednn(x.t(), g.t()).t().contiguous()                    # (K, N)^T
@@ -106,8 +106,9 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 # Below this many multiply-adds per call, oneDNN's call overhead outweighs its faster kernel
-# (`python benchmarks/kernels.py`, x (M, 128) @ W (128, 384): at 17 rows, 0.8M MACs, oneDNN runs at 0.92x
-# of F.linear; at 34 rows, 1.7M, 1.09x; at 68 rows 1.32x; at 544 rows 2.03x).
+# (`python benchmarks/kernels.py`, x (M, 128) @ W (128, 384): at 17 rows, 0.8M MACs, oneDNN runs at 0.66x
+# of F.linear; at 34 rows, 1.7M, 0.85x; at 68 rows 1.08x; at 544 rows 1.79x. The crossover moves with the
+# machine's load: 34 rows ran at 1.09x in the previous run, kernels.md at 6bacc26.)
 MIN_MACS = 1 << 20
 
 
@@ -139,7 +140,7 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 approximate: str = "none") -> torch.Tensor:
     """``F.gelu(F.linear(x, weight, bias), approximate=approximate)``; in inference on oneDNN, the GELU is
     fused into the GEMM as a post-op (one pass over the MLP's widest activation saved: ViT-S's fc1 +
-    GELU at batch 32 takes 26 ms fused vs 35 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
+    GELU at batch 32 takes 27 ms fused vs 37 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
     if not _use_onednn(x, weight):
         return F.gelu(F.linear(x, weight, bias), approximate=approximate)
     if _needs_grad(x, weight, bias):
@@ -202,8 +203,8 @@ def freeze(model: nn.Module) -> nn.Module:
     """An inference-only copy of ``model`` whose Linear weights are prepacked in oneDNN's blocked layout.
 
     The copy is in eval mode with every parameter frozen (``requires_grad=False``); the original is
-    untouched. Same outputs bit for bit, a few % faster on the CPU (``vitkit bench``'s "vitkit frozen"
-    rows; per GEMM: ``python benchmarks/kernels.py``), since oneDNN no longer reorders the weight on
+    untouched. Same outputs bit for bit, faster on the CPU (``vitkit bench``'s "vitkit frozen" rows: 8-11%
+    at batch 32; per GEMM 1.1-1.3x, ``python benchmarks/kernels.py``), since oneDNN no longer reorders the weight on
     every call. Like ``torch.jit.freeze`` or an ONNX export it is a snapshot: freeze again after
     training further. A weight replaced or changed in place through autograd-visible ops (a new
     tensor, ``load_state_dict``, ``mul_``) makes that layer fall back to the plain weight; writes that
