@@ -41,3 +41,17 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
     assert all(r["transposed copy"] > 0 and r["plain copy"] > 0 for r in res["transposes"])
     assert "## Softmax of attention scores" in md and all(
         r["last dim"] > 0 and r["dim 1, transposed"] > 0 for r in res["softmax"])
+
+
+def test_threads_benchmark_quick_runs_and_restores_mkl(tmp_path, load_benchmark):
+    threads = load_benchmark("threads")
+    lib = threads.mkl_library()
+    if lib is None:
+        pytest.skip("this PyTorch build does not export MKL's MKL_Set_Dynamic")
+    before = lib.mkl_serv_get_dynamic()
+    res = threads.main(["--quick", "--out", str(tmp_path)])
+    assert lib.mkl_serv_get_dynamic() == before  # the process's MKL is left as it was found
+    assert set(res["ms_per_step"]) == {f"{i} | {m}" for i in ("vitkit", "hf") for m in threads.MODES}
+    assert all(v["median"] > 0 for v in res["ms_per_step"].values())
+    md = (tmp_path / "threads_quick.md").read_text()
+    assert "hf / vitkit" in md and "python benchmarks/threads.py --quick" in md

@@ -37,6 +37,12 @@ DEMO = ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})
 FULL_MODELS = [("vit_tiny_patch16_224", {}), ("vit_small_patch16_224", {}), ("vit_base_patch16_224", {}), DEMO]
 QUICK_MODELS = [("vit_nano_patch4_28", {})]
 PEERS = ("hf", "onnxruntime", "vit-pytorch")
+# THREADS: without --threads the run keeps torch's thread settings as they are at start-up, which is what a
+# user of HF or vitkit gets. torch.set_num_threads(n), even with n equal to the default, also turns MKL's
+# dynamic threading off, and that slows HF's training step, not vitkit's: on the demo's ViT 24.2 -> 26.7 ms
+# a step for HF, 18.8 -> 18.5 for vitkit (`python benchmarks/threads.py`, benchmarks/results/threads.md).
+# A run with --threads therefore flatters vitkit against HF; the run of record omits it.
+
 # An untimed pause before each timed block: ONNX Runtime's worker threads busy-wait after a run (its
 # default, kept, as a user of ONNX Runtime gets it) and would slow whatever runs next.
 SETTLE_S = 0.05
@@ -258,7 +264,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--block-seconds", type=float, default=0.5,
                    help="each round runs every implementation for at least this long, in consecutive calls "
                         "(default 0.5)")
-    p.add_argument("--threads", type=int, help="torch (and ONNX Runtime) CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int,
+                   help="torch (and ONNX Runtime) CPU threads (default: torch's, as a user gets them). Setting it "
+                        "calls torch.set_num_threads, which also turns MKL's dynamic threading off: that changes "
+                        "the peers that run on MKL (HF): benchmarks/results/threads.md")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}, or ''")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for speed.{md,json}")
