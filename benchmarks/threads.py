@@ -35,10 +35,9 @@ def mkl_library():
     """torch's CPU library if it exports MKL's dynamic-threading switch, else None."""
     try:
         lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
-        lib.MKL_Set_Dynamic, lib.mkl_serv_get_dynamic  # noqa: B018 (both must exist)
-        return lib
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    return lib if hasattr(lib, "MKL_Set_Dynamic") and hasattr(lib, "mkl_serv_get_dynamic") else None
 
 
 def measure(name: str, overrides: dict, batch: int, repeats: int, block_s: float, lib) -> dict:
