@@ -387,7 +387,6 @@ def save(res: dict, out: Path, stem: str, fit_points: int) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="64/96/128 px, one repeat (a smoke test)")
     p.add_argument("--sizes", type=int, nargs="+", help=f"image sizes in px (default {' '.join(map(str, SIZES))})")
@@ -413,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     res = {**measure.environment(device), "device": device.type,
            "dtypes": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"],
-           "command": " ".join(["python benchmarks/efficient.py", *argv]),
+           "command": measure.command("python benchmarks/efficient.py", args, p),
            "rows": {r.key: r._asdict() for r in rows}, "sizes": sizes, "by_size": {}}
     try:
         for size in sizes:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import vitkit
-from vitkit.bench.measure import environment, interleaved, write_results
+from vitkit.bench.measure import command, environment, interleaved, write_results
 from vitkit.bench.speed import SETTLE_S, infer_fn
 from vitkit.export import quantize_int8
 
@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         res = {**environment(), "repeats": repeats,
                "block_seconds": block_s, "speed": speed(name, batch, repeats, Path(tmp), block_s),
                "accuracy": accuracy(args.run, Path(tmp)) if args.run else None,
-               "command": "python benchmarks/int8.py" + (" --quick" if args.quick else
-                                                         f" --repeats {repeats} --block-seconds {block_s}") +
-                          (f" --run {args.run}" if args.run else "")}
+               "command": command("python benchmarks/int8.py", args, p)}
     print(write_results(args.out, "int8_quick" if args.quick else "int8", res, report(res)))
     return res
 

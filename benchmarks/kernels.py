@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vitkit.bench.measure import environment, interleaved, write_results
+from vitkit.bench.measure import command, environment, interleaved, write_results
 from vitkit.bench.speed import DEMO
 from vitkit.layers.attention import attend, merge_heads, short_attention, split_heads
 from vitkit.layers.linear import _AVAILABLE, _onednn as onednn, _weight_grad, fast_linear
@@ -311,14 +311,13 @@ def main(argv: list[str] | None = None) -> dict:
     quick = args.quick
     repeats = 1 if quick else args.repeats
     with fast_linear(True):  # the fast paths are what this measures, whatever VITKIT_ONEDNN says
-        res = _measure(quick, repeats)
+        res = _measure(quick, repeats, command("python benchmarks/kernels.py", args, p))
     print(write_results(args.out, "kernels_quick" if quick else "kernels", res, report(res)))
     return res
 
 
-def _measure(quick: bool, repeats: int) -> dict:
-    return {**environment(), "repeats": repeats,
-            "command": "python benchmarks/kernels.py" + (" --quick" if quick else f" --repeats {repeats}"),
+def _measure(quick: bool, repeats: int, cmd: str) -> dict:
+    return {**environment(), "repeats": repeats, "command": cmd,
             "gemm": gemms([(64, 32, 48)] if quick else GEMMS + SMALL_GEMMS, repeats),
             "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS, repeats),
             "prepacked": prepacked([(64, 32, 48)] if quick else GEMMS, repeats),

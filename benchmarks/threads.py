@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import vitkit
-from vitkit.bench.measure import environment, interleaved, write_results
+from vitkit.bench.measure import command, environment, interleaved, write_results
 from vitkit.bench.speed import DEMO, SETTLE_S, hf_twin, train_fn
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     before = lib.mkl_serv_get_dynamic()
     try:
         res = {**environment(), "repeats": repeats, "block_seconds": block_s,
-               "command": "python benchmarks/threads.py" + (" --quick" if args.quick else f" --repeats {repeats}"),
+               "command": command("python benchmarks/threads.py", args, p),
                **measure(name, overrides, 4 if args.quick else 32, repeats, block_s, lib)}
     finally:
         lib.MKL_Set_Dynamic(ctypes.c_int(before))

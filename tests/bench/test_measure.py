@@ -102,3 +102,23 @@ def test_interleaved_blocks_last_min_block_s_after_a_slow_first_call():
         first[0] = False
     res = interleaved({"f": cold_then_fast}, repeats=2, min_block_s=0.1)["f"]
     assert res["calls"] >= 50  # ~0.1 s of 1 ms calls (sized from the cold first call alone: 2)
+
+
+def test_command_names_every_option_off_its_default_and_runs_again():
+    import argparse
+    import shlex
+
+    from vitkit.bench.measure import command
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--sizes", type=int, nargs="+")
+    p.add_argument("--peers", default="hf,onnxruntime")
+    p.add_argument("--out", default="results")
+    argv = ["--quick", "--sizes", "64", "96", "--peers", "", "--repeats", "7", "--out", "elsewhere"]
+    args = p.parse_args(argv)
+    cmd = command("python benchmarks/x.py", args, p)
+    # the default --repeats and the output folder are left out; the empty --peers survives quoting
+    assert cmd == "python benchmarks/x.py --quick --sizes 64 96 --peers ''"
+    assert vars(p.parse_args(shlex.split(cmd)[2:])) == {**vars(args), "out": "results"}
+    assert command("vitkit bench", p.parse_args([]), p) == "vitkit bench"

@@ -6,10 +6,12 @@ the median with min and max.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import json
 import platform
+import shlex
 import statistics
 import time
 from collections.abc import Callable
@@ -49,6 +51,22 @@ def machine(device: torch.device) -> str:
 def environment(device: torch.device | str = "cpu") -> dict:
     """What a results file records about where it was measured: machine, torch, threads."""
     return {"machine": machine(torch.device(device)), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def command(prog: str, args: argparse.Namespace, parser: argparse.ArgumentParser,
+            skip: tuple[str, ...] = ("out",)) -> str:
+    """The command line that made a report, runnable as it is (shell-quoted): ``prog`` and every option of
+    ``args`` that ``parser`` knows and that is not at its default, except those in ``skip`` (the output
+    folder). A flag set to True is written alone, a list as its items."""
+    defaults = vars(parser.parse_args([]))
+    parts = shlex.split(prog)
+    for k, v in vars(args).items():
+        if k in skip or k not in defaults or v == defaults[k]:
+            continue
+        parts.append("--" + k.replace("_", "-"))
+        if v is not True:
+            parts += [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+    return shlex.join(parts)
 
 
 def write_results(out: Path, stem: str, results: dict, markdown: str) -> str:

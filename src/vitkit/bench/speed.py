@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -277,7 +276,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from .measure import PEAK_SHAPES, environment, matmul_peak
+    from .measure import PEAK_SHAPES, command, environment, matmul_peak
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -292,12 +291,9 @@ def run(args: argparse.Namespace) -> dict:
     else:
         models = [(m, dict(FULL_MODELS).get(m, {})) for m in args.models.split(",")] if args.models else FULL_MODELS
         batch, repeats, block_s = args.batch, args.repeats, args.block_seconds
-    defaults = vars(add_arguments(argparse.ArgumentParser()).parse_args([]))
-    command = shlex.join(["vitkit", "bench"] + [  # every option not at its default (not --out), runnable
-        part for k, v in vars(args).items() if k in defaults and k != "out" and v != defaults[k]
-        for part in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))])
     results = {**environment(device), "device": "cpu" if device.type == "cpu" else "cuda",
-               "repeats": repeats, "block_seconds": block_s, "command": command,
+               "repeats": repeats, "block_seconds": block_s,
+               "command": command("vitkit bench", args, add_arguments(argparse.ArgumentParser())),
                "matmul_gflops": (matmul_peak([(256, 256, 256)], 1, device) if args.quick
                                  else matmul_peak(repeats=5, device=device)),
                "models": []}
