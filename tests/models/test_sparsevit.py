@@ -221,3 +221,5 @@ def test_from_swin_starts_dense_in_the_source_dtype_and_mode():
     again = SparseViT.from_swin(sparse.double())                     # a SparseViT at sparsity 0.5, in float64
     assert again.sparsity == (0.0,) * sparse.num_stages and again.training
     assert next(again.parameters()).dtype == torch.float64
+    # named as the registry names it (an export records this name), once
+    assert sparse.cfg.name == again.cfg.name == "sparsevit_swin_nano_patch2_window4_28"

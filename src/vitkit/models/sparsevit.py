@@ -145,10 +145,14 @@ class SparseViT(SwinTransformer):
     @classmethod
     def from_swin(cls, swin: SwinTransformer) -> "SparseViT":
         """The SparseViT of a Swin: its config and its weights (one state dict serves both), at sparsity 0,
-        in the Swin's mode, on its device."""
+        in the Swin's mode, on its device. It is named as the registry names it: ``sparsevit_`` + the
+        Swin's name (what an export records as the model)."""
         fields = {f.name: getattr(swin.cfg, f.name) for f in dataclasses.fields(swin.cfg)}
+        name = swin.cfg.name
+        if name and not name.startswith("sparsevit_"):
+            name = f"sparsevit_{name}"
         p = next(swin.parameters())
-        sparse = cls(SparseViTConfig(**{**fields, "sparsity": ()})).to(p.device, p.dtype)
+        sparse = cls(SparseViTConfig(**{**fields, "sparsity": (), "name": name})).to(p.device, p.dtype)
         sparse.load_state_dict(swin.state_dict())
         return sparse.train(swin.training)
 
