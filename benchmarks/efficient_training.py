@@ -173,13 +173,23 @@ def main(argv: list[str] | None = None) -> dict:
         r["passes"] = r["top1"] > TARGET
     results = {"protocol": __doc__, "args": vars(args), "recipe": RECIPE, "data": DATA, "target": TARGET,
                "families": families, "sparsevit": sparse, "adapt": ADAPT, "configs": cfgs,
-               "minutes": (time.time() - t_start) / 60, "quick": args.quick}
+               "minutes": (time.time() - t_start) / 60, "quick": args.quick,
+               "runs": len(res), "reused_runs": sum(bool(r.get("reused")) for r in res.values())}
     stem = "efficient_training" + ("_quick" if args.quick else "")
     write_results(out_dir, stem, results, markdown(results, args))
     return results
 
 
 # ---------------------------------------------------------------------------- report
+def _reuse(res: dict) -> str:
+    """How many of the runs the invocation found already finished (results written before this was
+    recorded say only that it reused them)."""
+    n, k = res.get("runs"), res.get("reused_runs")
+    if n is None:
+        return ", reusing runs already finished"
+    return "" if not k else f", reusing {'all ' if k == n else ''}{k}{'' if k == n else f' of {n}'} runs already finished"
+
+
 def markdown(res: dict, args) -> str:
     flags = " ".join(f for f in ("--quick" if args.quick else "", f"--seed {args.seed}" if args.seed else "",
                                  f"--jobs {args.jobs}" if args.jobs != 2 and not args.quick else "") if f)
@@ -190,7 +200,7 @@ def markdown(res: dict, args) -> str:
              f"Written by `python benchmarks/efficient_training.py{' ' + flags if flags else ''}` (CPU, {args.jobs} "
              f"single-thread process{'es side by side' if args.jobs > 1 else ''}); its runs trained for "
              f"{train_minutes:.0f} min in all (the train s column, SparseViT's adaptation only; the invocation "
-             f"that wrote this file took {res['minutes']:.0f} min, reusing runs already finished); do not edit by "
+             f"that wrote this file took {res['minutes']:.0f} min{_reuse(res)}); do not edit by "
              "hand. Every family trains with "
              f"the one trainer (`vitkit.train.fit`) on {train_images} training digits and is scored once after its "
              "last epoch on the 1,000 held-out digits.", "",

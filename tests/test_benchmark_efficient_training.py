@@ -65,3 +65,9 @@ def test_quick_run_writes_md_and_json(et, tmp_path):
     assert "`python benchmarks/efficient_training.py --quick`" in text and "do not edit by hand" in text
     assert text.count("| `") == 6 and "| Stand-alone local attention (3x3) | `local_vit_nano_28` |" in text
     assert ("is met" if sp["target_met"] else "is **not met**") in text
+    # the header says how many runs the invocation found finished: none the first time, all when run again
+    assert saved["reused_runs"] == 0 and "reusing" not in md
+    et.main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    again = json.loads((tmp_path / "efficient_training_quick.json").read_text())
+    assert again["reused_runs"] == again["runs"] == len(saved["families"])
+    assert f"reusing all {again['runs']} runs already finished" in (tmp_path / "efficient_training_quick.md").read_text()
