@@ -13,18 +13,18 @@ layers/linear.py, layers/attention.py quote).
 3. Prepacked weights (``vitkit.export.freeze``): the oneDNN GEMM with the plain weight vs the weight
    reordered once into oneDNN's blocked layout.
 4. fc1 + GELU: two steps vs one oneDNN GEMM with a GELU post-op (vitkit's inference MLP).
-5. Attention with a bias (Swin's 7x7 windows), forward + backward: SDPA vs ``attend``'s explicit path.
-   Attention from the fused qkv (B, N, 3 D) to the merged heads (B, N, D), forward + backward: q, k, v
+5. Attention from the fused qkv (B, N, 3 D) to the merged heads (B, N, D), forward + backward: q, k, v
    split per head then ``F.scaled_dot_product_attention`` or the explicit three ops (``attend``), vs
    ``layers.attention.short_attention`` (one autograd node), at the demo's 17 tokens, 65 and ViT-S's
    197 (vitkit's Attention takes short_attention up to N^2 = 128^2 on the CPU, SDPA beyond).
-6. The demo ViT's training step (batch 32, fused AdamW) with its attention split per head (``attend``)
+6. Attention with a bias (Swin's 7x7 windows), forward + backward: SDPA vs ``attend``'s explicit path.
+7. The demo ViT's training step (batch 32, fused AdamW) with its attention split per head (``attend``)
    vs short_attention: what the fusion buys a whole model.
-7. Where that step's time goes, timed inline (``perf_counter`` around vitkit's Linear and attention
+8. Where that step's time goes, timed inline (``perf_counter`` around vitkit's Linear and attention
    autograd Functions; ``torch.profiler`` inflates memory-bound copies several-fold, so it is not used).
-8. PyTorch's transposed copy (``x.t().contiguous()``, what a transposed GEMM operand costs) vs a plain
+9. PyTorch's transposed copy (``x.t().contiguous()``, what a transposed GEMM operand costs) vs a plain
    copy of the same matrix: the part of the weight gradient that oneDNN cannot read in place.
-9. Softmax of the attention scores over their last dim vs over dim 1 of the transposed scores (what
+10. Softmax of the attention scores over their last dim vs over dim 1 of the transposed scores (what
    short_attention does): PyTorch's CPU softmax is slow over a short last dim.
 Medians of interleaved repeats in one run.
 """
@@ -235,6 +235,17 @@ def softmaxes(shapes, repeats: int) -> list[dict]:
     return rows
 
 
+def _versus(title: str, shape: str, rows: list[dict] | None, a: str, b: str, heads: tuple[str, str] | None = None,
+            ratio: str = "", fmt: str = ".3f", rfmt: str = ".2f") -> list[str]:
+    """A report section timing two ways, ``a`` and ``b``, per shape: | shape | a | b | a / b | (none
+    without rows). ``heads``: the two columns' titles where they are not the keys."""
+    if not rows:
+        return []
+    ha, hb = heads or (a, b)
+    return ["", f"## {title}\n", f"| {shape} | {ha} | {hb} | {ratio or f'{a} / {b}'} |", "|---|---|---|---|"] + [
+        f"| {r['shape']} | {r[a]:{fmt}} | {r[b]:{fmt}} | {r[a] / r[b]:{rfmt}}x |" for r in rows]
+
+
 def report(res: dict) -> str:
     lines = [f"# CPU kernels behind vitkit's speed ({res['threads']} threads, fp32)\n",
              f"Machine: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of "
@@ -250,13 +261,7 @@ def report(res: dict) -> str:
         lines += ["", "## Backward GEMMs of a Linear layer (ms; x (M, K), W (N, K), g (M, N))\n",
                   "| M, K, N | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {r['shape']} | " + " | ".join(f"{r[k]:.3f}" for k in names) + " |" for r in bw]
-    pp = res.get("prepacked", [])
-    if pp:
-        lines += ["", "## Prepacked weights (ms per oneDNN GEMM)\n",
-                  "| M, K, N | plain | prepacked | plain / prepacked |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['shape']} | {r['plain']:.3f} | {r['prepacked']:.3f} | {r['plain'] / r['prepacked']:.2f}x |"
-                  for r in pp]
+    lines += _versus("Prepacked weights (ms per oneDNN GEMM)", "M, K, N", res.get("prepacked"), "plain", "prepacked")
     f = res["fused_gelu"]
     lines += ["", f"## fc1 + GELU at {f['shape']} (ms)\n", "| GEMM then GELU | GEMM + GELU post-op |", "|---|---|",
               f"| {f['GEMM then GELU']:.2f} | {f['GEMM + GELU post-op']:.2f} |",
@@ -266,10 +271,8 @@ def report(res: dict) -> str:
     for r in res["attention"]:
         lines.append(f"| {r['shape']} | {r['SDPA']:.2f} | {r['explicit']:.2f} | {r['short_attention']:.2f} | "
                      f"{r['explicit'] / r['short_attention']:.2f}x |")
-    lines += ["", "## Attention with a bias (B * windows, heads, 49, head dim), forward + backward (ms)\n",
-              "| B, heads, N, head dim | SDPA | explicit | SDPA / explicit |", "|---|---|---|---|"]
-    lines += [f"| {r['shape']} | {r['SDPA']:.2f} | {r['explicit']:.2f} | {r['SDPA'] / r['explicit']:.2f}x |"
-              for r in res["biased_attention"]]
+    lines += _versus("Attention with a bias (B * windows, heads, 49, head dim), forward + backward (ms)",
+                     "B, heads, N, head dim", res.get("biased_attention"), "SDPA", "explicit", fmt=".2f")
     d = res.get("demo_step")
     if d:
         blocks = f"; blocks of {d['block_seconds']} s of consecutive steps" if d.get("block_seconds") else ""
@@ -285,18 +288,10 @@ def report(res: dict) -> str:
                   f"{b['steps']} steps, timed inline)\n",
                   "| step | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts),
                   f"| {b['step']:.2f} | " + " | ".join(f"{b[k]:.2f}" for k in parts) + " |"]
-    tr = res.get("transposes")
-    if tr:
-        lines += ["", "## Copying a matrix transposed vs as it is (ms)\n",
-                  "| M, N | transposed copy | plain copy | ratio |", "|---|---|---|---|"]
-        lines += [f"| {r['shape']} | {r['transposed copy']:.3f} | {r['plain copy']:.3f} | "
-                  f"{r['transposed copy'] / r['plain copy']:.1f}x |" for r in tr]
-    sm = res.get("softmax")
-    if sm:
-        lines += ["", "## Softmax of attention scores, forward + backward (ms)\n",
-                  "| batch, N, N | over the last dim | over dim 1, scores transposed | ratio |", "|---|---|---|---|"]
-        lines += [f"| {r['shape']} | {r['last dim']:.3f} | {r['dim 1, transposed']:.3f} | "
-                  f"{r['last dim'] / r['dim 1, transposed']:.2f}x |" for r in sm]
+    lines += _versus("Copying a matrix transposed vs as it is (ms)", "M, N", res.get("transposes"),
+                     "transposed copy", "plain copy", ratio="ratio", rfmt=".1f")
+    lines += _versus("Softmax of attention scores, forward + backward (ms)", "batch, N, N", res.get("softmax"),
+                     "last dim", "dim 1, transposed", ("over the last dim", "over dim 1, scores transposed"), "ratio")
     return "\n".join(lines) + "\n"
 
 

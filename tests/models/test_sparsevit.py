@@ -223,3 +223,17 @@ def test_from_swin_starts_dense_in_the_source_dtype_and_mode():
     assert next(again.parameters()).dtype == torch.float64
     # named as the registry names it (an export records this name), once
     assert sparse.cfg.name == again.cfg.name == "sparsevit_swin_nano_patch2_window4_28"
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_a_stage_with_nothing_to_prune_runs_dense_without_scoring(sparsity, monkeypatch):
+    """Sparsity 0, or a map of one window at any sparsity (the nano's last stage): the Swin stage
+    itself, and no window is scored."""
+    import vitkit.models.sparsevit as sv
+    _, m = _pair()
+    x = m._embed(torch.randn(2, 1, 28, 28))
+    for stage in m.stages[:-1]:
+        x = stage(x)                                          # the last stage's input: a 2x2 map, one window
+    monkeypatch.setattr(sv, "window_scores", lambda w: pytest.fail("scored windows with nothing to prune"))
+    with torch.no_grad():
+        assert torch.equal(sparse_stage(m.stages[-1], x, sparsity), m.stages[-1](x))

@@ -111,14 +111,19 @@ def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float) -> torch.Te
     """A Swin stage with window activation pruning: (B, H, W, C_in) -> (B, H', W', C).
 
     Scores are computed once, on the stage's input after patch merging, with the stage's windows.
+    Where nothing is pruned (sparsity 0, or too few windows to drop one, such as a late stage's single
+    window) the blocks run dense, without scoring.
     """
-    if sparsity == 0:                            # nothing pruned: the dense stage, without scoring
-        return stage(x)
     x = stage.downsample(x)
     first = stage.blocks[0].attn
     M, _ = effective_window(x.shape[1:3], first.window_size, first.shift_size)
     grid = padded_grid(x.shape[1:3], M)
-    k = kept_windows((grid[0] // M) * (grid[1] // M), sparsity)
+    num_windows = (grid[0] // M) * (grid[1] // M)
+    k = kept_windows(num_windows, sparsity)
+    if k == num_windows:
+        for blk in stage.blocks:
+            x = blk(x)
+        return x
     windows = window_partition(pad_to_multiple(x, M), M)                    # (B, nW, N, C)
     idx = select_windows(window_scores(windows), k)                        # (B, k)
     # the tokens of the kept windows, on the padded map: (B, Hp, Wp, 1)
