@@ -1,11 +1,13 @@
-"""Window activation pruning helpers (kept counts, L2 scores, top-k selection, gather/scatter) and sparse
+"""Window activation pruning helpers (kept counts, window scores, top-k selection, gather/scatter) and sparse
 window attention (equal-size token subsets per window) against WindowAttention and a brute-force reference."""
+import math
+
 import pytest
 import torch
 
 from vitkit.layers import WindowAttention, cyclic_shift, shift_window_bias, window_partition
-from vitkit.layers.sparse import (SparseWindowAttention, gather_windows, kept_windows, scatter_windows,
-                                  select_windows, window_scores)
+from vitkit.layers.sparse import (SparseWindowAttention, activation_magnitude, gather_windows, kept_windows,
+                                  scatter_windows, select_windows, window_scores)
 
 
 @pytest.mark.parametrize("nW,s,k", [(16, 0.0, 16), (16, 0.5, 8), (10, 0.3, 7), (16, 0.3, 12), (16, 0.8, 4),
@@ -20,15 +22,35 @@ def test_kept_windows_rejects_out_of_range():
             kept_windows(4, s)
 
 
-def test_scores_are_l2_norms_and_selection_takes_the_largest_in_window_order():
-    w = torch.zeros(2, 5, 3, 4)
-    norms = torch.tensor([[1.0, 5.0, 2.0, 4.0, 3.0], [9.0, 1.0, 8.0, 2.0, 7.0]])
-    w[:, :, 0, 0] = norms                                       # one non-zero per window
-    w[:, :, 1, 1] = 0.0
-    assert torch.allclose(window_scores(w), norms)
-    idx = select_windows(window_scores(w), 3)
-    assert idx.tolist() == [[1, 3, 4], [0, 2, 4]]               # top 3, ascending
-    assert select_windows(norms, 5).tolist() == [list(range(5))] * 2
+def test_window_score_is_the_l2_norm_of_the_tokens_mean_abs_activation():
+    """Sec. 3.1 / the official backbone: a_t = mean_c |x_tc| per token, score_w = ||(a_t) over w||_2,
+    computed here element by element."""
+    torch.manual_seed(0)
+    w = torch.randn(2, 5, 6, 3)                                  # (B, nW, N, C)
+    ref = torch.tensor([[math.sqrt(sum((sum(abs(float(v)) for v in w[b, j, t]) / 3) ** 2 for t in range(6)))
+                         for j in range(5)] for b in range(2)])
+    assert torch.allclose(window_scores(w), ref, atol=1e-6)
+    # scoring the magnitude map (one channel) gives the same scores: a stage computes it once
+    x = torch.randn(2, 8, 8, 16)
+    assert activation_magnitude(x).shape == (2, 8, 8, 1)
+    assert torch.allclose(window_scores(window_partition(activation_magnitude(x), 4)),
+                          window_scores(window_partition(x, 4)), atol=1e-6)
+
+
+def test_window_score_ranks_by_mean_magnitude_not_by_the_l2_norm_over_channels():
+    """Window 0 has one large channel, window 1 two moderate ones: the L2 norm over tokens and channels
+    (2.0 > 1.70) ranks window 0 first, the per-token mean |x| (1.0 < 1.2) window 1."""
+    w = torch.zeros(1, 2, 2, 2)
+    w[0, 0, 0] = torch.tensor([2.0, 0.0])
+    w[0, 1, 0] = torch.tensor([1.2, 1.2])
+    assert torch.allclose(window_scores(w), torch.tensor([[1.0, 1.2]]))
+    assert select_windows(window_scores(w), 1).tolist() == [[1]]
+
+
+def test_selection_takes_the_largest_in_window_order():
+    scores = torch.tensor([[1.0, 5.0, 2.0, 4.0, 3.0], [9.0, 1.0, 8.0, 2.0, 7.0]])
+    assert select_windows(scores, 3).tolist() == [[1, 3, 4], [0, 2, 4]]        # top 3, ascending
+    assert select_windows(scores, 5).tolist() == [list(range(5))] * 2
 
 
 def test_gather_scatter_updates_only_the_kept_windows():

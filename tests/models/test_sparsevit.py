@@ -84,7 +84,7 @@ def test_pruned_windows_pass_through_unchanged_and_kept_are_the_largest():
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 2, 0, 2))          # 14 -> 16
     w_in, w_out = window_partition(pad(x), 4), window_partition(pad(out), 4)  # (2, 16, 16, 32)
     changed = (w_in != w_out).flatten(2).any(-1)                              # (2, 16)
-    norms = w_in.flatten(2).norm(dim=-1)
+    norms = w_in.abs().mean(-1).norm(dim=-1)                                 # Sec. 3.1 score
     for b in range(2):
         top = set(norms[b].topk(8).indices.tolist())
         assert set(changed[b].nonzero().flatten().tolist()) <= top            # only kept windows change

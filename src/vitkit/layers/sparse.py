@@ -3,8 +3,9 @@ Efficient High-Resolution Vision Transformer", Sec. 3.1).
 
 Windows, not tokens, are the unit of pruning, so the kept work stays dense and regular:
 
-    score_w = || x_w ||_2                     L2 norm of the activations of window w (all its tokens
-                                              and channels), computed once per stage ("shared scoring")
+    a_t     = mean_c |x_tc|                   each token's activation magnitude (mean |x| over channels),
+                                              computed once per stage ("shared scoring")
+    score_w = || (a_t)_{t in w} ||_2          the L2 norm of the window's token magnitudes
     keep    = top ceil((1 - s) * nW) windows  s = the stage's sparsity
     gather the kept windows -> run the blocks on them only -> scatter back; pruned windows pass
     through unchanged.
@@ -34,9 +35,18 @@ def kept_windows(num_windows: int, sparsity: float) -> int:
     return max(1, math.ceil((1.0 - sparsity) * num_windows - 1e-9))
 
 
+def activation_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """x: (..., C) -> (..., 1) in float32: each token's mean |x| over channels (Sec. 3.1; the official
+    backbone's ``act_mag = mean(|x|, -1)``)."""
+    return x.float().abs().mean(-1, keepdim=True)
+
+
 def window_scores(windows: torch.Tensor) -> torch.Tensor:
-    """windows: (B, nW, N, C) -> importance (B, nW): the L2 norm of each window's activations."""
-    return windows.float().pow(2).sum(dim=(-2, -1)).sqrt()
+    """windows: (B, nW, N, C) -> importance (B, nW): the L2 norm, over each window's N tokens, of the
+    tokens' :func:`activation_magnitude` (Sec. 3.1; the official ``vector_norm(act_mag windows, 2)``).
+    Windows of a magnitude map (C = 1, values >= 0) give the same scores, so a stage can compute the
+    magnitudes once and partition them on each block's grid."""
+    return activation_magnitude(windows).squeeze(-1).norm(dim=-1)
 
 
 def select_windows(scores: torch.Tensor, keep: int) -> torch.Tensor:

@@ -2,8 +2,8 @@
 Transformer") on vitkit's Swin backbone.
 
     window activation pruning (Sec. 3.1): per stage, after patch merging, partition the map into the
-        stage's M x M windows, score each by the L2 norm of its activations (once per stage, shared
-        by its blocks), keep the top ceil((1 - s_i) * nW); every block of the stage runs on the kept
+        stage's M x M windows, score each by the L2 norm over its tokens of their mean |x| over
+        channels (once per stage, shared by its blocks), keep the top ceil((1 - s_i) * nW); every block of the stage runs on the kept
         windows only (gathered into a dense (B, k, M*M, C) batch) and scatters them back; the pruned
         windows pass through the stage unchanged. s_i differs per stage (non-uniform sparsity).
         A shifted (SW-MSA) block rolls the map first and gathers the windows at the same grid
