@@ -136,6 +136,31 @@ def test_loss_is_cross_entropy_plus_the_weighted_patch_losses():
     assert all(p.grad is not None for p in model.parameters())        # g and every backbone weight learn
 
 
+def test_convit_first_layer_keeps_every_patch_before_the_class_token_joins():
+    """ConViT's GPSA blocks run on the N patches alone (the class token joins after them): h^[1] is all of
+    hidden_states[1], not its last N - 1 tokens, while h^[L] drops the class token as usual."""
+    torch.manual_seed(0)
+    task = DiversePatch(cos_weight=0.7, contrastive_weight=0.3, mixing_weight=0.5, num_classes=10)
+    model = task.wrap(create_model("convit_nano_patch2_8", depth=3, local_up_to_layer=2)).eval()
+    images, labels = torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 4])
+    loss, m = task.loss(model, (images, labels))
+    with torch.no_grad():
+        out = model(images, intermediates=True)
+        hs = out["hidden_states"]
+        assert [h.shape[1] for h in hs] == [16, 16, 17, 17]          # block inputs 0, 1 (GPSA): patches only
+        want = (F.cross_entropy(out["logits"], labels) + 0.7 * patch_cosine_loss(hs[-1][:, 1:])
+                + 0.3 * patch_contrastive_loss(hs[1], hs[-1][:, 1:])
+                + 0.5 * patch_mixing_loss(out["patch_logits"], labels[:, None].expand(-1, 16)))
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5) and "loss_contrastive" in m
+    # first_layer = 2: the class token has joined, so it is dropped there
+    task2 = DiversePatch(cos_weight=0, contrastive_weight=1.0, mixing_weight=0, first_layer=2)
+    model2 = task2.wrap(model.backbone)
+    with torch.no_grad():
+        hs = model2(images, intermediates=True)["hidden_states"]
+        want = patch_contrastive_loss(hs[2][:, 1:], hs[-1][:, 1:])
+    assert task2.loss(model2, (images, labels))[1]["loss_contrastive"].item() == pytest.approx(want.item(), abs=1e-5)
+
+
 def test_task_checks():
     with pytest.raises(ValueError, match="mixup=0 and cutmix=0"):
         DiversePatch(cutmix=1.0)

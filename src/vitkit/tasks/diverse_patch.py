@@ -13,9 +13,11 @@ tokens (class / distillation tokens left out) after layer l, L the last layer:
 
 and trains on  CE(class logits, target) + w_cos L_cos + w_con L_con + w_mix L_mix  (batch means).
 
-In vitkit, h^[l] is ``forward_intermediates(x)["hidden_states"][l]`` with the first
-``num_prefix_tokens`` tokens dropped: h^[0] is the embedded input, h^[1] the first block's output,
-h^[L] = ``hidden_states[-1]`` the last block's output (before the final LayerNorm).
+In vitkit, h^[l] is ``forward_intermediates(x)["hidden_states"][l]`` without its leading class /
+distillation tokens (``patch_tokens``: its last n tokens, n the patch count of h^[L], which holds all
+``num_prefix_tokens``; ConViT's early layers hold no class token yet): h^[0] is the embedded input,
+h^[1] the first block's output, h^[L] = ``hidden_states[-1]`` the last block's output (before the
+final LayerNorm).
 
 The mixing loss needs per-patch labels, which pixel CutMix does not give (a box edge may cut a
 patch in two). ``patch_cutmix`` therefore pastes a box aligned to the model's patch grid
@@ -102,6 +104,15 @@ def patch_cutmix(images: torch.Tensor, grid_size: tuple[int, int], alpha: float 
     pixels = mask.repeat_interleave(H // gh, 0).repeat_interleave(W // gw, 1)   # (H, W)
     mixed = torch.where(pixels, images.flip(0), images)
     return mixed, mask, 1.0 - float(mask.sum()) / (gh * gw)
+
+
+def patch_tokens(h: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """h^[l]: the last ``num_patches`` tokens of one hidden state (B, T, D), the leading class /
+    distillation tokens dropped. Counted from the end because the prefix is not in every layer:
+    ConViT's class token joins only after its GPSA blocks, whose hidden states hold the patches alone."""
+    if h.ndim != 3 or h.shape[1] < num_patches:
+        raise ValueError(f"a hidden state of shape {tuple(h.shape)} does not hold {num_patches} patch tokens")
+    return h[:, h.shape[1] - num_patches:]
 
 
 def patch_labels(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -229,10 +240,10 @@ class DiversePatch:
         k = c._check_logits(logits, labels)
         target = labels if lam is None else soft_targets(labels, k, lam)
         ce = F.cross_entropy(logits.float(), target, label_smoothing=c.label_smoothing)
-        hidden, p = out["hidden_states"], inner.num_prefix_tokens
+        hidden = out["hidden_states"]
         if not -len(hidden) <= self.first_layer < len(hidden):
             raise ValueError(f"first_layer={self.first_layer} but the backbone gives {len(hidden)} hidden states")
-        h_last = hidden[-1][:, p:]
+        h_last = hidden[-1][:, inner.num_prefix_tokens:]                   # the last layer holds every prefix token
         metrics = {"loss_ce": ce.detach()}
         loss = ce
         cos = patch_cosine_loss(h_last)
@@ -241,7 +252,7 @@ class DiversePatch:
             loss = loss + self.cos_weight * cos
             metrics["loss_cos"] = cos.detach()
         if self.contrastive_weight > 0:
-            con = patch_contrastive_loss(hidden[self.first_layer][:, p:], h_last)
+            con = patch_contrastive_loss(patch_tokens(hidden[self.first_layer], h_last.shape[1]), h_last)
             loss = loss + self.contrastive_weight * con
             metrics["loss_contrastive"] = con.detach()
         if patch_mix:
