@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from vitkit.layers import window_partition
+from vitkit.layers import effective_window, window_partition
 from vitkit.models import create_model, list_models
 from vitkit.models.sparsevit import (SparseViT, SparsityAwareAdaptation, accuracy_fn, format_table,
                                      measure_latency_table, sample_sparsity, search, sparse_stage,
@@ -76,19 +76,63 @@ def test_blocks_run_on_exactly_ceil_kept_windows(sparsity):
     assert _count_windows(m, torch.randn(2, 1, 28, 28)) == expected
 
 
-def test_pruned_windows_pass_through_unchanged_and_kept_are_the_largest():
-    _, m = _pair()
-    x = m._embed(torch.randn(2, 1, 28, 28))                                    # stage 1 input (2, 14, 14, 32)
+def _swin_t_geometry():
+    """A SparseViT with Swin-T's geometry (224 px, patch 4, window 7, depths (2, 2, 6, 2): stage maps 56,
+    28, 14, 7, i.e. 64, 16, 4, 1 windows) but 16 channels, every parameter randomised."""
+    torch.manual_seed(0)
+    m = create_model("sparsevit_swin_tiny_patch4_window7_224", embed_dim=16, num_heads=(2, 2, 2, 2)).eval()
     with torch.no_grad():
-        out = sparse_stage(m.stages[0], x, 0.5)
-    pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 2, 0, 2))          # 14 -> 16
-    w_in, w_out = window_partition(pad(x), 4), window_partition(pad(out), 4)  # (2, 16, 16, 32)
-    changed = (w_in != w_out).flatten(2).any(-1)                              # (2, 16)
-    norms = w_in.abs().mean(-1).norm(dim=-1)                                 # Sec. 3.1 score
-    for b in range(2):
-        top = set(norms[b].topk(8).indices.tolist())
-        assert set(changed[b].nonzero().flatten().tolist()) <= top            # only kept windows change
-        assert changed[b].sum() >= 7
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m
+
+
+def _reference_stage(stage, x, pair_sparsity):
+    """Brute force: the dense stage, each block's output taken only on the tokens of the windows selected
+    on that block's own grid (rolled up-left by the shift for SW-MSA); every other token keeps the block's
+    input. Scores (the official backbone): each token's mean |x| over channels, taken once per stage at
+    the input of its first pruning block, zero on padding; a window's score is the L2 norm of its
+    tokens'; the top ceil((1 - s) nW) windows of the block's grid are selected."""
+    x = stage.downsample(x)
+    magnitude = None
+    for j, blk in enumerate(stage.blocks):
+        B, H, W, _ = x.shape
+        M, shift = effective_window((H, W), blk.attn.window_size, blk.attn.shift_size)
+        Hp, Wp = -(-H // M) * M, -(-W // M) * M
+        nW = (Hp // M) * (Wp // M)
+        k = math.ceil((1 - pair_sparsity[j // 2]) * nW - 1e-9)
+        dense = blk(x)
+        if k == nW:
+            x = dense
+            continue
+        if magnitude is None:
+            magnitude = x.abs().mean(-1)                                   # (B, H, W)
+        rows = ((torch.arange(H) - shift) % Hp) // M                       # the window of every position
+        cols = ((torch.arange(W) - shift) % Wp) // M
+        window = rows[:, None] * (Wp // M) + cols[None, :]                 # (H, W) on this block's grid
+        scores = torch.zeros(B, nW).index_add_(1, window.flatten(), magnitude.flatten(1) ** 2).sqrt()
+        selected = torch.zeros(B, nW, dtype=torch.bool).scatter_(1, scores.topk(k, dim=1).indices, True)
+        x = torch.where(selected[:, window][..., None], dense, x)
+    return x
+
+
+@pytest.mark.parametrize("geometry,stage,sparsity", [
+    ("nano", 0, 0.5), ("nano", 1, 0.5), ("swin_t", 0, 0.3), ("swin_t", 0, 0.5), ("swin_t", 0, 0.7),
+    ("swin_t", 2, (0.25, 0.5, 0.75)), ("swin_t", 2, (0.0, 0.25, 0.75))])
+def test_every_block_updates_exactly_the_windows_selected_on_its_own_grid(geometry, stage, sparsity):
+    """Issue 23: a shifted block selects its own windows on the rolled map, so every token of a selected
+    window, of either grid, gets the dense block's output, attention and MLP. (The nano's stage 1 is a
+    padded 14x14 map; Swin-T's stage 3 has three block pairs, the second case with a dense first pair.)"""
+    m = _swin_t_geometry() if geometry == "swin_t" else _pair()[1]
+    x = m._embed(torch.randn(2, *((3, 224, 224) if geometry == "swin_t" else (1, 28, 28))))
+    with torch.no_grad():
+        for st in m.stages[:stage]:
+            x = st(x)
+        pairs = sparsity if isinstance(sparsity, tuple) else (sparsity,) * len(m.stages[stage].blocks)
+        ref = _reference_stage(m.stages[stage], x, pairs)
+        out = sparse_stage(m.stages[stage], x, sparsity)
+    assert not torch.equal(ref, m.stages[stage](x))                         # something was pruned
+    assert torch.allclose(out, ref, atol=1e-5, rtol=0), f"{(out - ref).abs().gt(1e-5).any(-1).sum()} tokens differ"
 
 
 @pytest.mark.parametrize("mode", ["eval", "train_drop_path"])

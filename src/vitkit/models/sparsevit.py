@@ -1,14 +1,14 @@
 """SparseViT (Chen et al. 2023, "Revisiting Activation Sparsity for Efficient High-Resolution Vision
 Transformer") on vitkit's Swin backbone.
 
-    window activation pruning (Sec. 3.1): per stage, after patch merging, partition the map into the
-        stage's M x M windows, score each by the L2 norm over its tokens of their mean |x| over
-        channels (once per stage, shared by its blocks), keep the top ceil((1 - s_i) * nW); every block of the stage runs on the kept
-        windows only (gathered into a dense (B, k, M*M, C) batch) and scatters them back; the pruned
-        windows pass through the stage unchanged. s_i differs per stage (non-uniform sparsity).
-        A shifted (SW-MSA) block rolls the map first and gathers the windows at the same grid
-        positions of the rolled map, with those windows' rows of the shift mask; of their outputs it
-        keeps only the tokens of kept windows, so the pruned windows stay untouched in every block.
+    window activation pruning (Sec. 3.1): per stage, after patch merging, each token's activation
+        magnitude (mean |x| over channels) is computed once, at the input of the stage's first pruning
+        block, and shared by its blocks; every block scores the M x M windows of its own grid (the
+        unshifted one for W-MSA, the rolled map for SW-MSA, as the official backbone's ``w_index`` and
+        ``shift_w_index``) by the L2 norm of their tokens' magnitudes, keeps the top ceil((1 - s) * nW),
+        runs on those windows only (gathered into a dense (B, k, M*M, C) batch; a shifted block with
+        those windows' rows of the shift mask) and scatters every token of them back; the other tokens
+        pass through the block unchanged.
     sparsity-aware adaptation (Sec. 3.2): fine-tune with a random per-stage sparsity every step
         (:class:`SparsityAwareAdaptation` wraps any task).
     resource-constrained search (Sec. 3.2): sample per-stage configs, reject those whose latency
@@ -32,7 +32,8 @@ from torch import nn
 
 from ..layers import (Attention, cyclic_shift, effective_window, pad_to_multiple, padded_grid, reverse_shift,
                       shift_window_bias, window_merge, window_partition)
-from ..layers.sparse import gather_windows, kept_windows, scatter_windows, select_windows, window_scores
+from ..layers.sparse import (activation_magnitude, gather_windows, kept_windows, scatter_windows, select_windows,
+                             window_scores)
 from .registry import build_from_config, register_model
 from .swin import SIZES, SwinConfig, SwinStage, SwinTransformer
 
@@ -60,15 +61,14 @@ def _check_sparsity(sparsity: Sequence[float], num_stages: int) -> tuple[float, 
     return sparsity
 
 
-def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
-                        keep_mask: torch.Tensor | None = None) -> torch.Tensor:
+def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """One Swin block (vitkit ``Block`` with a ``WindowAttention``) run on the windows ``idx`` only.
 
-    x: (B, H, W, C) map; idx: (B, k) window indices (from :func:`select_windows`) of the padded,
-    shifted map; keep_mask: (B, Hp, Wp, 1) bool, unshifted, True on the tokens that may change (None:
-    all). -> (B, H, W, C). Same parameters and arithmetic as ``blk(x)``: the attention is the block's
-    own (``Attention.forward`` on the gathered windows with the relative bias [+ the kept windows'
-    shift mask]); LN, MLP and residuals are per token.
+    x: (B, H, W, C) map; idx: (B, k) window indices (from :func:`block_windows`) of the block's own
+    grid: the padded map, rolled for a shifted block. -> (B, H, W, C): every token of those windows
+    gets ``blk(x)``'s value (same parameters and arithmetic: the attention is the block's own,
+    ``Attention.forward`` on the gathered windows with the relative bias [+ their rows of the shift
+    mask]; LN, MLP and residuals are per token); every other token keeps its input.
     """
     attn = blk.attn
     B, H, W, C = x.shape
@@ -100,38 +100,59 @@ def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor,
         out = flat.index_copy_(0, rows, tok + blk.mlp(blk.norm2(tok))).view_as(out)
     else:
         out = out + blk.drop_path2(blk.mlp(blk.norm2(out)))
-    if keep_mask is not None and s:  # a shifted window straddles kept and pruned windows
-        keep = gather_windows(window_partition(cyclic_shift(keep_mask, s), M), idx)  # (B, k, N, 1)
-        out = torch.where(keep, out, kept)
     windows = scatter_windows(windows, idx, out)
     return reverse_shift(window_merge(windows, M, grid), s)[:, :H, :W]
 
 
-def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float) -> torch.Tensor:
+def block_grid(blk: nn.Module, hw: tuple[int, int]) -> tuple[int, int, int]:
+    """(window M, shift s, number of windows nW) of ``blk``'s grid on an (H, W) map (padded to M)."""
+    M, s = effective_window(hw, blk.attn.window_size, blk.attn.shift_size)
+    Hp, Wp = padded_grid(hw, M)
+    return M, s, (Hp // M) * (Wp // M)
+
+
+def block_windows(blk: nn.Module, magnitude: torch.Tensor, keep: int) -> torch.Tensor:
+    """The ``keep`` windows of ``blk``'s own grid with the highest scores (Sec. 3.1): (B, keep).
+
+    magnitude: (B, H, W, 1), the stage's :func:`activation_magnitude` (zero on the padding, as the
+    official backbone pads it). A shifted block scores the windows of the rolled map, the windows its
+    attention runs on (the official ``shift_w_index``), not those of the unshifted grid.
+    """
+    M, s, _ = block_grid(blk, magnitude.shape[1:3])
+    return select_windows(window_scores(window_partition(cyclic_shift(pad_to_multiple(magnitude, M), s), M)), keep)
+
+
+def block_sparsity(sparsity: float | Sequence[float], depth: int) -> tuple[float, ...]:
+    """A stage's sparsity per block: one float for every block, or one per pair of blocks (W-MSA then
+    SW-MSA; the last pair of an odd depth is one block)."""
+    if isinstance(sparsity, (int, float)):
+        return (float(sparsity),) * depth
+    pairs = tuple(float(v) for v in sparsity)
+    if len(pairs) != -(-depth // 2):
+        raise ValueError(f"a stage of {depth} blocks needs {-(-depth // 2)} pair sparsities, got {pairs}")
+    return tuple(pairs[j // 2] for j in range(depth))
+
+
+def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float | Sequence[float]) -> torch.Tensor:
     """A Swin stage with window activation pruning: (B, H, W, C_in) -> (B, H', W', C).
 
-    Scores are computed once, on the stage's input after patch merging, with the stage's windows.
-    Where nothing is pruned (sparsity 0, or too few windows to drop one, such as a late stage's single
-    window) the blocks run dense, without scoring.
+    sparsity: one float for the stage, or one per pair of blocks (:func:`block_sparsity`). Block j keeps
+    ceil((1 - s_j) nW) windows of its own grid (:func:`block_windows`), scored on the activation
+    magnitude computed once, at the input of the first block that prunes. A block with nothing to prune
+    (sparsity 0, or too few windows to drop one, such as a late stage's single window) runs dense;
+    a stage with nothing to prune is Swin's own, unscored.
     """
     x = stage.downsample(x)
-    first = stage.blocks[0].attn
-    M, _ = effective_window(x.shape[1:3], first.window_size, first.shift_size)
-    grid = padded_grid(x.shape[1:3], M)
-    num_windows = (grid[0] // M) * (grid[1] // M)
-    k = kept_windows(num_windows, sparsity)
-    if k == num_windows:
-        for blk in stage.blocks:
+    magnitude = None
+    for blk, s in zip(stage.blocks, block_sparsity(sparsity, len(stage.blocks))):
+        num_windows = block_grid(blk, x.shape[1:3])[2]
+        k = kept_windows(num_windows, s)
+        if k == num_windows:
             x = blk(x)
-        return x
-    windows = window_partition(pad_to_multiple(x, M), M)                    # (B, nW, N, C)
-    idx = select_windows(window_scores(windows), k)                        # (B, k)
-    # the tokens of the kept windows, on the padded map: (B, Hp, Wp, 1)
-    ones = windows.new_ones(*idx.shape, windows.shape[2], 1, dtype=torch.bool)
-    keep_mask = window_merge(scatter_windows(torch.zeros_like(windows[..., :1], dtype=torch.bool), idx, ones),
-                             M, grid)
-    for blk in stage.blocks:
-        x = sparse_window_block(blk, x, idx, keep_mask)
+            continue
+        if magnitude is None:  # shared scoring: once per stage
+            magnitude = activation_magnitude(x)
+        x = sparse_window_block(blk, x, block_windows(blk, magnitude, k))
     return x
 
 
