@@ -161,6 +161,60 @@ def test_convit_first_layer_keeps_every_patch_before_the_class_token_joins():
     assert task2.loss(model2, (images, labels))[1]["loss_contrastive"].item() == pytest.approx(want.item(), abs=1e-5)
 
 
+# Every family the module docstring names: (model, overrides, mixing loss on). Tiny depths keep it ~1 s.
+FAMILIES = [
+    ("vit_nano_patch2_8", {"depth": 2}, True),
+    ("vit_hybrid_nano_28", {"depth": 2}, True),
+    ("deit_nano_distilled_patch2_8", {"depth": 2}, True),           # class + distillation token
+    ("ceit_nano_8", {"depth": 2}, True),
+    ("convit_nano_patch2_8", {"depth": 3, "local_up_to_layer": 2}, True),  # class token joins late
+    ("t2t_vit_nano_8", {"depth": 2}, True),
+    ("local_vit_nano_28", {"depth": 2}, True),                      # (B, h, w, D) token maps
+    ("axial_vit_nano_28", {"depth": 2}, True),
+    ("vt_resnet_nano_8", {}, False),                                # semantic tokens: no grid, no mixing loss
+]
+
+
+@pytest.mark.parametrize("name,overrides,mixing", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_every_family_the_docstring_names_trains_one_step(name, overrides, mixing):
+    """One training loss (all losses on that the family supports) and its backward on a tiny model."""
+    torch.manual_seed(0)
+    task = DiversePatch(cos_weight=1.0, contrastive_weight=0.1, mixing_weight=1.0 if mixing else 0.0)
+    model = task.wrap(create_model(name, **overrides)).train()
+    C, H, W = model.backbone.input_size
+    loss, m = task.loss(model, (torch.randn(4, C, H, W), torch.tensor([0, 1, 2, 3])))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert {"loss_cos", "loss_contrastive"} <= set(m) and ("loss_mixing" in m) == mixing
+    loss.backward()
+    assert model.backbone.head.weight.grad is not None
+    if mixing:
+        assert model.patch_head.weight.grad.abs().sum() > 0
+
+
+def test_distilled_deit_trains_on_its_averaged_heads():
+    """No teacher here: as Classify, a DeiT trains on (cls + dist) / 2, its inference output, and its
+    patch tokens are those after the class and distillation tokens."""
+    torch.manual_seed(0)
+    backbone = create_model("deit_nano_distilled_patch2_8", depth=2)
+    task = DiversePatch(cos_weight=1.0, contrastive_weight=0.1, mixing_weight=0.5, num_classes=10)
+    model = task.wrap(backbone).train()
+    assert not backbone.distilled_training
+    images, labels = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    out = model(images, intermediates=True)
+    hs = out["hidden_states"]
+    feats = backbone.norm(hs[-1])
+    want_logits = (backbone.head(feats[:, 0]) + backbone.head_dist(feats[:, 1])) / 2
+    assert torch.allclose(out["logits"], want_logits, atol=1e-6)
+    assert torch.allclose(out["patch_logits"], model.patch_head(hs[-1][:, 2:]), atol=1e-6)
+
+
+def test_pyramids_without_hidden_states_are_refused_clearly():
+    task = DiversePatch(mixing_weight=0)
+    model = task.wrap(create_model("pvt_nano_patch2_28"))
+    with pytest.raises(ValueError, match="hidden_states"):
+        task.loss(model, (torch.randn(2, 1, 28, 28), torch.tensor([0, 1])))
+
+
 def test_task_checks():
     with pytest.raises(ValueError, match="mixup=0 and cutmix=0"):
         DiversePatch(cutmix=1.0)

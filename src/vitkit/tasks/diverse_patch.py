@@ -23,8 +23,11 @@ The mixing loss needs per-patch labels, which pixel CutMix does not give (a box 
 patch in two). ``patch_cutmix`` therefore pastes a box aligned to the model's patch grid
 (``grid_size``), so every patch comes whole from one image; the class token's target is the usual
 CutMix soft target, weighted by the exact area each image keeps. It needs a backbone whose tokens
-are its patches in raster order (ViT, DeiT, CeiT, ConViT); models without ``grid_size`` (pyramids,
-VT's semantic tokens) can use the cosine and contrastive losses only.
+are its patches in raster order (ViT and its hybrid, DeiT, CeiT, ConViT, T2T-ViT, the axial and local
+ViTs); VT's semantic tokens (no ``grid_size``) can use the cosine and contrastive losses only. A
+distilled DeiT trains on the average of its two heads (no teacher here, as ``Classify``). Pyramids
+(PVT, Swin, SparseViT, EfficientViT) are not supported: their ``forward_intermediates`` gives stages
+of changing length and width, not every block's ``hidden_states``.
 """
 from __future__ import annotations
 
@@ -128,9 +131,14 @@ class PatchDiversified(nn.Module):
     ``forward(x)`` gives the backbone's logits (evaluation, prediction, checkpoints are a classifier's).
     ``forward(x, intermediates=True)`` gives, from ONE pass through ``backbone.forward_intermediates``,
     a dict: "logits" (B, K) (``forward_head`` of the normed features, what ``backbone(x)`` returns),
-    "hidden_states" (the backbone's list), and "patch_logits" g(h_i^[L]) (B, n, K) when there is a g.
-    The diversity losses go through this forward, so under DDP (which wraps this module) every
-    gradient, g's included, is synchronised as for any forward.
+    "hidden_states" (the backbone's list, (B, h, w, D) token maps flattened to (B, h*w, D) in raster
+    order), and "patch_logits" g(h_i^[L]) (B, n, K) when there is a g. The diversity losses go through
+    this forward, so under DDP (which wraps this module) every gradient, g's included, is synchronised
+    as for any forward.
+
+    A distilled DeiT is switched to one output, the average of its two heads (``set_distilled_training(False)``,
+    as ``train.tasks.build_classify`` does): there is no teacher here, and the class-token loss needs
+    one (B, K) tensor.
     """
 
     def __init__(self, backbone: nn.Module, patch_head: bool = True):
@@ -142,6 +150,8 @@ class PatchDiversified(nn.Module):
         if patch_head and backbone.num_classes <= 0:
             raise ValueError("the mixing loss's patch classifier needs a backbone with a classifier "
                              "(num_classes > 0)")
+        if getattr(backbone, "head_dist", None) is not None:
+            backbone.set_distilled_training(False)                          # DeiT: logits = (cls + dist) / 2
         self.backbone = backbone
         self.num_prefix_tokens = getattr(backbone, "num_prefix_tokens", 0)
         self.grid_size = getattr(backbone, "grid_size", None)
@@ -159,9 +169,14 @@ class PatchDiversified(nn.Module):
         if not intermediates:
             return self.backbone(x)
         inter = self.backbone.forward_intermediates(x)
-        out = {"logits": self.backbone.forward_head(inter["features"]), "hidden_states": inter["hidden_states"]}
+        if "hidden_states" not in inter:
+            raise ValueError(f"DiversePatch needs every block's tokens (`hidden_states`); "
+                             f"{type(self.backbone).__name__}'s forward_intermediates gives {sorted(inter)} "
+                             "(a pyramid's stages change length and width)")
+        hidden = [h.flatten(1, 2) if h.ndim == 4 else h for h in inter["hidden_states"]]  # (B, h, w, D) maps
+        out = {"logits": self.backbone.forward_head(inter["features"]), "hidden_states": hidden}
         if self.patch_head is not None:
-            out["patch_logits"] = self.patch_head(inter["hidden_states"][-1][:, self.num_prefix_tokens:])
+            out["patch_logits"] = self.patch_head(hidden[-1][:, self.num_prefix_tokens:])
         return out
 
 
