@@ -339,9 +339,12 @@ def moco_momentum(step: int, total_steps: int, m0: float = 0.99) -> float:
 class MoCoV3(nn.Module):
     """MoCo v3: a base encoder (backbone -> projector -> predictor) against a momentum encoder (keys).
 
-    backbone: any vitkit classifier (head removed). projector: default MoCo v3's 3-layer MLP with BN
-    (D -> hidden -> hidden -> dim, last BN without affine); predictor: 2-layer MLP with BN (dim ->
-    hidden -> dim). hidden_dim default 4 D (paper: 4096 for ViT-S/B), dim 256 (paper).
+    backbone: any vitkit classifier (head removed). The default heads are MoCo v3's for a ViT
+    (``MoCo_ViT``; the paper: "all layers in both MLPs have BN"): projector a 3-layer MLP
+    (D -> hidden -> hidden -> dim), predictor a 2-layer MLP (dim -> hidden -> dim), each Linear
+    without bias followed by BN, ReLU between layers, and a BN without affine after the last
+    (``_build_mlp(..., last_bn=True)``; only ``MoCo_ResNet``'s predictor ends without it).
+    hidden_dim default 4 D (paper: 4096 for ViT-S/B), dim 256 (paper).
     The momentum encoder is ``momentum_backbone`` + ``momentum_projector``, deep copies with
     requires_grad False, updated at the start of every training forward (as MoCo v3's code):
         theta_k <- m theta_k + (1 - m) theta_q,   m = moco_momentum(step, total_steps, m0)
@@ -369,7 +372,7 @@ class MoCoV3(nn.Module):
         self.projector = projector if projector is not None else ProjectionHead(
             d, hidden, dim, num_layers=3, batch_norm=True, last_bn=True)
         self.predictor = predictor if predictor is not None else ProjectionHead(
-            dim, hidden, dim, num_layers=2, batch_norm=True, last_bn=False)
+            dim, hidden, dim, num_layers=2, batch_norm=True, last_bn=True)
         self.momentum_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
