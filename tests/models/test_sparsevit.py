@@ -1,16 +1,18 @@
 """SparseViT: sparsity 0 is the dense Swin; sparsity s runs every block on exactly ceil((1-s) nW)
-windows and leaves the pruned windows untouched; adaptation samples per-stage sparsities; the
-rejection-sampling search respects the latency budget and returns the Pareto front."""
+windows, those selected on its own grid, against a brute-force reference; one sparsity per pair of
+blocks, non-decreasing within a stage; adaptation samples such configs; the search respects the latency
+budget and returns the Pareto front."""
 import math
+import random
 
 import pytest
 import torch
 
 from vitkit.layers import effective_window, window_partition
 from vitkit.models import create_model, list_models
-from vitkit.models.sparsevit import (SparseViT, SparsityAwareAdaptation, accuracy_fn, format_table,
-                                     measure_latency_table, sample_sparsity, search, sparse_stage,
-                                     table_latency_fn)
+from vitkit.models.sparsevit import (SparseViT, SparseViTConfig, SparsityAwareAdaptation, accuracy_fn,
+                                     format_sparsity, format_table, measure_latency_table, sample_sparsity,
+                                     search, sparse_stage, table_latency_fn)
 
 
 def _pair(**kw):
@@ -74,6 +76,14 @@ def test_blocks_run_on_exactly_ceil_kept_windows(sparsity):
     windows = (16, 4, 1)  # nano: 14 -> 16 padded (4x4 windows of 4), 7 -> 8 (2x2), 4 (one window)
     expected = [math.ceil((1 - s) * n - 1e-9) for s, n in zip(sparsity, windows) for _ in range(2)]
     assert _count_windows(m, torch.randn(2, 1, 28, 28)) == expected
+
+
+def test_each_pair_of_blocks_runs_at_its_own_sparsity():
+    """Swin-T's geometry: 64, 16, 4 and 1 windows; stage 3's three pairs at 25, 50 and 75%."""
+    m = _swin_t_geometry()
+    m.set_sparsity((0.5, 0.0, 0.25, 0.5, 0.75, 0.3))
+    assert m.stage_sparsity == [(0.5,), (0.0,), (0.25, 0.5, 0.75), (0.3,)]
+    assert _count_windows(m, torch.randn(1, 3, 224, 224)) == [32, 32, 16, 16, 3, 3, 2, 2, 1, 1, 1, 1]
 
 
 def _swin_t_geometry():
@@ -164,6 +174,29 @@ def test_kept_windows_of_a_padded_map_equal_the_dense_block(mode):
         assert torch.allclose(w_out[b, idx[b]], w_dense[b, idx[b]], atol=1e-5)
 
 
+def test_sparsity_is_one_per_pair_of_blocks_non_decreasing_within_a_stage():
+    """The official search space: Swin-T's (2, 2, 6, 2) blocks have 1 + 1 + 3 + 1 knobs; one value per
+    stage (or one float) is broadcast to the stage's pairs."""
+    m = create_model("sparsevit_swin_tiny_patch4_window7_224", device="meta")
+    assert m.pairs_per_stage == (1, 1, 3, 1) and m.num_pairs == 6 and m.num_stages == 4
+    assert m.sparsity == (0.0,) * 6
+    m.set_sparsity((0.3, 0.0, 0.1, 0.2, 0.2, 0.0))                             # per pair
+    assert m.sparsity == (0.3, 0.0, 0.1, 0.2, 0.2, 0.0)
+    assert m.stage_sparsity == [(0.3,), (0.0,), (0.1, 0.2, 0.2), (0.0,)]
+    m.set_sparsity([0.6, 0.0, 0.4, 0.0])                                        # per stage, broadcast
+    assert m.sparsity == (0.6, 0.0, 0.4, 0.4, 0.4, 0.0)
+    m.set_sparsity(0.5)
+    assert m.sparsity == (0.5,) * 6
+    with pytest.raises(ValueError, match="non-decreasing within a stage"):
+        m.set_sparsity((0.3, 0.0, 0.4, 0.2, 0.5, 0.0))
+    with pytest.raises(ValueError, match=r"one sparsity per block pair \(6.*one sparsity per stage \(4\)"):
+        m.set_sparsity((0.1,) * 5)
+    cfg = SparseViTConfig(depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), sparsity=[0.7, 0.0, 0.2, 0.4, 0.5, 0.0])
+    assert SparseViT(cfg).to("meta").sparsity == (0.7, 0.0, 0.2, 0.4, 0.5, 0.0)  # the official cfg3_33ms
+    with pytest.raises(ValueError, match="non-decreasing"):
+        SparseViTConfig(depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), sparsity=(0.0, 0.0, 0.5, 0.4, 0.5, 0.0))
+
+
 def test_sparsity_validation_and_gradients():
     with pytest.raises(ValueError, match="one sparsity per stage"):
         create_model("sparsevit_swin_nano_patch2_window4_28", sparsity=(0.5,))
@@ -195,7 +228,21 @@ class _Task:
         return {"count": 1}
 
 
-def test_sparsity_aware_adaptation_samples_per_stage_each_step():
+def test_sampled_configs_are_sorted_uniform_draws_per_pair():
+    """The official tools/train.py random_sample and tools/search.py sample: each pair drawn uniformly
+    from the choices, then sorted within its stage."""
+    choices = [i / 10 for i in range(9)]
+    a, b = random.Random(3), random.Random(3)
+    for _ in range(20):
+        config = sample_sparsity((1, 1, 3, 1), choices, a)
+        draws = [b.choice(choices) for _ in range(6)]
+        assert config == (draws[0], draws[1], *sorted(draws[2:5]), draws[5])
+    assert len(sample_sparsity(4)) == 4                                        # an int: one pair per stage
+    stage3 = {sample_sparsity((1, 1, 3, 1), choices)[2:5] for _ in range(50)}
+    assert any(len(set(c)) > 1 for c in stage3) and all(list(c) == sorted(c) for c in stage3)
+
+
+def test_sparsity_aware_adaptation_samples_per_pair_each_step():
     m = create_model("sparsevit_swin_nano_patch2_window4_28")
     inner = _Task()
     task = SparsityAwareAdaptation(inner, choices=(0.0, 0.2, 0.4, 0.6), seed=1)
@@ -207,7 +254,13 @@ def test_sparsity_aware_adaptation_samples_per_stage_each_step():
     assert inner.seen[-1] == (0.0, 0.0, 0.0) and task.main_metric == ("acc", "max")
     a, b = SparsityAwareAdaptation(_Task(), seed=1), SparsityAwareAdaptation(_Task(), seed=1)
     assert a.rng.random() == b.rng.random()                                    # seeded
-    assert len(sample_sparsity(4)) == 4
+    tiny = _swin_t_geometry()                                                    # stage 3: three pairs
+    task = SparsityAwareAdaptation(inner, seed=2)
+    for _ in range(6):
+        task.loss(tiny, (torch.randn(1, 3, 224, 224),))
+        c = tiny.sparsity
+        assert len(c) == 6 and list(c[2:5]) == sorted(c[2:5]) and set(c) <= set(task.choices)
+    task = SparsityAwareAdaptation(inner, choices=(0.0, 0.2, 0.4, 0.6), seed=1)
     wrapped = torch.nn.Module()                                                  # as DDP: the model is .module
     wrapped.module = m
     task.loss(wrapped, batch)
@@ -215,10 +268,25 @@ def test_sparsity_aware_adaptation_samples_per_stage_each_step():
 
 
 def _fake_table():
-    # latency falls linearly with sparsity: stage i costs (i + 1) * 10 * (1 - s) ms, plus 5 ms
+    # latency falls linearly with sparsity: pair i (one per stage, the nano) costs (i + 1) * 10 * (1 - s) ms,
+    # plus 5 ms
     choices = [0.0, 0.2, 0.4, 0.6, 0.8]
-    return {"choices": choices, "base_ms": 5.0,
-            "stage_ms": [[(i + 1) * 10 * (1 - s) for s in choices] for i in range(3)]}
+    return {"choices": choices, "base_ms": 5.0, "pairs_per_stage": [1, 1, 1],
+            "pair_ms": [[(i + 1) * 10 * (1 - s) for s in choices] for i in range(3)]}
+
+
+def test_table_latency_adds_one_time_per_pair_and_takes_per_stage_configs():
+    table = {"choices": [0.0, 0.5], "base_ms": 1.0, "pairs_per_stage": [1, 3],
+             "pair_ms": [[8.0, 5.0], [4.0, 3.0], [2.0, 1.5], [1.0, 0.5]]}
+    latency = table_latency_fn(table)
+    assert latency((0.5, 0.0, 0.5, 0.5)) == pytest.approx(1 + 5 + 4 + 1.5 + 0.5)
+    assert latency((0.5, 0.5)) == latency((0.5,) * 4) == latency(0.5) == pytest.approx(1 + 5 + 3 + 1.5 + 0.5)
+    with pytest.raises(ValueError, match="not in the table's choices"):
+        latency((0.3, 0.3))
+    with pytest.raises(ValueError, match="per-pair latency table"):                # an earlier per-stage table
+        table_latency_fn({"choices": [0.0], "base_ms": 1.0, "stage_ms": [[1.0]]})
+    assert format_sparsity((0.3, 0.0, 0.1, 0.2, 0.2, 0.0), (1, 1, 3, 1)) == "30%/0%/10%,20%,20%/0%"
+    assert format_sparsity((0.3, 0.0)) == "30%/0%"
 
 
 def test_search_rejects_over_budget_and_returns_best_and_pareto():
@@ -249,7 +317,8 @@ def test_search_rejects_over_budget_and_returns_best_and_pareto():
 def test_measured_latency_table_on_this_machine():
     m = create_model("sparsevit_swin_nano_patch2_window4_28")
     table = measure_latency_table(m, torch.randn(1, 1, 28, 28), choices=(0.0, 0.5), repeats=1)
-    assert len(table["stage_ms"]) == 3 and all(len(r) == 2 and min(r) > 0 for r in table["stage_ms"])
+    assert table["pairs_per_stage"] == [1, 1, 1]
+    assert len(table["pair_ms"]) == 3 and all(len(r) == 2 and min(r) > 0 for r in table["pair_ms"])
     latency = table_latency_fn(table)
     assert latency((0.5, 0.0, 0.0)) > 0
     # end to end on the measured table: a budget between the fastest and the dense config
@@ -263,7 +332,7 @@ def test_from_swin_starts_dense_in_the_source_dtype_and_mode():
     _, sparse = _pair()
     sparse.train().set_sparsity([0.5] * sparse.num_stages)
     again = SparseViT.from_swin(sparse.double())                     # a SparseViT at sparsity 0.5, in float64
-    assert again.sparsity == (0.0,) * sparse.num_stages and again.training
+    assert again.sparsity == (0.0,) * sparse.num_pairs and again.training
     assert next(again.parameters()).dtype == torch.float64
     # named as the registry names it (an export records this name), once
     assert sparse.cfg.name == again.cfg.name == "sparsevit_swin_nano_patch2_window4_28"

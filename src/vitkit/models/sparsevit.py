@@ -9,11 +9,16 @@ Transformer") on vitkit's Swin backbone.
         runs on those windows only (gathered into a dense (B, k, M*M, C) batch; a shifted block with
         those windows' rows of the shift mask) and scatters every token of them back; the other tokens
         pass through the block unchanged.
-    sparsity-aware adaptation (Sec. 3.2): fine-tune with a random per-stage sparsity every step
+    search space (Sec. 3.2; the official tools/search.py): one sparsity per pair of blocks (W-MSA then
+        SW-MSA), from 0%, 10%, ..., 80%, non-decreasing within a stage: Swin-T's (2, 2, 6, 2) blocks
+        have 1 + 1 + 3 + 1 knobs. ``SparseViT.sparsity`` holds one value per pair; ``set_sparsity``
+        also takes one per stage (or one float) and broadcasts it.
+    sparsity-aware adaptation (Sec. 3.2): fine-tune with a random config every step, each pair drawn
+        uniformly and sorted within its stage as the official tools/train.py does
         (:class:`SparsityAwareAdaptation` wraps any task).
-    resource-constrained search (Sec. 3.2): sample per-stage configs, reject those whose latency
-        exceeds the budget, evaluate the rest, keep the best (:func:`search`), with a per-stage
-        latency table measured on this machine (:func:`measure_latency_table`).
+    resource-constrained search (Sec. 3.2): sample configs, reject those whose latency exceeds the
+        budget, evaluate the rest, keep the best (:func:`search`), with a per-pair latency table
+        measured on this machine (:func:`measure_latency_table`).
 
 The parameters are exactly Swin's (same names), so a Swin checkpoint loads as is; with every
 sparsity 0 the model computes the dense Swin.
@@ -21,6 +26,7 @@ sparsity 0 the model computes the dense Swin.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import statistics
 import time
@@ -37,28 +43,56 @@ from ..layers.sparse import (activation_magnitude, gather_windows, kept_windows,
 from .registry import build_from_config, register_model
 from .swin import SIZES, SwinConfig, SwinStage, SwinTransformer
 
-# The paper's search space: 0%, 10%, ..., 80% per stage.
+# The paper's search space (the official tools/search.py): 0%, 10%, ..., 80% for each pair of blocks.
 SPARSITY_CHOICES = tuple(i / 10 for i in range(9))
 
 
 @dataclasses.dataclass(frozen=True)
 class SparseViTConfig(SwinConfig):
-    sparsity: tuple[float, ...] = ()   # window sparsity per stage, () = dense (all 0)
+    # window sparsity per pair of blocks, or per stage (broadcast to its pairs); () = dense (all 0)
+    sparsity: tuple[float, ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.sparsity, list):
             object.__setattr__(self, "sparsity", tuple(self.sparsity))
-        _check_sparsity(self.sparsity or (0.0,) * len(self.depths), len(self.depths))
+        check_sparsity(self.sparsity or 0.0, pairs_per_stage(self.depths))
 
 
-def _check_sparsity(sparsity: Sequence[float], num_stages: int) -> tuple[float, ...]:
-    sparsity = tuple(float(s) for s in sparsity)
-    if len(sparsity) != num_stages:
-        raise ValueError(f"need one sparsity per stage ({num_stages}), got {sparsity}")
-    for s in sparsity:
+def pairs_per_stage(depths: Sequence[int]) -> tuple[int, ...]:
+    """Pairs of blocks (W-MSA then SW-MSA) per stage: ceil(depth / 2); the search's knobs per stage."""
+    return tuple(-(-d // 2) for d in depths)
+
+
+def expand_sparsity(sparsity: float | Sequence[float], pairs: Sequence[int]) -> tuple[float, ...]:
+    """One float, one per stage or one per pair -> one per pair (a stage's value broadcast to its pairs)."""
+    if isinstance(sparsity, (int, float)):
+        return (float(sparsity),) * sum(pairs)
+    values = tuple(float(v) for v in sparsity)
+    if len(values) == sum(pairs):
+        return values
+    if len(values) == len(pairs):
+        return tuple(v for v, n in zip(values, pairs) for _ in range(n))
+    raise ValueError(f"need one sparsity per block pair ({sum(pairs)}: {tuple(pairs)} per stage) or one "
+                     f"sparsity per stage ({len(pairs)}), got {values}")
+
+
+def split_stages(values: Sequence, pairs: Sequence[int]) -> list[tuple]:
+    """A flat per-pair sequence -> one tuple per stage."""
+    ends = [sum(pairs[:i + 1]) for i in range(len(pairs))]
+    return [tuple(values[e - n:e]) for e, n in zip(ends, pairs)]
+
+
+def check_sparsity(sparsity: float | Sequence[float], pairs: Sequence[int]) -> tuple[float, ...]:
+    """:func:`expand_sparsity`, each value in [0, 1) and non-decreasing within a stage (the search
+    space's rule; the official backbone keeps a prefix of the previous pair's windows)."""
+    values = expand_sparsity(sparsity, pairs)
+    for s in values:
         kept_windows(1, s)  # raises unless 0 <= s < 1
-    return sparsity
+    for stage in split_stages(values, pairs):
+        if list(stage) != sorted(stage):
+            raise ValueError(f"sparsity must be non-decreasing within a stage, got {stage} in {values}")
+    return values
 
 
 def sparse_window_block(blk: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -142,9 +176,13 @@ def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float | Sequence[f
     (sparsity 0, or too few windows to drop one, such as a late stage's single window) runs dense;
     a stage with nothing to prune is Swin's own, unscored.
     """
-    x = stage.downsample(x)
+    return sparse_blocks(stage.blocks, stage.downsample(x), block_sparsity(sparsity, len(stage.blocks)))
+
+
+def sparse_blocks(blocks: Sequence[nn.Module], x: torch.Tensor, sparsity: Sequence[float]) -> torch.Tensor:
+    """Blocks of one stage (one sparsity each) as :func:`sparse_stage` runs them, without patch merging."""
     magnitude = None
-    for blk, s in zip(stage.blocks, block_sparsity(sparsity, len(stage.blocks))):
+    for blk, s in zip(blocks, sparsity):
         num_windows = block_grid(blk, x.shape[1:3])[2]
         k = kept_windows(num_windows, s)
         if k == num_windows:
@@ -159,14 +197,17 @@ def sparse_stage(stage: SwinStage, x: torch.Tensor, sparsity: float | Sequence[f
 class SparseViT(SwinTransformer):
     """Swin with window activation pruning. (B, C, H, W) -> logits (B, num_classes).
 
-    ``sparsity`` (one float per stage) starts as ``cfg.sparsity`` and may be changed at any time with
-    :meth:`set_sparsity` (adaptation and search do). The API is Swin's.
+    ``sparsity`` (one float per pair of blocks, ``pairs_per_stage`` of them per stage, non-decreasing
+    within a stage) starts as ``cfg.sparsity`` and may be changed at any time with :meth:`set_sparsity`
+    (adaptation and search do). The API is Swin's.
     """
 
     def __init__(self, cfg: SparseViTConfig):
         super().__init__(cfg)
         self.num_stages = len(cfg.depths)
-        self.set_sparsity(cfg.sparsity or (0.0,) * self.num_stages)
+        self.pairs_per_stage = pairs_per_stage(cfg.depths)
+        self.num_pairs = sum(self.pairs_per_stage)
+        self.set_sparsity(cfg.sparsity or 0.0)
 
     @classmethod
     def from_swin(cls, swin: SwinTransformer) -> "SparseViT":
@@ -182,14 +223,20 @@ class SparseViT(SwinTransformer):
         sparse.load_state_dict(swin.state_dict())
         return sparse.train(swin.training)
 
-    def set_sparsity(self, sparsity: Sequence[float]) -> None:
-        """Per-stage window sparsity, each in [0, 1)."""
-        self.sparsity = _check_sparsity(sparsity, self.num_stages)
+    def set_sparsity(self, sparsity: float | Sequence[float]) -> None:
+        """Window sparsity, each in [0, 1): one per pair of blocks (non-decreasing within a stage), or one
+        per stage or one float, broadcast (:func:`check_sparsity`). ``self.sparsity`` is per pair."""
+        self.sparsity = check_sparsity(sparsity, self.pairs_per_stage)
+
+    @property
+    def stage_sparsity(self) -> list[tuple[float, ...]]:
+        """``sparsity`` grouped by stage: one tuple of pair sparsities per stage."""
+        return split_stages(self.sparsity, self.pairs_per_stage)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> normed last-stage map (B, h, w, num_features)."""
         x = self._embed(x)
-        for stage, s in zip(self.stages, self.sparsity):
+        for stage, s in zip(self.stages, self.stage_sparsity):
             x = sparse_stage(stage, x, s)
         return self.norm(x)
 
@@ -202,7 +249,7 @@ class SparseViT(SwinTransformer):
             return super().forward_intermediates(x, return_attention=True)
         x = self._embed(x)
         maps = []
-        for stage, s in zip(self.stages, self.sparsity):
+        for stage, s in zip(self.stages, self.stage_sparsity):
             x = sparse_stage(stage, x, s)
             maps.append(rearrange(x, "b h w c -> b c h w"))
         return {"features": self.norm(x), "stages": maps}
@@ -212,38 +259,44 @@ class SparseViT(SwinTransformer):
 
 
 # -------------------------------------------------------------------- sparsity-aware adaptation
-def sample_sparsity(num_stages: int, choices: Sequence[float] = SPARSITY_CHOICES,
+def sample_sparsity(pairs: int | Sequence[int], choices: Sequence[float] = SPARSITY_CHOICES,
                     rng: random.Random | None = None) -> tuple[float, ...]:
-    """One random per-stage config, each stage drawn uniformly from ``choices``."""
+    """One random config of the search space, one sparsity per pair: each pair drawn uniformly from
+    ``choices``, then sorted within its stage (the official tools/train.py ``random_sample`` and
+    tools/search.py ``sample``). pairs: pairs per stage (``SparseViT.pairs_per_stage``); an int n
+    means n stages of one pair."""
     rng = rng or random
-    return tuple(float(rng.choice(choices)) for _ in range(num_stages))
+    pairs = (1,) * pairs if isinstance(pairs, int) else tuple(pairs)
+    return tuple(v for n in pairs for v in sorted(float(rng.choice(choices)) for _ in range(n)))
 
 
 class SparsityAwareAdaptation:
-    """Wrap a task so that every training step runs the model at a fresh random per-stage sparsity
-    (the paper's sparsity-aware adaptation); evaluation runs at ``eval_sparsity`` (default: dense).
+    """Wrap a task so that every training step runs the model at a fresh random config (one sparsity
+    per pair of blocks, :func:`sample_sparsity`; the paper's sparsity-aware adaptation, Sec. 3.2);
+    evaluation runs at ``eval_sparsity`` (per pair, per stage or one float; default: dense).
 
     The wrapper is a task for the one trainer (``loss``, ``eval_metrics``; everything else, such as
     ``main_metric`` or ``summarize``, comes from the wrapped task). The model must have
-    ``set_sparsity`` and ``num_stages`` (:class:`SparseViT`).
+    ``set_sparsity`` and ``pairs_per_stage`` (:class:`SparseViT`).
     """
 
     def __init__(self, task, choices: Sequence[float] = SPARSITY_CHOICES,
-                 eval_sparsity: Sequence[float] | None = None, seed: int = 0):
+                 eval_sparsity: float | Sequence[float] | None = None, seed: int = 0):
         self.task, self.choices = task, tuple(choices)
-        self.eval_sparsity = None if eval_sparsity is None else tuple(eval_sparsity)
+        self.eval_sparsity = eval_sparsity if eval_sparsity is None or isinstance(eval_sparsity, (int, float)) \
+            else tuple(eval_sparsity)
         self.rng = random.Random(seed)
         self.last_sparsity: tuple[float, ...] | None = None
 
     def loss(self, model: SparseViT, batch):
         inner = getattr(model, "module", model)  # the trainer may pass a DDP wrapper
-        self.last_sparsity = sample_sparsity(inner.num_stages, self.choices, self.rng)
+        self.last_sparsity = sample_sparsity(inner.pairs_per_stage, self.choices, self.rng)
         inner.set_sparsity(self.last_sparsity)
         return self.task.loss(model, batch)
 
     def eval_metrics(self, model: SparseViT, batch):
         inner = getattr(model, "module", model)
-        inner.set_sparsity(self.eval_sparsity or (0.0,) * inner.num_stages)
+        inner.set_sparsity(0.0 if self.eval_sparsity is None else self.eval_sparsity)
         return self.task.eval_metrics(model, batch)
 
     def __getattr__(self, name: str):
@@ -269,37 +322,54 @@ def measure_latency(fn: Callable[[], object], repeats: int = 5, warmup: int = 1)
     return statistics.median(times)
 
 
+def block_pairs(blocks: Sequence[nn.Module]) -> list[Sequence[nn.Module]]:
+    """A stage's blocks in pairs (W-MSA then SW-MSA; an odd depth ends with one block)."""
+    return [blocks[j:j + 2] for j in range(0, len(blocks), 2)]
+
+
 @torch.no_grad()
 def measure_latency_table(model: SparseViT, x: torch.Tensor, choices: Sequence[float] = SPARSITY_CHOICES,
                           repeats: int = 5) -> dict:
-    """A per-stage latency table measured on this machine, for :func:`table_latency_fn`.
+    """A per-pair latency table measured on this machine, for :func:`table_latency_fn`.
 
-    Stage i is timed alone at each sparsity in ``choices`` on its real (dense) input for ``x``;
-    ``base_ms`` is the rest (patch embedding, final norm and head). Returns
-    ``{"choices": [...], "base_ms": float, "stage_ms": [[ms per choice] per stage]}``.
+    Each pair of blocks is timed alone at each sparsity in ``choices``, on its real (dense) input for
+    ``x``, with its activation-magnitude computation when it prunes (a stage computes it once, so a
+    stage's later pruning pairs are over-estimated by that one pass over the map); ``base_ms`` is the
+    rest (patch embedding, patch merging, final norm and head). Returns ``{"choices": [...],
+    "base_ms": float, "pairs_per_stage": [...], "pair_ms": [[ms per choice] per pair]}``.
     """
     model.eval()
-    inputs, h = [], model._embed(x)
+    h = model._embed(x)
     base = measure_latency(lambda: model._embed(x), repeats)
+    pair_ms = []
     for stage in model.stages:
-        inputs.append(h)
-        h = stage(h)
+        base += measure_latency(lambda: stage.downsample(h), repeats)
+        h = stage.downsample(h)
+        for pair in block_pairs(stage.blocks):
+            pair_ms.append([measure_latency(lambda: sparse_blocks(pair, h, (s,) * len(pair)), repeats)
+                            for s in choices])
+            for blk in pair:
+                h = blk(h)
     base += measure_latency(lambda: model.forward_head(model.norm(h)), repeats)
-    stage_ms = [[measure_latency(lambda: sparse_stage(stage, inp, s), repeats) for s in choices]
-                for stage, inp in zip(model.stages, inputs)]
-    return {"choices": [float(c) for c in choices], "base_ms": base, "stage_ms": stage_ms}
+    return {"choices": [float(c) for c in choices], "base_ms": base,
+            "pairs_per_stage": list(model.pairs_per_stage), "pair_ms": pair_ms}
 
 
-def table_latency_fn(table: dict) -> Callable[[Sequence[float]], float]:
-    """config -> predicted latency (ms) = base_ms + sum over stages of stage_ms[i][choice index]."""
+def table_latency_fn(table: dict) -> Callable[[float | Sequence[float]], float]:
+    """config -> predicted latency (ms) = base_ms + sum over pairs of pair_ms[p][choice index]. A config
+    is what ``set_sparsity`` takes: one sparsity per pair, per stage or one float."""
+    if "pair_ms" not in table:
+        raise ValueError("not a per-pair latency table (no pair_ms; a per-stage table from an earlier "
+                         "vitkit?): measure a new one")
     index = {round(c, 6): i for i, c in enumerate(table["choices"])}
+    pairs = tuple(table["pairs_per_stage"])
+    if sum(pairs) != len(table["pair_ms"]) or any(len(row) != len(index) for row in table["pair_ms"]):
+        raise ValueError(f"the table needs one row per pair ({sum(pairs)}) of one time per choice ({len(index)})")
 
-    def latency(config: Sequence[float]) -> float:
-        if len(config) != len(table["stage_ms"]):
-            raise ValueError(f"config {tuple(config)} has {len(config)} stages, the table "
-                             f"{len(table['stage_ms'])}")
+    def latency(config: float | Sequence[float]) -> float:
+        config = expand_sparsity(config, pairs)
         try:
-            return table["base_ms"] + sum(row[index[round(s, 6)]] for row, s in zip(table["stage_ms"], config))
+            return table["base_ms"] + sum(row[index[round(s, 6)]] for row, s in zip(table["pair_ms"], config))
         except KeyError as e:
             raise ValueError(f"sparsity {e.args[0]} is not in the table's choices {table['choices']}") from None
 
@@ -328,7 +398,8 @@ def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
            max_draws: int | None = None) -> tuple[tuple[float, ...], list[dict]]:
     """Resource-constrained search by rejection sampling.
 
-    Draw per-stage configs uniformly from ``choices`` (each distinct config once); reject a config
+    Draw configs of the search space (:func:`sample_sparsity`: one sparsity per pair of blocks from
+    ``choices``, non-decreasing within a stage; each distinct config once); reject a config
     whose ``latency_fn(config)`` (ms) exceeds ``budget_ms``; run ``eval_fn(model)`` (higher is
     better, e.g. held-out accuracy) with the model set to each kept config, until ``n_samples``
     configs were evaluated or ``max_draws`` (default ``50 * n_samples``) were drawn. The model's
@@ -344,7 +415,7 @@ def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     rng = random.Random(seed)
     max_draws = max_draws or 50 * n_samples
-    space = len(choices) ** model.num_stages
+    space = math.prod(math.comb(len(choices) + n - 1, n) for n in model.pairs_per_stage)  # sorted draws
     seen: set[tuple[float, ...]] = set()
     rows: list[dict] = []
     fastest: tuple[float, tuple] | None = None
@@ -353,7 +424,7 @@ def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
         for _ in range(max_draws):
             if len(rows) >= n_samples or len(seen) >= space:
                 break
-            config = sample_sparsity(model.num_stages, choices, rng)
+            config = sample_sparsity(model.pairs_per_stage, choices, rng)
             if config in seen:
                 continue
             seen.add(config)
@@ -377,12 +448,21 @@ def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
     return best["sparsity"], rows
 
 
-def format_table(rows: list[dict], pareto_only: bool = True) -> str:
-    """The search table as fixed-width text (the Pareto front by default), for a CLI to print."""
+def format_sparsity(sparsity: Sequence[float], pairs: Sequence[int] | None = None) -> str:
+    """A per-pair config as text: stages separated by '/', a stage's pairs by ',' (``pairs``: pairs per
+    stage; None: every value its own stage), e.g. Swin-T's ``30%/0%/10%,20%,20%/0%``."""
+    groups = split_stages(tuple(sparsity), pairs) if pairs else [(s,) for s in sparsity]
+    return "/".join(",".join(f"{s:.0%}" for s in g) for g in groups)
+
+
+def format_table(rows: list[dict], pareto_only: bool = True, pairs: Sequence[int] | None = None) -> str:
+    """The search table as fixed-width text (the Pareto front by default), for a CLI to print; ``pairs``
+    (the model's ``pairs_per_stage``) groups each config by stage (:func:`format_sparsity`)."""
     rows = [r for r in rows if r["pareto"] or not pareto_only]
-    lines = [f"{'sparsity per stage':<28}{'latency ms':>12}{'score':>10}"]
-    lines += [f"{'/'.join(f'{s:.0%}' for s in r['sparsity']):<28}{r['latency_ms']:>12.2f}{r['score']:>10.4f}"
-              for r in rows]
+    text = [format_sparsity(r["sparsity"], pairs) for r in rows]
+    width = max([28, *(len(t) + 2 for t in text)])
+    lines = [f"{'sparsity per stage (per pair)':<{width}}{'latency ms':>12}{'score':>10}"]
+    lines += [f"{t:<{width}}{r['latency_ms']:>12.2f}{r['score']:>10.4f}" for t, r in zip(text, rows)]
     return "\n".join(lines)
 
 
@@ -393,8 +473,9 @@ def _sparsevit(base: SparseViTConfig, **overrides) -> SparseViT:
 
 @register_model
 def sparsevit_swin_tiny_patch4_window7_224(**kw) -> SparseViT:
-    """SparseViT on Swin-T at 224 (C=96, depths (2, 2, 6, 2)); Swin-T weights load as is. Dense until
-    ``sparsity=`` (one float per stage) or ``set_sparsity`` says otherwise."""
+    """SparseViT on Swin-T at 224 (C=96, depths (2, 2, 6, 2): 1 + 1 + 3 + 1 block pairs); Swin-T weights
+    load as is. Dense until ``sparsity=`` (one float per pair or per stage) or ``set_sparsity`` says
+    otherwise."""
     dim, depths, heads = SIZES["tiny"]
     return _sparsevit(SparseViTConfig(embed_dim=dim, depths=depths, num_heads=heads, window_size=7,
                                       drop_path_rate=0.2, name="sparsevit_swin_tiny_patch4_window7_224"), **kw)
