@@ -42,11 +42,39 @@ def test_forward_is_normalised_and_logit_scale_is_clipped():
     with torch.no_grad():
         model.logit_scale.fill_(10.0)                       # exp(10) ~ 22026 -> clipped to 100
     scale = model(x, ["a"] * 3)[2]
-    assert scale.item() == pytest.approx(100.0)
-    scale.backward()
-    assert model.logit_scale.grad.item() == 0.0              # no push beyond the clip
+    assert scale.item() == pytest.approx(100.0)             # (test_logit_scale_above_the_cap_... for the gradient)
     assert torch.equal(model.encode_text(["a 1"]), model.encode_text(model.tokenize(["a 1"])))
     assert model(x)[1] is None and model(text=["a"])[0] is None
+
+
+def test_logit_scale_above_the_cap_comes_back_and_keeps_its_gradient():
+    """open_clip clips t in place into [0, ln 100] after every optimizer step, so t is never past the cap
+    when used and always has a gradient. vitkit clips it in place at the start of each training forward
+    (the same t for every forward); a clip in the graph alone would zero the gradient past ln 100 for good."""
+    torch.manual_seed(0)
+    model = tiny_clip()
+    task = CLIPTask(digit_classnames())
+    opt = torch.optim.SGD([model.logit_scale], lr=0.1)
+    batch = (torch.randn(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5]))
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)                        # e.g. an optimizer overshoot
+    loss, metrics = task.loss(model, batch)
+    assert model.logit_scale.item() == pytest.approx(math.log(100.0))   # clipped in place, as open_clip
+    assert metrics["scale"].item() == pytest.approx(100.0, rel=1e-5)
+    loss.backward()
+    assert model.logit_scale.grad.item() != 0.0              # the loss still reaches t
+    opt.step()                                               # random towers: the loss wants a lower t
+    assert model.logit_scale.item() < math.log(100.0)
+    with torch.no_grad():
+        model.logit_scale.fill_(-1.0)                        # open_clip's lower bound: temperature <= 1
+    task.loss(model, batch)[0].backward()
+    assert model.logit_scale.item() == 0.0
+    # evaluation (and no_grad) clip on the fly and leave a loaded t as it is
+    model.eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+        assert model(batch[0], ["a"] * 6)[2].item() == pytest.approx(100.0) and model.logit_scale.item() == 10.0
+        assert model.scale().item() == pytest.approx(100.0)
 
 
 def test_symmetric_loss_hand_computed_2x2():

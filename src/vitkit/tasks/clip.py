@@ -4,7 +4,8 @@ An image tower and a text tower, each followed by a linear projection (no bias) 
 space, L2-normalised, compared by cosine similarity times a learned temperature (Fig. 3):
 
     I_e = l2norm(I_f W_i),  T_e = l2norm(T_f W_t)                   (B, E) each
-    logits = I_e T_e^T * exp(t),  t learned, init ln(1 / 0.07), clipped so exp(t) <= 100 (Sec. 2.5)
+    logits = I_e T_e^T * exp(t),  t learned, init ln(1 / 0.07), clipped so exp(t) <= 100 (Sec. 2.5;
+                                  open_clip clips the parameter into [0, ln 100], see ``CLIP.forward``)
     loss = (CE(logits, arange(B)) + CE(logits^T, arange(B))) / 2     symmetric InfoNCE
 
 Zero-shot classification (Sec. 3.1.4) embeds one caption per class and picks the nearest; *prompt
@@ -97,16 +98,28 @@ class CLIP(nn.Module):
         x = self.text_projection(self.text(text))
         return F.normalize(x, dim=-1) if normalize else x
 
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clip the parameter t itself into [0, max_logit_scale] (ln 100): open_clip's rule, which its
+        train loop applies after every optimizer step (``logit_scale.clamp_(0, math.log(100))``)."""
+        self.logit_scale.clamp_(0.0, self.max_logit_scale)
+
     def scale(self) -> torch.Tensor:
-        """exp(logit_scale) with logit_scale clipped at ln(100) (no gradient above the clip)."""
-        return self.logit_scale.clamp(max=self.max_logit_scale).exp()
+        """exp(t), t clipped into [0, ln 100] on the fly (evaluation, a loaded t past the cap)."""
+        return self.logit_scale.clamp(0.0, self.max_logit_scale).exp()
 
     def forward(self, image: torch.Tensor | None = None, text=None):
         """-> (image_features (B, E) or None, text_features (T, E) or None, exp(logit_scale)).
 
-        Features are L2-normalised; a tower whose input is None is skipped (open_clip's convention)."""
+        Features are L2-normalised; a tower whose input is None is skipped (open_clip's convention).
+        A training forward (grad enabled) first clips t in place (``clamp_logit_scale_``): every forward
+        sees the t open_clip's clip-after-step gives, and t, inside the range, always has a gradient (a
+        clip in the graph alone would zero it for good once an update took t past ln 100)."""
         image_features = self.encode_image(image, normalize=True) if image is not None else None
         text_features = self.encode_text(text, normalize=True) if text is not None else None
+        if self.training and torch.is_grad_enabled():
+            self.clamp_logit_scale_()
+            return image_features, text_features, self.logit_scale.exp()   # exp saves its output, not t
         return image_features, text_features, self.scale()
 
     def config_dict(self) -> dict[str, Any]:
