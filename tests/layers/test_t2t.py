@@ -59,6 +59,95 @@ def test_token_layer_changes_width_with_a_residual_through_v():
         assert torch.allclose(att(x), att.qkv(x)[..., 16:])          # proj = 0 leaves the value path
 
 
+# ---- a port of the official code (yitu-opensource/T2T-ViT, models/token_transformer.py, transformer_block.Mlp,
+# models/t2t_vit.py's T2T_module with tokens_type="transformer"); nn.LayerNorm's default eps 1e-5 as there
+class _OfficialMlp(torch.nn.Module):
+    def __init__(self, in_features, hidden_features):
+        super().__init__()
+        self.fc1, self.act = torch.nn.Linear(in_features, hidden_features), torch.nn.GELU()
+        self.fc2 = torch.nn.Linear(hidden_features, in_features)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class _OfficialAttention(torch.nn.Module):
+    def __init__(self, dim, num_heads=1, in_dim=None, qkv_bias=False):
+        super().__init__()
+        self.num_heads, self.in_dim = num_heads, in_dim
+        head_dim = dim // num_heads                      # dim is the INPUT width C * k * k
+        self.scale = head_dim ** -0.5
+        self.qkv = torch.nn.Linear(dim, in_dim * 3, bias=qkv_bias)
+        self.proj = torch.nn.Linear(in_dim, in_dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.in_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        x = self.proj((attn @ v).transpose(1, 2).reshape(B, N, self.in_dim))
+        return v.squeeze(1) + x
+
+
+class _OfficialTokenTransformer(torch.nn.Module):
+    def __init__(self, dim, in_dim, num_heads=1, mlp_ratio=1.0):
+        super().__init__()
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.attn = _OfficialAttention(dim, num_heads, in_dim)
+        self.norm2 = torch.nn.LayerNorm(in_dim)
+        self.mlp = _OfficialMlp(in_dim, int(in_dim * mlp_ratio))
+
+    def forward(self, x):
+        x = self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _OfficialT2TModule(torch.nn.Module):
+    def __init__(self, in_chans, embed_dim, token_dim):
+        super().__init__()
+        self.soft_split0 = torch.nn.Unfold(kernel_size=(7, 7), stride=(4, 4), padding=(2, 2))
+        self.soft_split1 = torch.nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
+        self.soft_split2 = torch.nn.Unfold(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))
+        self.attention1 = _OfficialTokenTransformer(dim=in_chans * 7 * 7, in_dim=token_dim)
+        self.attention2 = _OfficialTokenTransformer(dim=token_dim * 3 * 3, in_dim=token_dim)
+        self.project = torch.nn.Linear(token_dim * 3 * 3, embed_dim)
+
+    def forward(self, x):
+        x = self.soft_split0(x).transpose(1, 2)
+        for attention, split in ((self.attention1, self.soft_split1), (self.attention2, self.soft_split2)):
+            x = attention(x)
+            B, new_hw, C = x.shape
+            side = int(new_hw ** 0.5)
+            x = split(x.transpose(1, 2).reshape(B, C, side, side)).transpose(1, 2)
+        return self.project(x)
+
+
+def test_token_transformer_equals_the_official_one_with_its_weights():
+    """Scores scaled by 1/sqrt(C k^2), the input width (the official head_dim = dim // num_heads, dim the
+    input), not 1/sqrt(token_dim): the official weights load and give the same function."""
+    torch.manual_seed(0)
+    ref = _OfficialTokenTransformer(dim=3 * 3 * 3, in_dim=8).eval()
+    ours = T2TLayer(27, 8, norm_eps=1e-5).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 10, 27) * 3
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    _, attn = ours.attn(ours.norm1(x), return_attention=True)
+    q, k, _ = ours.attn.qkv(ours.norm1(x)).chunk(3, dim=-1)
+    assert torch.allclose(attn, (q @ k.transpose(1, 2) / 27 ** 0.5).softmax(-1), atol=1e-6)
+
+
+def test_t2t_module_equals_the_official_one_with_its_weights():
+    torch.manual_seed(0)
+    ref = _OfficialT2TModule(in_chans=3, embed_dim=48, token_dim=16).eval()
+    ours = T2TModule((32, 32), 3, 48, token_dim=16, norm_eps=1e-5).eval()
+    state = {k.replace("attention1.", "layers.0.").replace("attention2.", "layers.1."): v
+             for k, v in ref.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert ours.grids == [(8, 8), (4, 4), (2, 2)]
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
 def test_t2t_module_grids_and_model():
     mod = T2TModule((224, 224), 3, 256)
     assert mod.grids == [(56, 56), (28, 28), (14, 14)] and mod.num_patches == 196  # the paper's 224px module

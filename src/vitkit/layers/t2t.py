@@ -10,7 +10,7 @@ One T2T step turns tokens T (B, L, C) on an (h, w) grid into fewer, wider tokens
 Overlap lets every new token see its neighbours' pixels, the local structure a plain ViT's
 non-overlapping split loses. The T2T layer is the paper's token transformer: single-head attention
 whose value projection doubles as the residual (``x = v + proj(attn(q, k, v))``, since the width
-changes), then a residual MLP.
+changes; scores scaled by 1/sqrt(C k^2), the input width, as the official code), then a residual MLP.
 """
 from __future__ import annotations
 
@@ -57,12 +57,15 @@ def restructure(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 class TokenAttention(nn.Module):
     """Single-head attention that changes the width: (B, N, dim) -> (B, N, out_dim), residual through v.
 
-    q, k, v = one fused Linear(dim, 3 * out_dim); out = v + proj(softmax(q k^T / sqrt(out_dim)) v).
+    q, k, v = one fused Linear(dim, 3 * out_dim); out = v + proj(softmax(q k^T / sqrt(dim)) v).
+    The scores are scaled by the INPUT width dim = C k^2, not by q's width out_dim: the official
+    token transformer's ``head_dim = dim // num_heads`` (one head) is its input width, so its weights
+    only give the same function with this scale.
     """
 
     def __init__(self, dim: int, out_dim: int, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
-        self.out_dim = out_dim
+        self.dim, self.out_dim = dim, out_dim
         self.qkv = Linear(dim, 3 * out_dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = Linear(out_dim, out_dim)
@@ -70,6 +73,7 @@ class TokenAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         q, k, v = self.qkv(x).chunk(3, dim=-1)                          # each (B, N, out_dim), one head
+        q = q * (self.out_dim / self.dim) ** 0.5                        # attend's 1/sqrt(out_dim) -> 1/sqrt(dim)
         out = attend(q, k, v, None, self.attn_drop if self.training else 0.0, return_attention)
         if return_attention:
             out, attn = out
