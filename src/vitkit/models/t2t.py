@@ -5,8 +5,12 @@
     z_L  = Blocks(z_0)                      a deep-narrow backbone of the shared pre-LN Block
     y    = head(LN(z_L^0))
 
-Sizes (paper Table 1, the "transformer" T2T layers): T2T-ViT-7 D=256, 7 blocks, 4 heads, MLP x2;
-T2T-ViT-14 D=384, 14 blocks, 6 heads, MLP x3; token_dim 64, splits (7,4,2), (3,2,1), (3,2,1) at 224px.
+vitkit's T2T layers are the paper's transformer layers (``layers/t2t.py``), so the models are named
+as the official code names them, ``t2t_vit_t_*``: T2T-ViT_t-14 D=384, 14 blocks, 6 heads, MLP x3;
+_t-19 D=448, 19 blocks, 7 heads; _t-24 D=512, 24 blocks, 8 heads (MLP x3); token_dim 64, splits
+(7,4,2), (3,2,1), (3,2,1) at 224px. The official ``t2t_vit_7`` / ``t2t_vit_14`` (no ``_t``) use
+Performer T2T layers, which vitkit does not implement; ``t2t_vit_t_7`` is T2T-ViT-7's size (D=256,
+7 blocks, 4 heads, MLP x2) with transformer layers, a model the official code does not have.
 The paper's position table is 1D sinusoidal; vitkit uses its 2D sin-cos table (both fixed).
 """
 from __future__ import annotations
@@ -133,15 +137,28 @@ def _t2t(base: T2TViTConfig, **overrides) -> T2TViT:
 
 
 @register_model
-def t2t_vit_7(**kw) -> T2TViT:
-    """T2T-ViT-7 at 224px: D=256, 7 blocks, 4 heads, MLP x2."""
-    return _t2t(T2TViTConfig(embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0, name="t2t_vit_7"), **kw)
+def t2t_vit_t_7(**kw) -> T2TViT:
+    """T2T-ViT-7's size with transformer T2T layers (no official model; the official t2t_vit_7 is
+    Performer) at 224px: D=256, 7 blocks, 4 heads, MLP x2."""
+    return _t2t(T2TViTConfig(embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0, name="t2t_vit_t_7"), **kw)
 
 
 @register_model
-def t2t_vit_14(**kw) -> T2TViT:
-    """T2T-ViT-14 at 224px: D=384, 14 blocks, 6 heads, MLP x3."""
-    return _t2t(T2TViTConfig(embed_dim=384, depth=14, num_heads=6, mlp_ratio=3.0, name="t2t_vit_14"), **kw)
+def t2t_vit_t_14(**kw) -> T2TViT:
+    """T2T-ViT_t-14 (official t2t_vit_t_14) at 224px: D=384, 14 blocks, 6 heads, MLP x3."""
+    return _t2t(T2TViTConfig(embed_dim=384, depth=14, num_heads=6, mlp_ratio=3.0, name="t2t_vit_t_14"), **kw)
+
+
+@register_model
+def t2t_vit_t_19(**kw) -> T2TViT:
+    """T2T-ViT_t-19 (official t2t_vit_t_19) at 224px: D=448, 19 blocks, 7 heads, MLP x3."""
+    return _t2t(T2TViTConfig(embed_dim=448, depth=19, num_heads=7, mlp_ratio=3.0, name="t2t_vit_t_19"), **kw)
+
+
+@register_model
+def t2t_vit_t_24(**kw) -> T2TViT:
+    """T2T-ViT_t-24 (official t2t_vit_t_24) at 224px: D=512, 24 blocks, 8 heads, MLP x3."""
+    return _t2t(T2TViTConfig(embed_dim=512, depth=24, num_heads=8, mlp_ratio=3.0, name="t2t_vit_t_24"), **kw)
 
 
 @register_model
