@@ -289,7 +289,10 @@ def test_table_latency_adds_one_time_per_pair_and_takes_per_stage_configs():
     assert format_sparsity((0.3, 0.0)) == "30%/0%"
 
 
-def test_search_rejects_over_budget_and_returns_best_and_pareto():
+@pytest.mark.parametrize("method", ["evolution", "random"])
+def test_search_rejects_over_budget_and_returns_best_and_pareto(method):
+    """On the nano model (its tests/models/test_sparsevit_search.py twin uses a synthetic model and table);
+    with a population of 8, the evolution's later generations are mutations and crossovers."""
     m = create_model("sparsevit_swin_nano_patch2_window4_28", device="meta")
     latency = table_latency_fn(_fake_table())
     assert latency((0.0, 0.0, 0.0)) == pytest.approx(65.0) and latency((0.8, 0.8, 0.8)) == pytest.approx(17.0)
@@ -299,8 +302,10 @@ def test_search_rejects_over_budget_and_returns_best_and_pareto():
         evaluated.append(model.sparsity)
         return 1.0 - sum(s * w for s, w in zip(model.sparsity, (0.3, 0.2, 0.1)))
 
-    best, table = search(m, eval_fn, latency, budget_ms=40.0, n_samples=20, choices=_fake_table()["choices"])
-    assert len(table) == 20 == len(evaluated) and m.sparsity == (0.0, 0.0, 0.0)  # restored
+    best, table = search(m, eval_fn, latency, budget_ms=40.0, n_samples=20, choices=_fake_table()["choices"],
+                         method=method, population_size=8, num_parents=3)
+    assert len(table) == len(evaluated) and m.sparsity == (0.0, 0.0, 0.0)     # restored
+    assert len(table) == 20 if method == "random" else 8 < len(table) <= 20     # a converged evolution may stop
     assert all(r["latency_ms"] <= 40.0 for r in table)                         # rejected never evaluated
     assert all(latency(c) <= 40.0 for c in evaluated)
     assert best == max(table, key=lambda r: r["score"])["sparsity"]

@@ -16,9 +16,11 @@ Transformer") on vitkit's Swin backbone.
     sparsity-aware adaptation (Sec. 3.2): fine-tune with a random config every step, each pair drawn
         uniformly and sorted within its stage as the official tools/train.py does
         (:class:`SparsityAwareAdaptation` wraps any task).
-    resource-constrained search (Sec. 3.2): sample configs, reject those whose latency exceeds the
-        budget, evaluate the rest, keep the best (:func:`search`), with a per-pair latency table
-        measured on this machine (:func:`measure_latency_table`).
+    resource-constrained search (Sec. 3.2): evolutionary search (population, parents, mutation,
+        crossover; the official tools/search.py ``EvolveSearcher``) or its random-search baseline, at
+        the same budget of evaluated configs, under a latency window [min, max]: a config outside it
+        is never evaluated (:func:`search`); latency from a per-pair table measured on this machine
+        (:func:`measure_latency_table`).
 
 The parameters are exactly Swin's (same names), so a Swin checkpoint loads as is; with every
 sparsity 0 the model computes the dense Swin.
@@ -392,55 +394,143 @@ def accuracy_fn(loader, device: str | torch.device | None = None) -> Callable[[n
     return accuracy
 
 
+def sort_stages(config: Sequence[float], pairs: Sequence[int]) -> tuple[float, ...]:
+    """Sort a per-pair config within each stage (the official ``sort_cfg``): back into the search space."""
+    return tuple(v for stage in split_stages(tuple(config), pairs) for v in sorted(stage))
+
+
+def mutate(config: Sequence[float], pairs: Sequence[int], choices: Sequence[float], prob: float,
+           rng: random.Random) -> tuple[float, ...]:
+    """Evolutionary mutation (the official ``EvolveSearcher._mutate``): each pair takes, with probability
+    ``prob``, its value in a fresh :func:`sample_sparsity`, else keeps the parent's; then sorted per stage."""
+    fresh = sample_sparsity(pairs, choices, rng)
+    return sort_stages([f if rng.random() < prob else c for c, f in zip(config, fresh)], pairs)
+
+
+def crossover(parents: Sequence[Sequence[float]], pairs: Sequence[int], rng: random.Random) -> tuple[float, ...]:
+    """Evolutionary crossover (the official ``EvolveSearcher._crossover``): each pair's value from a
+    parent drawn at random; then sorted per stage."""
+    return sort_stages([rng.choice(parents)[i] for i in range(sum(pairs))], pairs)
+
+
+class _Evaluator:
+    """A search's scoring (Sec. 3.2; the official ``BaseSearcher.run_step``): a config's latency first; one
+    outside [min_ms, max_ms] is rejected, never evaluated (``filter_func``); each distinct config is
+    evaluated once (a repeat returns the cached score). ``rows``: the evaluated configs."""
+
+    def __init__(self, model: SparseViT, eval_fn: Callable, latency_fn: Callable, min_ms: float, max_ms: float):
+        self.model, self.eval_fn, self.latency_fn = model, eval_fn, latency_fn
+        self.min_ms, self.max_ms = min_ms, max_ms
+        self.latency: dict[tuple[float, ...], float] = {}     # every config seen
+        self.rows: dict[tuple[float, ...], dict] = {}          # every config evaluated
+
+    def __call__(self, config: tuple[float, ...]) -> float | None:
+        """The config's score, or None when its latency is outside the window."""
+        if config in self.rows:
+            return self.rows[config]["score"]
+        if config not in self.latency:  # a measured latency_fn is slow: once per config
+            self.latency[config] = float(self.latency_fn(config))
+        ms = self.latency[config]
+        if not self.min_ms <= ms <= self.max_ms:
+            return None
+        self.model.set_sparsity(config)
+        self.rows[config] = {"sparsity": config, "latency_ms": ms, "score": float(self.eval_fn(self.model))}
+        return self.rows[config]["score"]
+
+
+def _random_search(ev: _Evaluator, draw: Callable[[], tuple], done: Callable[[], bool], max_draws: int) -> None:
+    """Random search, the paper's baseline: every draw a fresh :func:`sample_sparsity`."""
+    for _ in range(max_draws):
+        if done():
+            return
+        ev(draw())
+
+
+def _evolutionary_search(ev: _Evaluator, draw: Callable[[], tuple], done: Callable[[], bool], max_draws: int,
+                         pairs: Sequence[int], choices: Sequence[float], rng: random.Random,
+                         population_size: int, num_parents: int, mutation_prob: float) -> None:
+    """Evolutionary search as the official ``EvolveSearcher``: configs within the latency window join the
+    population; once it holds ``population_size``, its best ``num_parents`` become the parents and a new
+    population starts. Until the first parents exist every config is a fresh sample; then the first half
+    of each population comes from :func:`mutate` of a random parent, the second half from
+    :func:`crossover` of two random parents."""
+    population: list[tuple[tuple, float]] = []
+    parents: list[tuple[tuple, float]] = []
+    for _ in range(max_draws):
+        if done():
+            return
+        if len(population) >= population_size:
+            parents = sorted(population, key=lambda p: p[1], reverse=True)[:num_parents]
+            population = []
+        if not parents:
+            config = draw()
+        elif len(population) < population_size // 2:
+            config = mutate(rng.choice(parents)[0], pairs, choices, mutation_prob, rng)
+        else:
+            config = crossover([c for c, _ in rng.sample(parents, min(2, len(parents)))], pairs, rng)
+        score = ev(config)
+        if score is not None:
+            population.append((config, score))
+
+
 def search(model: SparseViT, eval_fn: Callable[[SparseViT], float],
            latency_fn: Callable[[Sequence[float]], float], budget_ms: float, n_samples: int,
-           choices: Sequence[float] = SPARSITY_CHOICES, seed: int = 0,
-           max_draws: int | None = None) -> tuple[tuple[float, ...], list[dict]]:
-    """Resource-constrained search by rejection sampling.
+           choices: Sequence[float] = SPARSITY_CHOICES, seed: int = 0, max_draws: int | None = None, *,
+           min_ms: float = 0.0, method: str = "evolution", population_size: int = 100, num_parents: int = 25,
+           mutation_prob: float = 0.1) -> tuple[tuple[float, ...], list[dict]]:
+    """Resource-constrained search (Sec. 3.2): the best config whose latency is in [``min_ms``,
+    ``budget_ms``] (the official tools/search.py: ``--min <= latency <= --max``).
 
-    Draw configs of the search space (:func:`sample_sparsity`: one sparsity per pair of blocks from
-    ``choices``, non-decreasing within a stage; each distinct config once); reject a config
-    whose ``latency_fn(config)`` (ms) exceeds ``budget_ms``; run ``eval_fn(model)`` (higher is
-    better, e.g. held-out accuracy) with the model set to each kept config, until ``n_samples``
-    configs were evaluated or ``max_draws`` (default ``50 * n_samples``) were drawn. The model's
-    sparsity is restored afterwards.
+    Configs are of the search space (one sparsity per pair of blocks from ``choices``, non-decreasing
+    within a stage). ``latency_fn(config)`` (ms) is checked first; a config outside the window is never
+    evaluated; ``eval_fn(model)`` (higher is better, e.g. held-out accuracy) runs with the model set to
+    each distinct config inside it, until ``n_samples`` configs were evaluated (the budget: the same for
+    both methods, so they compare), every config of the space was seen, or ``max_draws`` (default
+    ``50 * n_samples``) were drawn (a converged evolution, redrawing configs it has seen, may stop there,
+    under the budget). ``method``: ``"evolution"`` (the paper's; the official defaults:
+    population 100, 25 parents, mutation probability 0.1; :func:`_evolutionary_search`) or ``"random"``
+    (its baseline). The model's sparsity is restored afterwards.
 
-    Returns ``(best, table)``: ``best`` the evaluated config with the highest score (ties: the
-    faster); ``table`` one row per evaluated config, sorted by latency:
-    ``{"sparsity", "latency_ms", "score", "pareto"}``, ``pareto`` True when no other row is at least
-    as fast and at least as good and strictly better in one. Raises ValueError when no draw met the
-    budget (the message names the fastest one seen).
+    Returns ``(best, table)``: ``best`` the evaluated config with the highest score (ties: the faster);
+    ``table`` one row per evaluated config, sorted by latency: ``{"sparsity", "latency_ms", "score",
+    "pareto"}``, ``pareto`` True when no other row is at least as fast and at least as good and
+    strictly better in one. Raises ValueError when no draw met the window (the message names the
+    fastest and slowest configs seen).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    rng = random.Random(seed)
-    max_draws = max_draws or 50 * n_samples
-    space = math.prod(math.comb(len(choices) + n - 1, n) for n in model.pairs_per_stage)  # sorted draws
-    seen: set[tuple[float, ...]] = set()
-    rows: list[dict] = []
-    fastest: tuple[float, tuple] | None = None
+    if not 0 <= min_ms <= budget_ms:
+        raise ValueError(f"need 0 <= min_ms <= budget_ms, got {min_ms} and {budget_ms}")
+    if method not in ("evolution", "random"):
+        raise ValueError(f"method must be 'evolution' or 'random', got {method!r}")
+    if method == "evolution" and not (1 <= num_parents <= population_size and 0 <= mutation_prob <= 1):
+        raise ValueError(f"need 1 <= num_parents <= population_size and mutation_prob in [0, 1], got "
+                         f"{num_parents}, {population_size}, {mutation_prob}")
+    rng, pairs = random.Random(seed), model.pairs_per_stage
+    space = math.prod(math.comb(len(choices) + n - 1, n) for n in pairs)  # multisets per stage
+    ev = _Evaluator(model, eval_fn, latency_fn, min_ms, budget_ms)
+
+    def draw() -> tuple[float, ...]:
+        return sample_sparsity(pairs, choices, rng)
+
+    def done() -> bool:  # the budget is spent, or every config of the space was seen
+        return len(ev.rows) >= n_samples or len(ev.latency) >= space
+
     previous = model.sparsity
     try:
-        for _ in range(max_draws):
-            if len(rows) >= n_samples or len(seen) >= space:
-                break
-            config = sample_sparsity(model.pairs_per_stage, choices, rng)
-            if config in seen:
-                continue
-            seen.add(config)
-            latency = float(latency_fn(config))
-            if fastest is None or latency < fastest[0]:
-                fastest = (latency, config)
-            if latency > budget_ms:
-                continue  # rejected: over the budget, never evaluated
-            model.set_sparsity(config)
-            rows.append({"sparsity": config, "latency_ms": latency, "score": float(eval_fn(model))})
+        if method == "random":
+            _random_search(ev, draw, done, max_draws or 50 * n_samples)
+        else:
+            _evolutionary_search(ev, draw, done, max_draws or 50 * n_samples, pairs, choices, rng,
+                                 population_size, num_parents, mutation_prob)
     finally:
         model.set_sparsity(previous)
-    if not rows:
-        raise ValueError(f"no sampled config meets the {budget_ms} ms budget (fastest seen: {fastest[1]} "
-                         f"at {fastest[0]:.2f} ms); raise the budget or add higher sparsities")
-    rows.sort(key=lambda r: (r["latency_ms"], -r["score"]))
+    if not ev.rows:
+        (lo, fast), (hi, slow) = min((v, k) for k, v in ev.latency.items()), max((v, k) for k, v in ev.latency.items())
+        raise ValueError(f"no sampled config meets the latency budget [{min_ms}, {budget_ms}] ms (fastest seen: "
+                         f"{fast} at {lo:.2f} ms, slowest: {slow} at {hi:.2f} ms); widen the window or change "
+                         "the choices")
+    rows = sorted(ev.rows.values(), key=lambda r: (r["latency_ms"], -r["score"]))
     for r in rows:
         r["pareto"] = not any(o is not r and o["latency_ms"] <= r["latency_ms"] and o["score"] >= r["score"]
                               and (o["latency_ms"] < r["latency_ms"] or o["score"] > r["score"]) for o in rows)
