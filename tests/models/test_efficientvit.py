@@ -49,7 +49,8 @@ def test_registered():
 
 def test_forward_backward_and_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    m = create_model("efficientvit_nano_28").train()
+    # with zero_last_gamma (the default) a residual branch's inner weights get no gradient on the first step
+    m = create_model("efficientvit_nano_28", zero_last_gamma=False).train()
     logits = m(torch.randn(4, 1, 28, 28))
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
     logits.logsumexp(-1).sum().backward()
@@ -87,3 +88,81 @@ def test_input_checks_and_any_resolution():
     with pytest.raises(ValueError, match="5 entries"):
         create_model("efficientvit_nano_28", depths=(1, 1, 1))
     assert isinstance(create_model("efficientvit_b0", device="meta"), EfficientViT)
+
+
+# ---- the official training recipe (issue 23, item 5): mit-han-lab/efficientvit
+# applications/efficientvit_cls/train_efficientvit_cls_model.py (--last_gamma 0, apply_drop_func on
+# backbone.stages), apps/utils/init.py (zero_last_gamma), models/nn/drop.py (apply_droppath) and
+# configs/imagenet/{default,efficientvit_b3}.yaml (backbone_drop: droppath 0.05, 0.1 for B3).
+def _residual_branches(m):
+    """(block, its residual branch) of every x + f(x) in the model, input to output."""
+    from vitkit.models.efficientvit import EfficientViTBlock, Residual
+    out = []
+    for mod in m.modules():
+        if isinstance(mod, Residual):
+            out.append((mod, mod.fn))
+        elif isinstance(mod, EfficientViTBlock):
+            out += [(mod, mod.context), (mod, mod.local)]
+    return out
+
+
+@pytest.mark.parametrize("name,rate", [("efficientvit_b0", 0.05), ("efficientvit_b1", 0.05),
+                                       ("efficientvit_b2", 0.05), ("efficientvit_b3", 0.1),
+                                       ("efficientvit_nano_28", 0.05)])
+def test_training_defaults_are_the_official_recipe(name, rate):
+    c = create_model(name, device="meta").cfg
+    assert c.drop_path_rate == rate and c.zero_last_gamma is True
+
+
+def test_zero_last_gamma_makes_every_residual_block_start_as_the_identity():
+    torch.manual_seed(0)
+    m = create_model("efficientvit_nano_28")
+    branches = _residual_branches(m)
+    # nano: 1 stem DSConv + 1 residual MBConv (stage 2's second) + 2 x (2 + 2) attention-stage modules
+    assert len(branches) == 10
+    last = [[b for b in f.modules() if isinstance(b, nn.BatchNorm2d)][-1] for _, f in branches]
+    assert all(torch.count_nonzero(bn.weight) == 0 for bn in last)            # gamma = 0 ...
+    others = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d) and all(b is not x for x in last)]
+    assert others and all(torch.all(b.weight == 1) for b in others)          # ... on the last BN only
+    x = torch.randn(2, 16, 14, 14)
+    for mode in (m.train, m.eval):
+        mode()
+        assert torch.equal(m.stem[1](x), x)                                   # the stem's residual DSConv
+        y = torch.randn(2, 64, 7, 7)
+        assert torch.equal(m.stages[2][1](y), y)                              # an EfficientViT block
+    off = create_model("efficientvit_nano_28", zero_last_gamma=False).eval()
+    assert not torch.equal(off.stem[1](x), x)
+
+
+def test_zero_last_gamma_only_starts_training_so_loaded_weights_are_unchanged():
+    """The flag sets initial weights only: the state dict's keys are the same either way (and with
+    drop path, which has no weights), and a loaded checkpoint computes the same function."""
+    torch.manual_seed(0)
+    src = create_model("efficientvit_nano_28", zero_last_gamma=False, drop_path_rate=0.0).eval()
+    dst = create_model("efficientvit_nano_28").eval()
+    assert src.state_dict().keys() == dst.state_dict().keys()
+    dst.load_state_dict(src.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(dst(x), src(x))
+
+
+def test_drop_path_decays_linearly_over_the_stages_residual_blocks():
+    """apply_droppath: the i-th (0-based) of the n residual blocks of backbone.stages drops its branch with
+    probability rate (i + 1) / n; the stem's residual DSConv is not in backbone.stages and never drops."""
+    from vitkit.layers import DropPath
+    m = create_model("efficientvit_b1", device="meta")
+    rates = [mod.p for mod in m.stages.modules() if isinstance(mod, DropPath)]
+    n = (2 - 1) + (3 - 1) + 2 * 3 + 2 * 4             # residual MBConvs of stages 1-2, context + local of 3-4
+    assert len(rates) == n == 17
+    assert rates == pytest.approx([0.05 * (i + 1) / n for i in range(n)])
+    assert all(mod.p == 0 for mod in m.stem.modules() if isinstance(mod, DropPath))
+    torch.manual_seed(0)
+    m = create_model("efficientvit_nano_28", drop_path_rate=0.5, zero_last_gamma=False)
+    x = torch.randn(8, 1, 28, 28)
+    m.eval()
+    assert torch.equal(m(x), m(x))                     # no drop in evaluation
+    m.train()
+    feats = [m.stages[3](m.stages[2](m.stages[1](m.stages[0](m.stem(x))))) for _ in range(2)]
+    assert not torch.equal(*feats)                     # dropped branches in training
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        create_model("efficientvit_nano_28", drop_path_rate=1.0)

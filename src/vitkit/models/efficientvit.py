@@ -14,6 +14,17 @@ Dense Prediction"), the B0-B3 classification models.
 Widths, depths and head dims of B0-B3 are those of mit-han-lab/efficientvit
 (``efficientvit/models/efficientvit/backbone.py`` and ``cls.py``). Maps stay channels-first
 (B, C, H, W). Linear attention is O(N) in the number of tokens, so the model takes any resolution.
+
+Training from scratch follows the official recipe (``applications/efficientvit_cls``):
+    zero_last_gamma   the last BatchNorm of every residual branch starts at gamma = 0, so every
+                      x + f(x) starts as the identity (``--last_gamma 0``, ``apps/utils/init.py``).
+    drop_path_rate    stochastic depth on the residual blocks of the four stages, linear in depth:
+                      the i-th of n drops its branch with p = rate (i + 1) / n (``models/nn/drop.py``
+                      ``apply_droppath``); 0.05 (``configs/imagenet/default.yaml``), 0.1 for B3.
+Both change training only: loaded weights overwrite the zero gammas, and drop path has no weights.
+The official drop path also ramps p with training progress (``scheduled=True``: p x the fraction
+of the post-warmup steps done, so its mean over a run is half the final p); vitkit's trainer tells
+a model nothing of its progress, so here p is constant from the first step.
 """
 from __future__ import annotations
 
@@ -22,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import Linear, MultiScaleLinearAttention, check_image, to_2tuple
+from ..layers import DropPath, Linear, MultiScaleLinearAttention, check_image, to_2tuple
 from ..layers.init import init_transformer_
 from ..layers.mlp import ConvNormAct, MBConv
 from .heads import linear_head
@@ -42,6 +53,8 @@ class EfficientViTConfig:
     scales: tuple[int, ...] = (5,)                     # multi-scale aggregation kernels
     head_widths: tuple[int, int] = (1024, 1280)        # classifier: 1x1 conv width, hidden Linear width
     drop_rate: float = 0.0                             # dropout before the last Linear
+    drop_path_rate: float = 0.05                       # stochastic depth of the stages' residual blocks (official)
+    zero_last_gamma: bool = True                       # residual branches start at zero (official init)
     norm_eps: float = 1e-5                             # BatchNorm / LayerNorm eps (PyTorch default)
     dynamic_img_size: bool = False                     # accept any H, W
     name: str | None = field(default=None, compare=False)
@@ -58,6 +71,8 @@ class EfficientViTConfig:
                 raise ValueError(f"attention stage width {w} is below head_dim {self.head_dim}")
         if len(self.head_widths) != 2:
             raise ValueError(f"head_widths needs 2 entries, got {self.head_widths}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
     @property
     def num_features(self) -> int:
@@ -65,14 +80,15 @@ class EfficientViTConfig:
 
 
 class Residual(nn.Module):
-    """x + fn(x)."""
+    """x + DropPath(fn(x)) (the official ``ResidualBlock`` with an identity shortcut)."""
 
-    def __init__(self, fn: nn.Module):
+    def __init__(self, fn: nn.Module, drop_path: float = 0.0):
         super().__init__()
         self.fn = fn
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fn(x)
+        return x + self.drop_path(self.fn(x))
 
 
 class DSConv(nn.Sequential):
@@ -85,17 +101,24 @@ class DSConv(nn.Sequential):
 
 
 class EfficientViTBlock(nn.Module):
-    """Context (multi-scale linear attention) then local (MBConv) module, each residual.
-    (B, C, H, W) -> (B, C, H, W)."""
+    """Context (multi-scale linear attention) then local (MBConv) module, each residual (two residual
+    blocks, as the official ``context_module`` and ``local_module``). (B, C, H, W) -> (B, C, H, W)."""
 
     def __init__(self, dim: int, head_dim: int, expand_ratio: float, scales: tuple[int, ...], norm_eps: float):
         super().__init__()
         self.context = MultiScaleLinearAttention(dim, dim, head_dim=head_dim, scales=scales)
         self.local = MBConv(dim, dim, expand_ratio, fewer_norm=True, norm_eps=norm_eps)
+        self.drop_path_context, self.drop_path_local = DropPath(), DropPath()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.context(x)
-        return x + self.local(x)
+        x = x + self.drop_path_context(self.context(x))
+        return x + self.drop_path_local(self.local(x))
+
+
+def _last_batchnorm(branch: nn.Module) -> nn.BatchNorm2d:
+    """The last BatchNorm of a residual branch: DSConv's and MBConv's ``point_conv`` norm, LiteMLA's
+    ``proj`` norm (the modules the official ``zero_last_gamma`` zeroes)."""
+    return [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)][-1]
 
 
 class EfficientViT(nn.Module):
@@ -135,10 +158,31 @@ class EfficientViT(nn.Module):
         self.head_fc = nn.Sequential(Linear(h0, h1, bias=False), nn.LayerNorm(h1, eps=eps), nn.Hardswish())
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = linear_head(self.cfg.head_widths[1], cfg.num_classes)
+        drops = self.stage_drop_paths()
+        for drop, p in zip(drops, drop_path_rates(cfg.drop_path_rate, len(drops))):
+            drop.p = p
         self.init_weights()
+
+    def residual_branches(self) -> list[nn.Module]:
+        """The f of every x + f(x), input to output: the stem's DSConvs, the residual MBConvs of
+        stages 1-2, and the context and local modules of every EfficientViT block."""
+        out = []
+        for m in self.modules():
+            if isinstance(m, Residual):
+                out.append(m.fn)
+            elif isinstance(m, EfficientViTBlock):
+                out += [m.context, m.local]
+        return out
+
+    def stage_drop_paths(self) -> list[DropPath]:
+        """The DropPath of every residual block of the four stages, input to output (the official code
+        applies drop path to ``backbone.stages``: the stem's residual DSConvs never drop)."""
+        return [m for m in self.stages.modules() if isinstance(m, DropPath)]
 
     # ---------------------------------------------------------------- init and parameter groups
     def init_weights(self) -> None:
+        """Linear (the head): truncated normal 0.02; norms: 1, 0; with ``zero_last_gamma`` (the official
+        ``--last_gamma 0``) the last BatchNorm of every residual branch gets gamma = 0."""
         # Convs keep PyTorch's default (Kaiming-uniform) init: at std 0.02 an Adam step moves a conv
         # weight by ~10%, the BatchNorm running statistics lag behind, and eval-mode outputs collapse.
         init_transformer_(self)  # Linear (the head): truncated normal 0.02; LayerNorm: 1, 0
@@ -146,6 +190,9 @@ class EfficientViT(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.cfg.zero_last_gamma:
+            for branch in self.residual_branches():
+                nn.init.zeros_(_last_batchnorm(branch).weight)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Install a new zero-initialised linear head (``num_classes=0``: no head, pre-logits)."""
@@ -187,8 +234,16 @@ class EfficientViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """The official linear decay (``apply_droppath``, ``linear_decay=True``): block i of n drops with
+    probability rate (i + 1) / n, so the last block drops with ``rate`` and none is skipped."""
+    return [rate * (i + 1) / n for i in range(n)]
+
+
 # -------------------------------------------------------------------- registered variants
-# mit-han-lab/efficientvit: backbone.py (widths, depths, dim) and cls.py (head widths).
+# mit-han-lab/efficientvit: backbone.py (widths, depths, dim) and cls.py (head widths); drop path
+# from applications/efficientvit_cls/configs/imagenet (default.yaml 0.05; efficientvit_b3.yaml 0.1).
+DROP_PATH = {"b0": 0.05, "b1": 0.05, "b2": 0.05, "b3": 0.1}
 SIZES = {"b0": ((8, 16, 32, 64, 128), (1, 2, 2, 2, 2), 16, (1024, 1280)),
          "b1": ((16, 32, 64, 128, 256), (1, 2, 3, 3, 4), 16, (1536, 1600)),
          "b2": ((24, 48, 96, 192, 384), (1, 3, 4, 4, 6), 32, (2304, 2560)),
@@ -204,13 +259,13 @@ def _register_paper_variants() -> None:
     for size, (widths, depths, head_dim, head_widths) in SIZES.items():
         name = f"efficientvit_{size}"
         base = EfficientViTConfig(widths=widths, depths=depths, head_dim=head_dim, head_widths=head_widths,
-                                  name=name)
+                                  drop_path_rate=DROP_PATH[size], name=name)
 
         def make(_base=base, **kw):
             return _efficientvit(_base, **kw)
 
         make.__doc__ = (f"EfficientViT-{size.upper()} at 224 (widths {widths}, depths {depths}, head dim "
-                        f"{head_dim}).")
+                        f"{head_dim}, drop path {DROP_PATH[size]}).")
         register_model(make, name=name)
 
 
@@ -220,7 +275,8 @@ _register_paper_variants()
 @register_model
 def efficientvit_nano_28(**kw) -> EfficientViT:
     """A small EfficientViT for 28x28 digits: maps 14 (stem) -> 14 -> 7 -> 7 (attention, 49 tokens)
-    -> 4 (attention, 16 tokens); widths (16, 24, 32, 64, 96), head (256, 256)."""
+    -> 4 (attention, 16 tokens); widths (16, 24, 32, 64, 96), head (256, 256); the official training
+    defaults (drop path 0.05, zero last gamma)."""
     return _efficientvit(EfficientViTConfig(img_size=28, in_chans=1, num_classes=10, widths=(16, 24, 32, 64, 96),
                                             depths=(1, 1, 2, 2, 2), strides=(2, 1, 2, 1, 2), head_dim=16,
                                             head_widths=(256, 256), name="efficientvit_nano_28"), **kw)
