@@ -48,3 +48,13 @@ def test_a_run_folders_config_json_is_a_config_file(tmp_path):
     (tmp_path / "typo.json").write_text(json.dumps({**cfg.to_dict(), "epoch": 3}))
     with pytest.raises(ValueError, match="epoch"):
         TrainConfig.from_file(tmp_path / "typo.json")
+
+
+def test_optimizer_and_layer_decay_fields():
+    cfg = TrainConfig(optimizer="lars", layer_decay="0.75")  # YAML's string spelling of a float
+    assert cfg.optimizer == "lars" and cfg.layer_decay == 0.75
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig().optimizer == "adamw" and TrainConfig().layer_decay is None
+    for bad in (dict(optimizer="sgd"), dict(layer_decay=0.0), dict(layer_decay=1.5)):
+        with pytest.raises(ValueError, match="optimizer|layer_decay"):
+            TrainConfig(**bad)

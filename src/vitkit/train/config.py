@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 AMP_MODES = (None, "bf16", "fp16")
+OPTIMIZERS = ("adamw", "lars")  # vitkit.train.optim.OPTIMIZERS
 
 # Field kinds used to coerce and check values (YAML reads "1e-3" as a string, so floats accept numeric strings).
 _FLOATS = {"lr", "min_lr", "warmup_epochs", "weight_decay", "label_smoothing", "mixup", "cutmix",
-           "clip_grad", "ema_decay"}
+           "clip_grad", "ema_decay", "layer_decay"}
 _INTS = {"epochs", "batch_size", "accum_steps", "seed", "eval_every", "log_every", "img_size", "num_threads",
          "labels_per_class"}
-_OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads", "init", "labels_per_class"}
-_STRS = {"model", "data", "device", "out", "amp", "task", "init"}
+_OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads", "init", "labels_per_class", "layer_decay"}
+_STRS = {"model", "data", "device", "out", "amp", "task", "init", "optimizer"}
 _DICTS = {"model_args", "augment", "task_args"}
 _BOOLS = {"resume", "probe"}
 
@@ -47,13 +48,15 @@ class TrainConfig:
     img_size: int | None = None                     # None: the dataset's native size
     augment: dict = field(default_factory=dict)     # passed through to the data package
     # optimisation
+    optimizer: str = "adamw"                        # "adamw" | "lars" (MAE's linear probe; vitkit.train.optim.LARS)
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3                                # peak lr, reached at the end of warmup
     min_lr: float = 1e-5                            # cosine floor
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)       # AdamW's; MAE pretrains with (0.9, 0.95)
+    layer_decay: float | None = None                # layer-wise lr decay, lr x decay^(L+1-layer) (MAE fine-tuning: 0.75)
     label_smoothing: float = 0.1
     mixup: float = 0.0                              # Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0                             # Beta(alpha, alpha); 0 = off
@@ -90,6 +93,9 @@ class TrainConfig:
         need(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(all(0 <= b < 1 for b in self.betas), f"betas must be in [0, 1), got {self.betas}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        need(self.layer_decay is None or 0 < self.layer_decay <= 1,
+             f"layer_decay must be in (0, 1] or None, got {self.layer_decay}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.mixup >= 0, f"mixup alpha must be >= 0 (0 = off), got {self.mixup}")
         need(self.cutmix >= 0, f"cutmix alpha must be >= 0 (0 = off), got {self.cutmix}")
