@@ -16,7 +16,9 @@ Protocol (mnist5k's fixed 4,000 / 1,000 split):
    ``--samples`` images per generator (an equal number of every class), drawn with 3 sampling seeds:
    classifier-FID against the 1,000 held-out digits, generated-class accuracy, transformer forward
    passes per image and sampling seconds per image (batch of 100, one thread), mean +- std over
-   the sampling seeds. Training is one run per model (seed 0): the seeds measure sampling noise only.
+   the sampling seeds. VAR and HART guide with the official linear ramp over the scales (none at
+   the first, the CFG scale at the last: VAR's autoregressive_infer_cfg); the AR rows at the CFG
+   scale throughout. Training is one run per model (seed 0): the seeds measure sampling noise only.
 """
 from __future__ import annotations
 
@@ -87,6 +89,16 @@ def tokenizer_rows(tok_res: dict, work: Path) -> dict:
     return rows
 
 
+def sampling_options(args, name: str) -> dict:
+    """What a generator's row samples with beyond the CFG scale: MaskGIT's steps, and VAR / HART's guidance
+    schedule over the scales (``--cfg-schedule``, default VAR's and HART's official linear ramp)."""
+    if name == "masked":
+        return {"steps": args.masked_steps}
+    if name.split("@")[0] in ("var", "hart"):
+        return {"cfg_schedule": args.cfg_schedule}
+    return {}
+
+
 def sample_rows(args, gen_res: dict, work: Path) -> tuple[dict, dict]:
     import torch
 
@@ -113,7 +125,7 @@ def sample_rows(args, gen_res: dict, work: Path) -> tuple[dict, dict]:
             t0 = time.perf_counter()
             images = torch.cat([run.model.generate(lab, cfg_scale=args.cfg_scale,
                                                    generator=torch.Generator().manual_seed(seed + 1000 * i),
-                                                   **({"steps": args.masked_steps} if name == "masked" else {}))
+                                                   **sampling_options(args, name))
                                 for i, lab in enumerate(labels.split(100))])
             secs.append((time.perf_counter() - t0) / len(labels))
             passes = run.model.generator.last_forward_passes
@@ -131,7 +143,7 @@ def sample_rows(args, gen_res: dict, work: Path) -> tuple[dict, dict]:
     return rows, floor
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", default="runs/gen_bench")
     p.add_argument("--out", default=str(RESULTS))
@@ -146,11 +158,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--cfg-scale", type=float, default=2.0, dest="cfg_scale")
+    p.add_argument("--cfg-scale", type=float, default=2.0, dest="cfg_scale",
+                   help="CFG scale s (u + s (c - u)); VAR / HART reach it at their last scale")
+    p.add_argument("--cfg-schedule", choices=["linear", "constant"], default="linear", dest="cfg_schedule",
+                   help="VAR / HART guidance over the scales: the official linear ramp (none at the first scale), "
+                        "or s at every scale (what generation.md's rows before issue 23 used)")
     p.add_argument("--masked-steps", type=int, default=8, dest="masked_steps")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny settings, for the test suite")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.judge_epochs = args.tok_epochs = args.gen_epochs = 1
         args.channels, args.codebook, args.dim, args.depth, args.heads = [8, 16, 16], 32, 32, 1, 2
@@ -224,7 +244,7 @@ def markdown(res: dict, args) -> str:
         cont = f"{r['psnr_continuous']:.2f}" if "psnr_continuous" in r else "-"
         lines.append(f"| {kind} | {r['psnr_discrete']:.2f} | {cont} | {r['usage']:.2f} | {r['params'] / 1e6:.2f}M |")
     lines += ["", f"## Generators ({args.samples} samples each, {len(args.seeds)} sampling seeds, "
-              f"CFG scale {args.cfg_scale}; width {args.dim}, depth {args.depth}, {args.gen_epochs} epochs each)", "",
+              f"CFG scale {args.cfg_scale}, {args.cfg_schedule} over VAR / HART's scales; width {args.dim}, depth {args.depth}, {args.gen_epochs} epochs each)", "",
               "| generator | classifier-FID (lower is better) | generated-class accuracy (%) | forward passes / image "
               "| ms / image | params | epochs | train s | held-out token NLL |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["generators"].items():

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.gen.sampling import cfg_logits
 from vitkit.gen.var import VAR, block_causal_bias, guidance_scales, scale_levels
 from vitkit.gen.task import GenerativeModel, GenerativeTask
 
@@ -138,10 +139,55 @@ def test_start_scale_larger_than_one():
 
 
 def test_guidance_schedules():
-    assert guidance_scales(2.0, 3) == [2.0, 2.0, 2.0]
+    assert guidance_scales(2.0, 3, "constant") == [2.0, 2.0, 2.0]
     assert guidance_scales(3.0, 5, "linear") == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert guidance_scales(3.0, 1, "linear") == [1.0]             # one scale: VAR's ratio 0 / 0; no guidance
     with pytest.raises(ValueError):
         guidance_scales(2.0, 3, "cosine")
+
+
+# ---- the guidance ramp of the official code (issue 23, item 6) --------------------------------------
+@pytest.mark.parametrize("K", [2, 3, 6, 10])
+@pytest.mark.parametrize("var_cfg", [0.5, 1.5, 4.0])
+def test_linear_ramp_is_vars_autoregressive_infer_cfg(K, var_cfg):
+    """FoundationVision/VAR models/var.py ``autoregressive_infer_cfg`` (as HART's): at scale si,
+    ``ratio = si / num_stages_minus_1; t = cfg * ratio; logits = (1 + t) * cond - t * uncond``. vitkit's
+    cfg_scale is s = 1 + t at the last scale: VAR's cfg=1.5 is cfg_scale 2.5 here."""
+    scales = guidance_scales(1.0 + var_cfg, K, "linear")
+    cond, uncond = torch.randn(3, 7, V, dtype=torch.double), torch.randn(3, 7, V, dtype=torch.double)
+    for si in range(K):
+        t = var_cfg * (si / (K - 1))
+        assert scales[si] == pytest.approx(1.0 + t)
+        assert torch.allclose(cfg_logits(cond, uncond, scales[si]), (1 + t) * cond - t * uncond)
+    assert scales[0] == 1.0 and torch.allclose(cfg_logits(cond, uncond, scales[0]), cond)  # none at the first
+    assert scales[-1] == pytest.approx(1.0 + var_cfg)                                   # full at the last
+
+
+def test_var_and_hart_guide_with_the_linear_ramp_by_default(monkeypatch):
+    import vitkit.gen.var as var_module
+    from vitkit.gen.hart import HART
+    used = []
+
+    def spy(cond, uncond, scale):
+        used.append(scale)
+        return cfg_logits(cond, uncond, scale)
+
+    monkeypatch.setattr(var_module, "cfg_logits", spy)
+    scales = (1, 2, 3, 4)
+    m, tok = tiny(scales), FakeMultiScale(scales)
+    m.generate(tok, torch.tensor([0, 1]), cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert used == pytest.approx([1.0, 1.0 + 2 / 3, 1.0 + 4 / 3, 3.0])
+    assert guidance_scales.__defaults__ == ("linear",)
+    torch.manual_seed(0)
+    hart = HART(var=dict(vocab_size=V, scales=scales, embed_dim=C, num_classes=NCLS, dim=32, depth=2, num_heads=4),
+                head_width=16, head_depth=1).eval()
+    head_scales = []
+    sample = hart.head.sample
+    monkeypatch.setattr(hart.head, "sample", lambda *a, **k: head_scales.append(a[2]) or sample(*a, **k))
+    used.clear()
+    tok.code_vectors = lambda ids: tok.codebook[ids]                 # HART's head reads the codebook
+    hart.generate(tok, torch.tensor([0, 1]), cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert used == pytest.approx([1.0, 1.0 + 2 / 3, 1.0 + 4 / 3, 3.0]) and head_scales == [3.0]
 
 
 def test_shape_and_tokenizer_checks():

@@ -236,14 +236,17 @@ class HART(nn.Module):
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, tokenizer, labels: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, cfg_scale: float = 1.0, cfg_schedule: str = "constant",
+                 top_p: float | None = None, cfg_scale: float = 1.0, cfg_schedule: str = "linear",
                  use_cache: bool = True, sampling_steps: int | None = None, eta: float = 1.0,
                  clip_x0: float | None = 3.0, generator: torch.Generator | None = None):
         """Returns ``(ids_list, f_hat, residual)``; the image is ``tokenizer.decode_latent(f_hat + residual)``.
 
         VAR's K passes give the tokens, f_hat (B, C, h, w) and the last scale's hidden states; the head
         then samples the residual (B, C, h, w) in ``sampling_steps`` (default ``cfg.sampling_steps``)
-        denoising passes, guided by the last scale's CFG scale. ``last_forward_passes`` = K,
+        denoising passes, guided by the last scale's CFG scale (``cfg_scale`` under the default linear
+        ramp, VAR's; HART's code guides its last scale, tokens and head, with the ratio of the scale
+        before, ``cfg * (K - 2) / (K - 1)``: its ``ratio`` is set in the loop over the first K - 1
+        scales only; kept as VAR's here). ``last_forward_passes`` = K,
         ``last_head_passes`` = the number of head evaluations (each over all B*h*w positions, 2x with CFG).
         """
         ids_list, f_hat, hidden = self.var.generate_latent(

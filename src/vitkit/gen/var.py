@@ -40,9 +40,14 @@ def block_causal_bias(scales: tuple[int, ...], device: torch.device | None = Non
     return bias.masked_fill(level[None, :] > level[:, None], float("-inf"))      # key level > query level
 
 
-def guidance_scales(cfg_scale: float, num_scales: int, schedule: str = "constant") -> list[float]:
-    """The CFG scale at each of the K scales. "constant": s everywhere; "linear": VAR's ramp
-    1 + (s - 1) k / (K - 1), from no guidance at the first scale to s at the last."""
+def guidance_scales(cfg_scale: float, num_scales: int, schedule: str = "linear") -> list[float]:
+    """The CFG scale s_k (``cfg_logits``: u + s_k (c - u)) at each of the K scales.
+
+    "linear" (the default, the official one): VAR's ``autoregressive_infer_cfg`` (and HART's) guides
+    scale k with ``t = cfg * k / (K - 1)``, logits ``(1 + t) c - t u``; that is s_k = 1 + (s - 1) k / (K - 1)
+    with s = 1 + cfg: no guidance at the first scale, s at the last. VAR's ``cfg`` is s - 1 here
+    (its cfg=1.5 is cfg_scale=2.5). One scale gets no guidance (VAR's ratio would be 0 / 0).
+    "constant": s at every scale."""
     if schedule == "constant":
         return [float(cfg_scale)] * num_scales
     if schedule == "linear":
@@ -160,7 +165,7 @@ class VAR(nn.Module):
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     def generate_latent(self, tokenizer, labels: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                        top_p: float | None = None, cfg_scale: float = 1.0, cfg_schedule: str = "constant",
+                        top_p: float | None = None, cfg_scale: float = 1.0, cfg_schedule: str = "linear",
                         use_cache: bool = True, generator: torch.Generator | None = None):
         """Scale-by-scale sampling. Returns ``(ids_list, f_hat, hidden)``: the K token maps (B, s_k, s_k),
         the tokenizer's cumulative latent f_hat (B, C, h, w), and the final scale's hidden states
@@ -169,7 +174,8 @@ class VAR(nn.Module):
         Step k feeds only scale k's tokens (the start tokens, then ``word_embed`` of the tokenizer's
         next input) through the KV cache; ``use_cache=False`` recomputes the whole prefix under the
         block-wise mask instead (same tokens). CFG as in ``ARTransformer.generate``, with the per-scale
-        scale from ``guidance_scales(cfg_scale, K, cfg_schedule)``.
+        scale from ``guidance_scales(cfg_scale, K, cfg_schedule)``: by default VAR's linear ramp, none at
+        the first scale and ``cfg_scale`` at the last.
         """
         self._check_tokenizer(tokenizer)
         dev = self.head.weight.device

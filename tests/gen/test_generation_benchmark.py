@@ -1,0 +1,15 @@
+"""benchmarks/generation.py without training: the options each row samples with, and (issue 23) the
+"before" table and the verdicts it computes from the numbers. The --quick end-to-end run is
+tests/test_benchmark_training.py::test_generation_benchmark_quick."""
+import argparse
+
+
+def test_var_and_hart_rows_sample_with_the_official_linear_ramp_by_default(load_benchmark):
+    gen = load_benchmark("generation")
+    args = gen.build_parser().parse_args([])
+    assert args.cfg_schedule == "linear"
+    opts = {n: gen.sampling_options(args, n) for n in ("raster", "random", "masked", "var", "hart", "var@time")}
+    assert opts == {"raster": {}, "random": {}, "masked": {"steps": 8}, "var": {"cfg_schedule": "linear"},
+                    "hart": {"cfg_schedule": "linear"}, "var@time": {"cfg_schedule": "linear"}}
+    old = argparse.Namespace(masked_steps=8, cfg_schedule="constant")
+    assert gen.sampling_options(old, "hart") == {"cfg_schedule": "constant"}
