@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.transforms import (Compose, Normalize, RandomAffine, RandomGaussianBlur, RandomHorizontalFlip,
                                RandomIntensityJitter, RandomResizedCrop, Transform)
-from ..layers import Linear
+from ..layers import Linear, PatchEmbed
 
 
 # ---- views --------------------------------------------------------------------------------------
@@ -273,6 +273,20 @@ def _prepare_backbone(backbone: nn.Module, feature_dim: int | None) -> int:
     return int(dim)
 
 
+def stop_grad_patch_projection(backbone: nn.Module) -> list[str]:
+    """MoCo v3's ``--stop-grad-conv1`` (vits.py, used by every ViT config): the patch projection keeps its
+    random init (vitkit's is MoCo v3's: xavier-uniform over the flattened patch, zero bias), weight and
+    bias frozen (requires_grad False), which the paper (Sec. 5.1) found removes the training instability
+    (dips in accuracy when the first layer's gradient spikes). As moco-v3, only a conv ``PatchEmbed``
+    is frozen (a hybrid CNN stem, a pyramid's per-stage embeddings or a CNN train as before). Returns the
+    frozen parameters' names."""
+    embed = getattr(backbone, "patch_embed", None)
+    if not isinstance(embed, PatchEmbed):
+        return []
+    embed.proj.requires_grad_(False)
+    return [f"patch_embed.proj.{n}" for n, _ in embed.proj.named_parameters()]
+
+
 def backbone_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> pooled pre-logits features (B, D), through the public vitkit/timm API."""
     return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
@@ -353,12 +367,15 @@ class MoCoV3(nn.Module):
     Loss: ctr(q1, k2) + ctr(q2, k1), ctr = ``moco_v3_contrastive_loss`` (keys gathered across ranks
     in training mode). forward(x1, x2=None) -> (loss, {"loss", "acc", "m"}) as ``SimCLR``.
     Each view goes through the encoders separately (BN statistics per view, as MoCo v3).
+    stop_grad_conv1 (default True, as every ViT config of moco-v3): freeze the backbone's random patch
+    projection (``stop_grad_patch_projection``; ``frozen`` names what was frozen). The fixed 2D sin-cos
+    position table MoCo v3 also uses is the backbone's choice: build it with ``pos_embed="sincos"``.
     """
 
     def __init__(self, backbone: nn.Module, total_steps: int, views: TwoViews | None = None,
                  projector: nn.Module | None = None, predictor: nn.Module | None = None,
                  hidden_dim: int | None = None, dim: int = 256, tau: float = 0.2, m0: float = 0.99,
-                 feature_dim: int | None = None):
+                 feature_dim: int | None = None, stop_grad_conv1: bool = True):
         super().__init__()
         if int(total_steps) < 1:
             raise ValueError(f"total_steps must be >= 1 (epochs * steps per epoch), got {total_steps}")
@@ -368,6 +385,7 @@ class MoCoV3(nn.Module):
             raise ValueError(f"temperature tau must be > 0, got {tau}")
         d = _prepare_backbone(backbone, feature_dim)
         hidden = hidden_dim or 4 * d
+        self.frozen = tuple(f"backbone.{n}" for n in stop_grad_patch_projection(backbone)) if stop_grad_conv1 else ()
         self.backbone = backbone
         self.projector = projector if projector is not None else ProjectionHead(
             d, hidden, dim, num_layers=3, batch_norm=True, last_bn=True)
