@@ -9,8 +9,10 @@ Protocol (mnist5k's fixed 4,000 / 1,000 split):
    pooled pre-logit features give a classifier-FID (vitkit.gen.metrics) and its predictions the
    generated-class accuracy. No download anywhere.
 2. Tokenizers (one run each, same conv encoder/decoder and codebook): VQ-VAE (7x7 ids), VAR's
-   multi-scale residual VQ (scales 1,2,3,4,5,7) and HART's hybrid tokenizer. Held-out reconstruction
-   MSE / PSNR and codebook usage; for the hybrid, decoding the discrete tokens alone as well.
+   multi-scale residual VQ (scales 1,2,3,4,5,7) and HART's hybrid tokenizer, which by HART's recipe
+   starts from the multiscale run and trains its decoder only (the discrete tokens are the multiscale
+   tokenizer's). Held-out reconstruction MSE / PSNR and codebook usage; for the hybrid, decoding the
+   discrete tokens alone as well.
 3. Generators at matched size (same width / depth / heads): raster, random-order and masked AR on the
    VQ ids, VAR on the multi-scale ids, HART on the hybrid tokens, each trained for the same epochs.
    ``--samples`` images per generator (an equal number of every class), drawn with 3 sampling seeds:
@@ -44,6 +46,8 @@ def configs(args, work: Path) -> tuple[dict, dict, dict]:
                              weight_decay=0.0, eval_every=args.tok_epochs, task_args={**tok_args, "kind": kind},
                              out=str(work / "tokenizer" / kind))
                   for kind in ("vq", "multiscale", "hybrid")}
+    if args.hybrid == "from-multiscale":  # HART's recipe: the multiscale run's weights, decoder trained alone
+        tokenizers["hybrid"]["init"] = tokenizers["multiscale"]["out"]
     size = {"dim": args.dim, "depth": args.depth, "num_heads": args.heads}
     gen_common = dict(common, epochs=args.gen_epochs, batch_size=64, lr=1e-3, warmup_epochs=1, weight_decay=0.05,
                       eval_every=args.gen_epochs)
@@ -153,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 32], help="tokenizer conv widths")
     p.add_argument("--embed-dim", type=int, default=8, dest="embed_dim", help="tokenizer latent / code width")
     p.add_argument("--codebook", type=int, default=256)
+    p.add_argument("--hybrid", choices=["from-multiscale", "joint"], default="from-multiscale",
+                   help="HART's hybrid tokenizer: HART's recipe (the multiscale tokenizer's weights, encoder, "
+                        "quant_conv and quantizer frozen, the decoder trained), or everything trained jointly "
+                        "from scratch (generation.md's rows before issue 23)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
@@ -180,8 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     judge, tokenizers, gens = configs(args, work)
-    first = run_all([("judge", judge["judge"])] + list(tokenizers.items()), args.jobs)
-    gen_res = run_all(list(gens.items()), args.jobs)
+    first = run_all([("judge", judge["judge"])] + [(k, v) for k, v in tokenizers.items() if k != "hybrid"], args.jobs)
+    # the hybrid tokenizer may start from the multiscale run: it trains beside the generators that do not need it
+    gen_res = run_all([("hybrid", tokenizers["hybrid"])] + [(k, v) for k, v in gens.items() if k != "hart"], args.jobs)
+    first["hybrid"] = gen_res.pop("hybrid")
+    gen_res.update(run_all([("hart", gens["hart"])], args.jobs))
     # VAR / HART cost more per epoch (104 tokens a sequence, HART's head): rows at raster's training time too
     per_epoch = {n: (gen_res[n].get("seconds") or 1.0) / args.gen_epochs for n in gen_res}
     timed = {}

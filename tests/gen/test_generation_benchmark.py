@@ -13,3 +13,13 @@ def test_var_and_hart_rows_sample_with_the_official_linear_ramp_by_default(load_
                     "hart": {"cfg_schedule": "linear"}, "var@time": {"cfg_schedule": "linear"}}
     old = argparse.Namespace(masked_steps=8, cfg_schedule="constant")
     assert gen.sampling_options(old, "hart") == {"cfg_schedule": "constant"}
+
+
+def test_the_hybrid_tokenizer_starts_from_the_multiscale_run_by_default(tmp_path, load_benchmark):
+    gen = load_benchmark("generation")
+    _, tokenizers, gens = gen.configs(gen.build_parser().parse_args([]), tmp_path)
+    assert tokenizers["hybrid"]["init"] == tokenizers["multiscale"]["out"]
+    assert tokenizers["hybrid"]["task_args"] == {**tokenizers["multiscale"]["task_args"], "kind": "hybrid"}
+    assert gens["hart"]["task_args"]["tokenizer"] == tokenizers["hybrid"]["out"]
+    _, joint, _ = gen.configs(gen.build_parser().parse_args(["--hybrid", "joint"]), tmp_path)
+    assert "init" not in joint["hybrid"]

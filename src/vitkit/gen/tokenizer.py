@@ -208,6 +208,13 @@ class HybridTokenizer(MultiScaleVQTokenizer):
     each step decodes, with probability ``p_discrete`` (0.5 in HART), the discrete-only f^ (with the
     straight-through gradient), otherwise the full continuous latent f^ + (f - f^) = f; the VQ losses
     apply in both cases. In eval mode forward decodes f and adds "recon_discrete" (decoding f^) to info.
+
+    HART's recipe (``hart_autoencoder.py``, ``freeze_codebook_for_hybrid=True``) starts from a trained
+    VAR tokenizer and trains its decoder only: ``start_from(multiscale_tokenizer)`` loads every weight
+    and freezes the encoder, quant_conv and quantizer (``freeze_discrete``), so the discrete tokens
+    stay exactly the VAR tokenizer's. A hybrid tokenizer built on its own trains everything jointly
+    from scratch (what vitkit did before; its discrete tokens reconstruct worse than a multi-scale
+    tokenizer's trained alone).
     """
 
     def __init__(self, *args, p_discrete: float = 0.5, **kwargs):
@@ -215,6 +222,40 @@ class HybridTokenizer(MultiScaleVQTokenizer):
         if not 0.0 <= p_discrete <= 1.0:
             raise ValueError(f"p_discrete must be a probability in [0, 1], got {p_discrete}")
         self.p_discrete = float(p_discrete)
+        self.discrete_frozen = False
+
+    def discrete_path(self) -> list[nn.Module]:
+        """What makes the discrete tokens: encoder, quant_conv and the quantizer (codebook and phi)."""
+        return [self.encoder, self.quant_conv, self.quantizer]
+
+    def start_from(self, tokenizer: MultiScaleVQTokenizer, freeze: bool = True) -> HybridTokenizer:
+        """Load every weight (and codebook buffer) of a trained multi-scale tokenizer of the same
+        architecture, decoder included, and with ``freeze`` (HART's default) ``freeze_discrete``.
+        Raises ValueError when the architectures differ."""
+        own, theirs = self.state_dict(), tokenizer.state_dict()
+        wrong = sorted(set(own) ^ set(theirs)) + [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+        if wrong or tuple(getattr(tokenizer, "scales", ())) != self.scales:
+            raise ValueError(f"the multi-scale tokenizer does not fit this hybrid one (scales {self.scales}; "
+                             f"differing weights {wrong[:6]}): build it with the same options")
+        self.load_state_dict(theirs)
+        return self.freeze_discrete() if freeze else self
+
+    def freeze_discrete(self) -> HybridTokenizer:
+        """HART's ``freeze_codebook_for_hybrid``: the encoder, quant_conv and quantizer get
+        ``requires_grad=False`` (the trainer's optimizer skips them) and stay in eval mode whatever
+        ``train()`` is called with, so the EMA codebook and its dead-code restarts are not updated
+        either. Only the decoder and post_quant_conv train."""
+        for m in self.discrete_path():
+            m.requires_grad_(False)
+        self.discrete_frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> HybridTokenizer:
+        super().train(mode)
+        if self.discrete_frozen:
+            for m in self.discrete_path():
+                m.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f = self.latent(images)
