@@ -80,13 +80,15 @@ def test_layer_decay_groups_equal_maes_param_groups_lrd_on_a_vit(pos_embed):
     for n in want:
         assert got[n][0] == pytest.approx(want[n][0], rel=1e-12) and got[n][1] == want[n][1], n
     # the scales themselves: 0.75^5 for the embedding, 0.75^(4-i) for block i, 1 for norm and head
-    assert got["cls_token"][0] == pytest.approx(0.75 ** 5) and got["blocks.0.attn.qkv.weight"][0] == pytest.approx(0.75 ** 4)
+    assert got["cls_token"][0] == pytest.approx(0.75 ** 5)
+    assert got["blocks.0.attn.qkv.weight"][0] == pytest.approx(0.75 ** 4)
     assert got["blocks.3.mlp.fc2.weight"][0] == pytest.approx(0.75) and got["head.weight"][0] == 1.0
 
 
 def test_layer_ids_of_other_families():
     """DeiT's distillation token and CeiT's conv stem are embedding (0), CeiT's LCA is after the blocks,
-    Swin's stages are one sequence of blocks (a stage's patch merging takes the block before it); a CNN has no blocks: a clear error."""
+    Swin's stages are one sequence of blocks (a stage's patch merging takes the block before it); a CNN
+    has no blocks: a clear error."""
     from vitkit import create_model
     from vitkit.train.optim import layer_ids
     ids, n = layer_ids(create_model("deit_nano_distilled_patch4_28"))
@@ -113,7 +115,8 @@ def test_build_optimizer_gives_each_group_its_lr_scale():
 
 
 @pytest.mark.xfail(strict=True, reason="trainer.fit sets group['lr'] = lr for every group; it must multiply by "
-                                       "group.get('lr_scale', 1.0) (MAE's lr_sched). Remove this mark with that change.")
+                                       "group.get('lr_scale', 1.0) (MAE's lr_sched). Remove this mark with "
+                                       "that change.")
 def test_fit_applies_each_groups_lr_scale(tmp_path):
     from train_toys import ToyLoader, make_data
 
@@ -151,7 +154,8 @@ class _MAELARS(torch.optim.Optimizer):
                     update_norm = torch.norm(dp)
                     one = torch.ones_like(param_norm)
                     q = torch.where(param_norm > 0.,
-                                    torch.where(update_norm > 0, (g["trust_coefficient"] * param_norm / update_norm), one),
+                                    torch.where(update_norm > 0,
+                                                (g["trust_coefficient"] * param_norm / update_norm), one),
                                     one)
                     dp = dp.mul(q)
                 param_state = self.state[p]

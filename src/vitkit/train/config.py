@@ -56,7 +56,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)       # AdamW's; MAE pretrains with (0.9, 0.95)
-    layer_decay: float | None = None                # layer-wise lr decay, lr x decay^(L+1-layer) (MAE fine-tuning: 0.75)
+    layer_decay: float | None = None                # layer-wise lr decay: lr x decay^(L+1-layer) (MAE fine-tunes: 0.75)
     label_smoothing: float = 0.1
     mixup: float = 0.0                              # Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0                             # Beta(alpha, alpha); 0 = off
