@@ -28,6 +28,11 @@ def test_every_row_shares_the_recipe_and_the_teacher_is_the_same_seeds_cnn(sd, t
         assert cfgs["deit_soft"]["task_args"] == {"kind": "soft", "tau": 3.0, "alpha": 0.1,
                                                   "teacher": cfgs["cnn"]["out"]}
         assert cfgs["cnn"]["out"].endswith(f"{data}/cnn/s2") and cfgs["vit_dp"]["task"] == "diverse_patch"
+        # DiversePatch's 2x2 on the plain ViT: the same model and seed, the CutMix and the losses apart
+        assert {cfgs[k]["model"] for k in ("vit", "vit_pcm", "vit_dpl", "vit_dp")} == {cfgs["vit"]["model"]}
+        assert cfgs["vit_pcm"]["task_args"] == {"cos_weight": 0.0, "contrastive_weight": 0.0, "mixing_weight": 0.0,
+                                                "mix_prob": 1.0}
+        assert cfgs["vit_dpl"]["task_args"] == {"mix_prob": 0.0} and cfgs["vit_dp"]["task_args"] == {}
         # every network, the CNN included, builds at the dataset's size and classifies it
         bundle = vdata.build(data)
         info = DataInfo.from_bundle(bundle)
@@ -51,24 +56,28 @@ def _stats(**means):
 
 def test_verdicts_are_computed_from_the_numbers(sd):
     v = sd.verdicts(_stats(cnn=0.98, vit=0.90, deit_hard=0.96, deit_soft=0.93, t2t=0.94, convit=0.91,
-                           ceit=0.99, vt=0.90, vit_dp=0.89))
+                           ceit=0.99, vt=0.90, vit_pcm=0.93, vit_dpl=0.91, vit_dp=0.92))
     assert v["cnn"]["holds"] is None and v["vit"]["holds"] is True
     assert v["deit_hard"]["gap_closed"] == pytest.approx(0.75) and v["deit_hard"]["holds"]
     assert v["t2t"]["gap_closed"] == pytest.approx(0.5) and v["t2t"]["holds"]  # half the gap counts
     assert v["convit"]["gap_closed"] == pytest.approx(0.125) and not v["convit"]["holds"]
     assert v["ceit"]["gap_closed"] == pytest.approx(1.125) and v["ceit"]["holds"]
     assert not v["deit_soft"]["holds"] and not v["vt"]["holds"]
-    assert not v["vit_dp"]["holds"] and "-1.0 pts over the ViT" in v["vit_dp"]["verdict"]
+    # DiversePatch is judged against the ViT with the same patch CutMix, not the plain ViT it beats
+    assert not v["vit_dp"]["holds"]
+    assert "-1.0 pts over the ViT + patch CutMix (+2.0 over the ViT)" in v["vit_dp"]["verdict"]
+    assert v["vit_pcm"]["holds"] is None and v["vit_pcm"]["verdict"] == "+3.0 pts over the ViT"
+    assert v["vit_dpl"]["verdict"] == "+1.0 pts over the ViT"
     assert v["deit_hard"]["verdict"].startswith("holds: closes 75% of the gap")
     # the ViT at or above the CNN: it does not hold, and "closing the gap" cannot be tested
     v = sd.verdicts(_stats(cnn=0.90, vit=0.92, deit_hard=0.95, deit_soft=0.9, t2t=0.9, convit=0.9, ceit=0.9,
-                           vt=0.9, vit_dp=0.95))
+                           vt=0.9, vit_pcm=0.92, vit_dpl=0.9, vit_dp=0.95))
     assert v["vit"]["holds"] is False and v["deit_hard"]["holds"] is None
     assert v["deit_hard"]["verdict"].startswith("not testable")
     assert v["vit_dp"]["holds"] and "within the seed spread" not in v["vit_dp"]["verdict"]
     # a 0.5-pt gap under a 0.7-pt seed spread is flagged
     v = sd.verdicts(_stats(cnn=0.905, vit=0.90, deit_hard=0.905, deit_soft=0.9, t2t=0.9, convit=0.9, ceit=0.9,
-                           vt=0.9, vit_dp=0.9))
+                           vt=0.9, vit_pcm=0.9, vit_dpl=0.9, vit_dp=0.9))
     assert "within the seed spread" in v["vit"]["verdict"]
 
 
