@@ -55,9 +55,18 @@ def configs(args, work: Path) -> tuple[dict, dict, dict]:
                     out=str(work / "gen" / o)) for o in ORDERS}
     gens["var"] = dict(gen_common, task="var", task_args={"tokenizer": tokenizers["multiscale"]["out"], **size},
                        out=str(work / "gen" / "var"))
-    gens["hart"] = dict(gen_common, task="hart", task_args={"tokenizer": tokenizers["hybrid"]["out"], **size},
-                        out=str(work / "gen" / "hart"))
+    for name, target in hart_rows(args).items():
+        gens[name] = dict(gen_common, task="hart", out=str(work / "gen" / name),
+                          task_args={"tokenizer": tokenizers["hybrid"]["out"], "residual_target": target, **size})
     return {"judge": judge}, tokenizers, gens
+
+
+def hart_rows(args) -> dict[str, str]:
+    """HART's rows -> the residual head's training target (``--residual-target``): "gt" (teacher forcing,
+    vitkit's default), "sampled" (HART's code), or both, as rows "hart" and "hart_sampled"."""
+    if args.residual_target == "both":
+        return {"hart": "gt", "hart_sampled": "sampled"}
+    return {"hart": args.residual_target}
 
 
 def held_out(run):
@@ -98,7 +107,7 @@ def sampling_options(args, name: str) -> dict:
     schedule over the scales (``--cfg-schedule``, default VAR's and HART's official linear ramp)."""
     if name == "masked":
         return {"steps": args.masked_steps}
-    if name.split("@")[0] in ("var", "hart"):
+    if name.split("@")[0] in ("var", "hart", "hart_sampled"):
         return {"cfg_schedule": args.cfg_schedule}
     return {}
 
@@ -172,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VAR / HART guidance over the scales: the official linear ramp (none at the first scale), "
                         "or s at every scale (what generation.md's rows before issue 23 used)")
     p.add_argument("--masked-steps", type=int, default=8, dest="masked_steps")
+    p.add_argument("--residual-target", choices=["gt", "sampled", "both"], default="gt", dest="residual_target",
+                   help="what HART's residual head trains on: the ground-truth last-scale tokens (vitkit's default), "
+                        "the transformer's sampled ones (HART's code), or both (rows hart and hart_sampled)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny settings, for the test suite")
     return p
@@ -190,9 +202,11 @@ def main(argv: list[str] | None = None) -> dict:
     judge, tokenizers, gens = configs(args, work)
     first = run_all([("judge", judge["judge"])] + [(k, v) for k, v in tokenizers.items() if k != "hybrid"], args.jobs)
     # the hybrid tokenizer may start from the multiscale run: it trains beside the generators that do not need it
-    gen_res = run_all([("hybrid", tokenizers["hybrid"])] + [(k, v) for k, v in gens.items() if k != "hart"], args.jobs)
+    harts = hart_rows(args)
+    gen_res = run_all([("hybrid", tokenizers["hybrid"])] + [(k, v) for k, v in gens.items() if k not in harts],
+                      args.jobs)
     first["hybrid"] = gen_res.pop("hybrid")
-    gen_res.update(run_all([("hart", gens["hart"])], args.jobs))
+    gen_res.update(run_all([(k, gens[k]) for k in harts], args.jobs))
     # VAR / HART cost more per epoch (104 tokens a sequence, HART's head): rows at raster's training time too
     per_epoch = {n: (gen_res[n].get("seconds") or 1.0) / args.gen_epochs for n in gen_res}
     timed = {}

@@ -23,3 +23,14 @@ def test_the_hybrid_tokenizer_starts_from_the_multiscale_run_by_default(tmp_path
     assert gens["hart"]["task_args"]["tokenizer"] == tokenizers["hybrid"]["out"]
     _, joint, _ = gen.configs(gen.build_parser().parse_args(["--hybrid", "joint"]), tmp_path)
     assert "init" not in joint["hybrid"]
+
+
+def test_harts_residual_target_is_a_flag_and_both_give_two_rows(tmp_path, load_benchmark):
+    gen = load_benchmark("generation")
+    parse = gen.build_parser().parse_args
+    _, _, gens = gen.configs(parse([]), tmp_path)
+    assert gens["hart"]["task_args"]["residual_target"] == "gt" and "hart_sampled" not in gens
+    _, _, gens = gen.configs(parse(["--residual-target", "both"]), tmp_path)
+    assert gens["hart"]["task_args"]["residual_target"] == "gt"
+    assert gens["hart_sampled"]["task_args"]["residual_target"] == "sampled"
+    assert gen.sampling_options(parse([]), "hart_sampled") == {"cfg_schedule": "linear"}

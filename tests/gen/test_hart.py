@@ -51,6 +51,9 @@ class FakeHybrid(nn.Module):
     def decode_latent(self, f):
         return self.dec(f)
 
+    def code_vectors(self, ids):
+        return self.codebook[ids]
+
 
 def tiny(**kw):
     torch.manual_seed(0)
@@ -126,7 +129,7 @@ def test_hart_loss_trains_both_parts_and_generation_shapes():
     assert {"loss", "nll", "acc", "tokens", "diff"} <= set(metrics)
     assert torch.allclose(loss, metrics["nll"] + metrics["diff"])
     assert m.head.out.weight.grad.abs().sum() > 0 and m.var.trunk.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
-    assert m.token_embed.weight.grad is not None                    # the head's condition trains its embedding
+    assert m.var.word_embed.weight.grad is not None                 # the head's condition trains word_embed too
     ids, f_hat, residual = m.generate(tok, labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert [x.shape for x in ids] == [(4, s, s) for s in SCALES]
     assert f_hat.shape == residual.shape == (4, C, 3, 3) and torch.isfinite(residual).all()
@@ -146,7 +149,7 @@ def test_hart_cached_equals_uncached_and_residual_depends_on_the_tokens():
     ids = torch.zeros(1, 3, 3, dtype=torch.long)
     ids2 = ids.clone()
     ids2[0, 1, 1] = 5
-    d = (m.head_condition(h, ids) - m.head_condition(h, ids2)).abs().amax(-1)
+    d = (m.head_condition(h, tok, ids) - m.head_condition(h, tok, ids2)).abs().amax(-1)
     assert d[0, 4] > 0 and (d[0, torch.arange(9) != 4] == 0).all()
 
 
@@ -199,3 +202,60 @@ def test_generators_with_the_real_tokenizers(kind):
         model.eval()
         ids = v.generate(tok, labels, temperature=0)
         assert torch.equal(v(tok.teacher_inputs(ids), labels).argmax(-1), v.flat_targets(ids))
+
+
+# ---- HART's residual head as its code has it (issue 23, item 8): mit-han-lab/hart
+# hart/modules/models/transformer/hart_transformer_t2i.py, HARTForT2I.forward and autoregressive_infer_cfg.
+def test_head_condition_is_decoder_norm_of_h_plus_word_embed_of_the_code_vector():
+    """``last_layer_cond = decoder_norm(last_layer_cond + word_embed(vae_quant_proxy[0].embedding(idx)))``:
+    the token enters through the tokenizer's code vector and the transformer's own word_embed (no table
+    of its own)."""
+    m, tok = tiny(), FakeHybrid()
+    h, ids = torch.randn(2, 9, 32), torch.randint(0, V, (2, 3, 3))
+    direct = m.cond_norm(h + m.var.word_embed(tok.codebook[ids.flatten(1)]))
+    assert torch.allclose(m.head_condition(h, tok, ids), direct, atol=1e-6)
+    assert not any("token_embed" in k for k in m.state_dict())
+
+
+def _captured_head_inputs(model, monkeypatch):
+    """(x0, cond) of the first batch_mul copy the head's loss was called with."""
+    seen = {}
+
+    def spy(x0, cond, generator=None):
+        n = x0.shape[0] // model.generator.cfg.batch_mul
+        seen.update(x0=x0[:n].detach(), cond=cond[:n].detach())
+        return x0.sum() * 0
+    monkeypatch.setattr(model.generator.head, "loss", spy)
+    return seen
+
+
+@pytest.mark.parametrize("target", ["gt", "sampled"])
+def test_residual_target(target, monkeypatch):
+    """"gt" (vitkit's default): the ground-truth tokens condition the head, the target is the tokenizer's
+    residual. "sampled" (HART's forward): tokens drawn from the transformer's own last-scale logits
+    (``sample_with_top_k_top_p_(..., top_k=600, top_p=0.96)``, no gradient) condition it, and the target
+    is what they leave: ``last_layer_gt - embedding(idx_sampled)`` with last_layer_gt the latent minus
+    the coarser scales (here the last scale enters f_hat as ``tokenizer.step``'s h_K, through phi)."""
+    from vitkit.gen.sampling import sample_logits
+    torch.manual_seed(0)
+    tok, m = FakeHybrid(), tiny(residual_target=target, residual_scale=0.5)
+    model = GenerativeModel(tok, m).eval()                          # eval: the loss draws from a Generator seeded 0
+    seen = _captured_head_inputs(model, monkeypatch)
+    images, labels = torch.randn(4, 1, 6, 6), torch.tensor([0, 1, 2, 3])
+    model(images, labels)
+    ids_list, residual = tok.encode_hybrid(images)
+    with torch.no_grad():
+        h = m.var.forward_hidden(tok.teacher_inputs(ids_list), labels)[:, -9:]
+        if target == "gt":
+            ids, x0 = ids_list[-1], residual
+        else:
+            logits = m.var.head(h)
+            ids = sample_logits(logits, 1.0, 600, 0.96, torch.Generator().manual_seed(0))[0].view(4, 3, 3)
+            rest = residual + tok.step(None, 2, ids_list[-1])[0]        # the latent minus scales 1..K-1
+            x0 = rest - tok.step(None, 2, ids)[0]
+            assert not torch.equal(ids, ids_list[-1])                 # an untrained model samples other tokens
+        cond = m.head_condition(h, tok, ids)
+    assert torch.allclose(seen["x0"], (x0 / 0.5).flatten(2).transpose(1, 2).flatten(0, 1), atol=1e-5)
+    assert torch.allclose(seen["cond"], cond.flatten(0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="residual_target"):
+        tiny(residual_target="teacher")

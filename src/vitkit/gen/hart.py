@@ -3,10 +3,13 @@
 A hybrid tokenizer splits the continuous latent z (B, C, h, w) into the discrete multi-scale tokens
 of VAR (summing to f_hat) and a continuous residual z - f_hat that the codebook cannot represent.
 HART models the discrete part with the VAR transformer and the residual with a small "residual
-diffusion" head: an MLP denoiser run per position of the last scale, conditioned on the
-transformer's last hidden state there plus an embedding of that position's discrete token (as
-HART's code: ``decoder_norm(last_layer_cond + word_embed(codebook[idx]))``), trained as a DDPM
-(Ho et al. 2020) with eps prediction on the residual tokens (B, h*w, C). Because the residual is
+diffusion" head: an MLP denoiser run per position of the last scale, conditioned on
+``cond_norm(h + word_embed(codebook[idx]))``: the transformer's last hidden state there plus that
+position's discrete token, through the tokenizer's code vector and the transformer's own input
+embedding (HART's ``decoder_norm(last_layer_cond + word_embed(vae_quant_proxy[0].embedding(idx)))``;
+its last_layer_cond is the last block's output before the head's norm, here the trunk's output after
+its final LayerNorm), trained as a DDPM (Ho et al. 2020) with eps prediction on the residual tokens
+(B, h*w, C). Because the residual is
 small and simple, HART samples it with only 8 denoising steps (Sec. 3.3; MAR, whose head it
 adopts, uses 100); here a DDPM/DDIM sampler on an evenly respaced 8-step subsequence of a
 1000-step cosine schedule (Nichol & Dhariwal 2021), as HART's respaced diffusion.
@@ -14,11 +17,13 @@ adopts, uses 100); here a DDPM/DDIM sampler on an evenly respaced 8-step subsequ
 Generation: VAR's K passes -> tokens and f_hat; the head samples the residual; the image is
 ``tokenizer.decode_latent(f_hat + residual)``.
 
-Simplifications against HART's code, all to keep a toy model short: HART trains the head on the
-transformer's own *sampled* last-scale tokens and targets z - embed(sampled); here the ground-truth
-tokens condition it and the target is the tokenizer's residual (teacher forcing, consistent with
-generation). The head predicts eps only (HART/MAR also learn the variance), and the last scale is
-generated in one VAR pass (HART's default ``num_maskgit_iters=1``).
+What the head trains on (``residual_target``): HART's code (``HARTForT2I.forward``) conditions it on
+tokens *sampled* from the transformer's own last-scale logits (top-k 600, top-p 0.96, no gradient)
+and targets what they leave of the latent, ``last_layer_gt - embedding(sampled)`` ("sampled"); by
+default here the ground-truth tokens condition it and the target is the tokenizer's residual
+("gt": teacher forcing). Simplifications against HART's code, to keep a toy model short: the head
+predicts eps only (HART/MAR also learn the variance), and the last scale is generated in one VAR
+pass (HART's default ``num_maskgit_iters=1``).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from torch import nn
 from ..layers import Linear
 from ..layers.pos_embed import sincos_1d
 from .ar import token_metrics
+from .sampling import sample_logits
 from .var import VAR, VARConfig, guidance_scales
 
 
@@ -154,6 +160,10 @@ class ResidualDiffusionHead(nn.Module):
 
 
 # ---- HART ------------------------------------------------------------------------------------------
+RESIDUAL_TARGETS = ("gt", "sampled")
+SAMPLED_TOP_K, SAMPLED_TOP_P = 600, 0.96   # HARTForT2I.forward's draw of the last scale's tokens
+
+
 @dataclass(frozen=True)
 class HARTConfig:
     var: VARConfig                        # the discrete transformer
@@ -164,6 +174,7 @@ class HARTConfig:
     diffusion_weight: float = 1.0         # loss = CE(tokens) + w * diffusion loss
     batch_mul: int = 4                    # each residual token is trained at this many t's a step (MAR)
     residual_scale: float = 1.0           # residual / scale is what the head models (HART: 1 / 0.6)
+    residual_target: str = "gt"           # the head's tokens: "gt" (teacher forcing) | "sampled" (HART's code)
 
     def __post_init__(self) -> None:
         if isinstance(self.var, dict):
@@ -171,6 +182,8 @@ class HARTConfig:
         if self.residual_scale <= 0 or self.batch_mul < 1 or self.sampling_steps < 1:
             raise ValueError(f"need residual_scale > 0, batch_mul >= 1, sampling_steps >= 1, got "
                              f"{self.residual_scale}, {self.batch_mul}, {self.sampling_steps}")
+        if self.residual_target not in RESIDUAL_TARGETS:
+            raise ValueError(f"residual_target must be one of {RESIDUAL_TARGETS}, got {self.residual_target!r}")
 
 
 class HART(nn.Module):
@@ -187,19 +200,37 @@ class HART(nn.Module):
         D, C = cfg.var.dim, cfg.var.embed_dim
         self.scales, self.num_classes, self.null_class = self.var.scales, self.var.num_classes, self.var.null_class
         self.last_len = self.scales[-1] ** 2
-        self.token_embed = nn.Embedding(cfg.var.vocab_size, D)          # the last scale's discrete token
-        nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
-        self.cond_norm = nn.LayerNorm(D, eps=1e-6)
+        self.cond_norm = nn.LayerNorm(D, eps=1e-6)                       # HART's decoder_norm
         self.head = ResidualDiffusionHead(C, D, cfg.head_width, cfg.head_depth, cfg.num_timesteps)
         self.last_forward_passes = self.last_head_passes = 0
 
     def no_weight_decay(self) -> set[str]:
-        return {f"var.{n}" for n in self.var.no_weight_decay()} | {"token_embed.weight"}
+        return {f"var.{n}" for n in self.var.no_weight_decay()}
 
-    def head_condition(self, hidden_last: torch.Tensor, ids_last: torch.Tensor) -> torch.Tensor:
-        """Per-position condition of the head: LN(h + embed(token)), (B, s_K^2, D).
-        hidden_last: (B, s_K^2, D) the transformer's output at the last scale; ids_last (B, s_K, s_K)."""
-        return self.cond_norm(hidden_last + self.token_embed(ids_last.flatten(1).long()))
+    def head_condition(self, hidden_last: torch.Tensor, tokenizer, ids_last: torch.Tensor) -> torch.Tensor:
+        """Per-position condition of the head, HART's: LN(h + word_embed(e[token])), (B, s_K^2, D).
+        hidden_last: (B, s_K^2, D) the transformer's output at the last scale; ids_last (B, s_K, s_K);
+        e: the tokenizer's code vectors (``tokenizer.code_vectors``)."""
+        codes = tokenizer.code_vectors(ids_last.flatten(1).long()).to(hidden_last.dtype)   # (B, s_K^2, C)
+        return self.cond_norm(hidden_last + self.var.word_embed(codes))
+
+    @torch.no_grad()
+    def head_tokens(self, tokenizer, logits_last: torch.Tensor, ids_last: torch.Tensor, residual: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (B, s_K, s_K) that condition the head, its target (B, C, h, w)) for ``residual_target``.
+
+        "gt": the tokenizer's tokens and residual. "sampled" (HART's code): tokens drawn from the
+        transformer's last-scale logits (B, s_K^2, V) (top-k 600, top-p 0.96), and the target
+        ``rest - h_K(sampled)``, where rest = residual + h_K(gt) is the latent minus scales 1..K-1
+        (HART's last_layer_gt) and h_K the last scale's term of f_hat (``tokenizer.step``; HART's is
+        the bare code vector, vitkit's tokenizer passes it through phi_K)."""
+        if self.cfg.residual_target == "gt":
+            return ids_last, residual
+        side, K = self.scales[-1], len(self.scales)
+        sampled = sample_logits(logits_last.detach(), 1.0, SAMPLED_TOP_K, SAMPLED_TOP_P, generator)[0]
+        sampled = sampled.view(-1, side, side)
+        last = lambda ids: tokenizer.step(None, K - 1, ids)[0].to(residual.dtype)  # noqa: E731  h_K(ids)
+        return sampled, residual + last(ids_last) - last(sampled)
 
     def residual_tokens(self, residual: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) -> (B, h*w, C), divided by ``residual_scale``."""
@@ -215,20 +246,22 @@ class HART(nn.Module):
         return self.var(teacher_inputs, labels)
 
     def loss(self, ids_list: list[torch.Tensor], teacher_inputs: torch.Tensor, residual: torch.Tensor,
-             labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+             tokenizer, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """CE over every token + ``diffusion_weight`` x the head's eps-MSE on the residual tokens.
-        Metrics: loss, nll, acc, tokens, diff (the head's loss)."""
+        """CE over every token + ``diffusion_weight`` x the head's eps-MSE on the residual tokens
+        (``head_tokens``: ground truth or sampled). Metrics: loss, nll, acc, tokens, diff (the head's loss)."""
         h = self.var.forward_hidden(teacher_inputs, labels)             # (B, L, D)
-        ce, metrics = token_metrics(self.var.head(h), self.var.flat_targets(ids_list))
-        diff = self.diffusion_loss(h[:, -self.last_len:], ids_list[-1], residual, generator)
+        logits = self.var.head(h)
+        ce, metrics = token_metrics(logits, self.var.flat_targets(ids_list))
+        ids_last, target = self.head_tokens(tokenizer, logits[:, -self.last_len:], ids_list[-1], residual, generator)
+        diff = self.diffusion_loss(h[:, -self.last_len:], tokenizer, ids_last, target, generator)
         loss = ce + self.cfg.diffusion_weight * diff
         return loss, {"loss": loss.detach(), **metrics, "diff": diff.detach()}
 
-    def diffusion_loss(self, hidden_last: torch.Tensor, ids_last: torch.Tensor, residual: torch.Tensor,
+    def diffusion_loss(self, hidden_last: torch.Tensor, tokenizer, ids_last: torch.Tensor, residual: torch.Tensor,
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """The head's loss on the residual tokens, each repeated ``batch_mul`` times (at as many t's)."""
-        cond = self.head_condition(hidden_last, ids_last).flatten(0, 1)  # (B*n, D)
+        cond = self.head_condition(hidden_last, tokenizer, ids_last).flatten(0, 1)  # (B*n, D)
         x0 = self.residual_tokens(residual).flatten(0, 1)                # (B*n, C)
         r = self.cfg.batch_mul
         return self.head.loss(x0.repeat(r, 1), cond.repeat(r, 1), generator)
@@ -253,7 +286,7 @@ class HART(nn.Module):
             tokenizer, labels, temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
             cfg_schedule=cfg_schedule, use_cache=use_cache, generator=generator)
         B, reps = ids_list[-1].shape[0], hidden.shape[0] // ids_list[-1].shape[0]
-        cond = self.head_condition(hidden, ids_list[-1].repeat(reps, 1, 1))
+        cond = self.head_condition(hidden, tokenizer, ids_list[-1].repeat(reps, 1, 1))
         cond, uncond = (cond.chunk(2) if reps == 2 else (cond, None))
         steps = sampling_steps or self.cfg.sampling_steps
         s_last = guidance_scales(cfg_scale, len(self.scales), cfg_schedule)[-1]
@@ -267,10 +300,12 @@ class HART(nn.Module):
 
     # ---------------------------------------------------------------- for the training wrapper
     def tokenize(self, tokenizer, images: torch.Tensor) -> dict:
-        """Targets from a (frozen) hybrid tokenizer: tokens, teacher inputs and the residual."""
+        """Targets from a (frozen) hybrid tokenizer: tokens, teacher inputs and the residual, and the
+        tokenizer itself, whose code vectors condition the head (HART's model keeps a proxy of it too)."""
         self.var._check_tokenizer(tokenizer)
         ids_list, residual = tokenizer.encode_hybrid(images)
-        return {"ids_list": ids_list, "teacher_inputs": tokenizer.teacher_inputs(ids_list), "residual": residual}
+        return {"ids_list": ids_list, "teacher_inputs": tokenizer.teacher_inputs(ids_list), "residual": residual,
+                "tokenizer": tokenizer}
 
     def generate_images(self, tokenizer, labels: torch.Tensor, **kwargs) -> torch.Tensor:
         _, f_hat, residual = self.generate(tokenizer, labels, **kwargs)

@@ -191,6 +191,10 @@ class MultiScaleVQTokenizer(_ConvAutoencoder):
         """K ids maps -> images, decoding f^ = sum_k phi_k(bicubic(e[ids_k]))."""
         return self.decode_latent(self.quantizer.ids_to_fhat(ids_list))
 
+    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> the codebook's vectors (..., embed_dim) (HART's head reads them)."""
+        return self.quantizer.vq.lookup(ids.long())
+
     def teacher_inputs(self, ids_list: list[torch.Tensor]) -> torch.Tensor:
         """(B, sum_{k>=1} s_k^2, C): the generator's teacher-forcing inputs (``MultiScaleVQ.teacher_inputs``)."""
         return self.quantizer.teacher_inputs(ids_list)
