@@ -85,6 +85,12 @@ def finetune_config(args, name: str, labels: int, seed: int, init: str | None, p
     only ~7% of its norm. Measured on a 1-epoch MAE backbone (10 labels/class, seed 0, 600 steps): LARS at
     blr 0.1 13.3%, at blr 1.0 28.3%, the previous AdamW probe (lr 0.05) 33.8%. To measure on the real
     backbones: the probe rows at --probe-blr 0.1 and 1.0 (only the probe runs retrain).
+
+    Pooling is kept as vitkit's ViT does it: global_pool="avg" averages the final-normed patch tokens,
+    mean(norm(x)). MAE fine-tunes with global_pool=True as fc_norm(mean(x)), a new LayerNorm after the
+    average, the pretrained norm dropped (models_vit.py), and trains its sin-cos table (loaded into a
+    learned pos_embed), which vitkit keeps fixed. Both are ViTConfig choices (models/vit.py); to measure:
+    the ft rows with an fc_norm pooling against these.
     """
     batch = 32 if labels <= 10 else 64
     steps_per_epoch = max(labels * 10 // batch, 1)
