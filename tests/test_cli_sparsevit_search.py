@@ -19,8 +19,8 @@ def swin_run(tmp_path_factory):
 
 
 def _predicted_ms(table: dict, sparsity) -> float:
-    """A config's latency from the measured table, computed here: base + one entry per stage."""
-    return table["base_ms"] + sum(row[table["choices"].index(s)] for row, s in zip(table["stage_ms"], sparsity))
+    """A config's latency from the measured table, computed here: base + one entry per pair of blocks."""
+    return table["base_ms"] + sum(row[table["choices"].index(s)] for row, s in zip(table["pair_ms"], sparsity))
 
 
 def test_search_prints_the_pareto_front_and_respects_the_budget(swin_run, tmp_path, capsys):
@@ -43,8 +43,12 @@ def test_search_prints_the_pareto_front_and_respects_the_budget(swin_run, tmp_pa
     kept = {tuple(r["sparsity"]) for r in saved["rows"]}
     over = {tuple(r["sparsity"]) for r in every["rows"] if _predicted_ms(saved["table"], r["sparsity"]) > budget}
     assert kept and over and not kept & over
-    best = max(saved["rows"], key=lambda r: (r["score"], -r["latency_ms"]))
-    assert list(best["sparsity"]) == saved["best"]
+    faster = [r for r in saved["rows"] if r["latency_ms"] < saved["dense_ms"]]  # "best" must beat dense
+    if faster:
+        best = max(faster, key=lambda r: (r["score"], -r["latency_ms"]))
+        assert list(best["sparsity"]) == saved["best"]
+    else:
+        assert saved["best"] is None and "best: none" in text
     assert saved["table"] == every["table"]
     capsys.readouterr()  # a table of other choices is refused with a one-line error
     assert main(args + ["--latency-budget", "1e9", "--table", str(tmp_path / "all.json"), "--choices", "0,0.3"]) == 1
@@ -57,10 +61,12 @@ def test_an_impossible_budget_is_a_clear_error(swin_run, capsys):
     assert "budget" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", '{"stage_ms": [[1.0]], "choices": [0.0]}', "not json",
-                                     '{"base_ms": 1, "stage_ms": [[1.0], [1.0, 2.0]], "choices": [0.0, 0.5]}'])
+@pytest.mark.parametrize("content", [
+    "[1, 2]", '{"pair_ms": [[1.0]], "pairs_per_stage": [1], "choices": [0.0]}', "not json",
+    '{"base_ms": 1, "pairs_per_stage": [1, 1], "pair_ms": [[1.0], [1.0, 2.0]], "choices": [0.0, 0.5]}',
+    '{"base_ms": 1, "stage_ms": [[1.0, 2.0]], "choices": [0.0, 0.5]}'])
 def test_a_broken_table_file_is_a_one_line_error(swin_run, tmp_path, capsys, content):
     bad = tmp_path / "t.json"
-    bad.write_text(content)                     # a list, a table without base_ms, not JSON, a short row
+    bad.write_text(content)  # a list, a table without base_ms, not JSON, a short row, an old per-stage table
     assert main(["sparsevit-search", "--run", str(swin_run), "--latency-budget", "1", "--table", str(bad)]) == 1
     assert "not a latency table written by --json" in capsys.readouterr().err

@@ -1,7 +1,26 @@
-"""vitkit: the Vision Transformer and the methods built on it."""
-from .models import create_model, list_models, register_model
-from .weights import load_weights
-from .weights.clip import load_clip
+"""vitkit: the Vision Transformer and the methods built on it.
+
+The public names load on first use (PEP 562), so ``import vitkit`` (and the ``vitkit`` command's
+start-up, help and argument errors) does not wait for PyTorch.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "register_model", "load_weights", "load_clip", "__version__"]
+
+_PUBLIC = {"create_model": ".models", "list_models": ".models", "register_model": ".models",
+           "load_weights": ".weights", "load_clip": ".weights.clip"}
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vitkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

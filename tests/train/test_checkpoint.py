@@ -25,7 +25,8 @@ def _checkpoint(tmp_path):
 def test_atomic_writes_leave_no_temp_files(tmp_path):
     _checkpoint(tmp_path)
     ckpt.write_config(tmp_path, TrainConfig(), {"num_classes": 4})
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors", "train_state.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors", "model_ema.safetensors",
+                                            "train_state.pt"]
     # a writer that fails midway leaves the old file and no temp file
     (tmp_path / "x.bin").write_bytes(b"old")
 

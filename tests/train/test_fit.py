@@ -28,7 +28,8 @@ def test_a_tiny_net_learns_and_the_run_folder_is_complete(tmp_path):
     assert result["test_loss"] < 0.5 * before["loss"] and result["test_acc"] > 0.9, (before, result)
     assert result["eval_weights"] == "ema" and result["best"]["metric"] == "test_acc"
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors", "train_state.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl", "model.safetensors",
+                                                          "model_ema.safetensors", "train_state.pt"]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["num_classes"] == 4 and config["epochs"] == 3 and config["betas"] == [0.9, 0.999]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

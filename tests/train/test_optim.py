@@ -114,9 +114,6 @@ def test_build_optimizer_gives_each_group_its_lr_scale():
     assert all("lr_scale" not in g for g in build_optimizer(model, TrainConfig()).param_groups)
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.fit sets group['lr'] = lr for every group; it must multiply by "
-                                       "group.get('lr_scale', 1.0) (MAE's lr_sched). Remove this mark with "
-                                       "that change.")
 def test_fit_applies_each_groups_lr_scale(tmp_path):
     from train_toys import ToyLoader, make_data
 

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..argtypes import positive_float, positive_int
+
 BASE = {"mnist5k": "vit_nano_patch4_28", "digits": "vit_nano_patch2_8"}
 PATCH_SIZES = {"mnist5k": (4, 7), "digits": (2, 4)}
 DEPTHS = (2, 4, 6)
@@ -102,8 +104,8 @@ def matched_schedule(epochs: int, batch: int, n_full: int, labels_per_class: int
 def configs(args, variants: list[Variant], n_full: int) -> dict[str, dict]:
     """Job name ("<variant key>/s<seed>") -> TrainConfig dict, one per distinct variant and seed."""
     epochs, batch = matched_schedule(args.epochs, RECIPE["batch_size"], n_full, args.labels_per_class)
-    epochs = 1 if args.quick else epochs
-    work = Path(args.work) / args.data
+    epochs = args.epochs if args.quick else epochs
+    work = work_dir(args)
     jobs = {}
     for v in {v.key: v for v in variants}.values():
         for seed in args.seeds:
@@ -112,6 +114,11 @@ def configs(args, variants: list[Variant], n_full: int) -> dict[str, dict]:
                 epochs=epochs, batch_size=batch, lr=v.lr, eval_every=epochs, labels_per_class=args.labels_per_class,
                 num_threads=1, log_every=1_000_000, out=str(work / v.key / f"s{seed}"))
     return jobs
+
+
+def work_dir(args) -> Path:
+    """Where the sweep's run folders go (finished ones are reused)."""
+    return Path(args.work) / args.data
 
 
 # ---------------------------------------------------------------------------- verdicts
@@ -148,15 +155,15 @@ def summarize(groups: dict[str, list[dict]]) -> dict[str, dict]:
 # ---------------------------------------------------------------------------- command
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", default="mnist5k", choices=sorted(BASE), help="mnist5k (28x28) or digits (8x8)")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs of every run (default: {EPOCHS})")
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"epochs of every run (default: {EPOCHS})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--jobs", type=int, default=2, help="single-thread training processes side by side")
-    p.add_argument("--labels-per-class", type=int, default=None, dest="labels_per_class",
+    p.add_argument("--jobs", type=positive_int, default=2, help="single-thread training processes side by side")
+    p.add_argument("--labels-per-class", type=positive_int, default=None, dest="labels_per_class",
                    help="train on N labelled images per class (epochs raised to keep the optimizer steps)")
-    p.add_argument("--patch-sizes", type=int, nargs="+", default=None, dest="patch_sizes",
+    p.add_argument("--patch-sizes", type=positive_int, nargs="+", default=None, dest="patch_sizes",
                    help=f"patch sizes to compare (default: {PATCH_SIZES})")
-    p.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
-    p.add_argument("--pool-lrs", type=float, nargs="+", default=None, dest="pool_lrs",
+    p.add_argument("--depths", type=positive_int, nargs="+", default=list(DEPTHS))
+    p.add_argument("--pool-lrs", type=positive_float, nargs="+", default=None, dest="pool_lrs",
                    help=f"peak lrs of the class token vs GAP rows, both at each (default: {RECIPE['lr']:g})")
     p.add_argument("--work", default="runs/ablations", help="run folders (reused when finished)")
     p.add_argument("--out", default="benchmarks/results", help="where ablations.{md,json,png} go")
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
     from .measure import write_results
     torch.set_num_threads(1)
     if args.quick:
-        args.epochs, args.seeds, args.jobs = 1, [0], 1
+        args.epochs, args.seeds, args.jobs = args.epochs or 1, args.seeds[:1], 1
         args.labels_per_class = args.labels_per_class or 10
     args.epochs = args.epochs or EPOCHS[args.data]
     t_start = time.time()
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace) -> dict:
         "_quick" if args.quick else "")
     write_results(out, stem, results, markdown(results, stem))
     plot(groups, out / f"{stem}.png", f"{BASE[args.data]} on {args.data}")
+    print(f"vitkit: {len(jobs)} runs in {work_dir(args)}; results -> {out / stem}.md, {stem}.json, {stem}.png")
     return results
 
 

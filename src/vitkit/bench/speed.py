@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..argtypes import nonneg_float, positive_int
+
 RESULTS = Path("benchmarks/results")
 # HF's ViT always pools a class token: the demo's architecture with one instead of GAP
 DEMO = ("vit_mnist_patch7_28", {"class_token": True, "global_pool": "token"})
@@ -256,14 +258,15 @@ def save(results: dict, out: Path, stem: str) -> None:
 
 # ---------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--quick", action="store_true", help="a tiny model, one repeat (a smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="batch 4, one repeat, no timed blocks (a smoke test); on a tiny model unless --models")
     p.add_argument("--models", help="comma-separated registered ViT names (default: ViT-Ti/S/B-16 and the demo's)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds (default 9)")
-    p.add_argument("--block-seconds", type=float, default=0.5,
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--repeats", type=positive_int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--block-seconds", type=nonneg_float, default=0.5,
                    help="each round runs every implementation for at least this long, in consecutive calls "
                         "(default 0.5)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=positive_int,
                    help="torch (and ONNX Runtime) CPU threads (default: torch's, as a user gets them). Setting it "
                         "calls torch.set_num_threads, which also turns MKL's dynamic threading off: that changes "
                         "the peers that run on MKL (HF): benchmarks/results/threads.md")
@@ -277,19 +280,30 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from .measure import PEAK_SHAPES, command, environment, matmul_peak
+    from ..models import is_model
+    from ..train.trainer import set_threads
     if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+        set_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r}: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {args.device!r}: the benchmark runs on cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu")
     peers = tuple(p for p in args.peers.split(",") if p)
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise ValueError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
+    named = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
+    unknown = [m for m in named if not is_model(m)]
+    if unknown or (args.models is not None and not named):
+        raise ValueError(f"--models: unknown model(s) {unknown or [args.models]}; see `vitkit models`")
+    models = [(m, dict(FULL_MODELS).get(m, {})) for m in named] or (QUICK_MODELS if args.quick else FULL_MODELS)
     if args.quick:
-        models, batch, repeats, block_s = QUICK_MODELS, 4, 1, 0.0
+        batch, repeats, block_s = 4, 1, 0.0
     else:
-        models = [(m, dict(FULL_MODELS).get(m, {})) for m in args.models.split(",")] if args.models else FULL_MODELS
         batch, repeats, block_s = args.batch, args.repeats, args.block_seconds
     results = {**environment(device), "device": "cpu" if device.type == "cpu" else "cuda",
                "repeats": repeats, "block_seconds": block_s,
@@ -310,6 +324,7 @@ def run(args: argparse.Namespace) -> dict:
                                                  torch.get_num_threads(), peers))
             save(results, args.out, stem)  # after every model: an interrupted run keeps what it measured
     print(report(results))
+    print(f"vitkit: results -> {args.out / stem}.md, {stem}.json", file=sys.stderr)
     return results
 
 

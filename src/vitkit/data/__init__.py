@@ -15,7 +15,7 @@ from .cifar import cifar10
 from .folder import FolderDataset, imagefolder
 from .image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from .loader import Loader, make_loader
-from .pipeline import AUGMENT_DEFAULTS, eval_transform, train_transform
+from .pipeline import AUGMENT_DEFAULTS, eval_transform, model_input_transform, train_transform
 
 _BUILDERS = {"mnist5k": mnist5k, "digits": digits, "imagefolder": imagefolder, "cifar10": cifar10}
 _NEEDS_PATH = {"imagefolder", "cifar10"}
@@ -48,6 +48,6 @@ def build(spec: str, split_seed: int = 0, **kwargs) -> DataBundle:
     return fn(path, name=spec, **kwargs) if kind in _NEEDS_PATH else fn(name=spec, **kwargs)
 
 
-__all__ = ["build", "make_loader", "train_transform", "eval_transform", "load_image", "DataBundle",
+__all__ = ["build", "make_loader", "train_transform", "eval_transform", "model_input_transform", "load_image", "DataBundle",
            "ImageLoadError", "labelled_subset", "Loader", "TensorImageDataset", "FolderDataset", "AUGMENT_DEFAULTS",
            "IMAGE_EXTENSIONS", "mnist5k", "digits", "imagefolder", "cifar10"]

@@ -80,6 +80,28 @@ def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[tuple[Pa
     return samples, classes
 
 
+def _root(path: str | Path) -> Path:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder '{root}' does not exist; check the path")
+    if not root.is_dir():
+        raise ValueError(f"'{root}' is not a folder; imagefolder:PATH needs PATH/<class>/<image> files")
+    return root
+
+
+def evaluation_images(path: str | Path, classes: list[str], in_chans: int, img_size: tuple[int, int]) -> FolderDataset:
+    """The images of a folder given for evaluation, labelled by their folder's index in ``classes``
+    (a trained model's class names): every image of PATH/<class>/, or of PATH/test (or PATH/val)
+    when the folder has its own train/test split. A class folder whose name is not in ``classes``
+    raises ValueError naming it; classes without a folder are simply not scored."""
+    root = _root(path)
+    dirs = _split_dirs(root)
+    samples, _ = _scan(dirs[1] if dirs is not None else root, list(classes))
+    for p, _ in samples:
+        read_header(p)  # a non-image fails here, naming the file, before any scoring
+    return FolderDataset(samples, list(classes), in_chans, tuple(img_size))
+
+
 def _split_dirs(root: Path) -> tuple[Path, Path] | None:
     if (root / "train").is_dir():
         for name in ("test", "val"):
@@ -89,20 +111,16 @@ def _split_dirs(root: Path) -> tuple[Path, Path] | None:
 
 
 def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int, int] | None = None,
-                in_memory: bool = False, name: str | None = None) -> DataBundle:
+                in_memory: bool = False, name: str | None = None, in_chans: int | None = None) -> DataBundle:
     """A `DataBundle` from a folder of class sub-folders (see the module docstring for the layouts).
 
-    Every image is converted to one channel count (1 if every file is grayscale, else RGB) and
-    resized to one size: `img_size` (int or (H, W)) or else the most common size among the files.
+    Every image is converted to one channel count (``in_chans``, else 1 if every file is grayscale,
+    else RGB) and resized to one size: `img_size` (int or (H, W)) or else the most common size among the files.
     in_memory: decode everything once into a uint8 tensor (then the loader's fast path applies);
     otherwise files are decoded on each access. Raises FileNotFoundError for a missing path,
     ValueError for a folder without class folders or images, ImageLoadError for an unreadable file.
     """
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"image folder '{root}' does not exist; check the path")
-    if not root.is_dir():
-        raise ValueError(f"'{root}' is not a folder; imagefolder:PATH needs PATH/<class>/<image> files")
+    root = _root(path)
     dirs = _split_dirs(root)
     if dirs is not None:
         train_samples, classes = _scan(dirs[0])
@@ -117,7 +135,8 @@ def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int
                              f"or give separate {root}/train and {root}/test folders")
 
     headers = [read_header(p) for p, _ in train_samples + test_samples]  # also rejects non-images early
-    in_chans = 1 if all(is_gray_mode(mode) for mode, _ in headers) else 3
+    if in_chans is None:
+        in_chans = 1 if all(is_gray_mode(mode) for mode, _ in headers) else 3
     if img_size is None:
         size = Counter(hw for _, hw in headers).most_common(1)[0][0]
     else:

@@ -38,6 +38,7 @@ def train_transform(bundle: DataBundle, img_size: int | Sequence[int] | None = N
                  else f"'{k}'" for k in unknown]
         raise TypeError(f"train_transform got unknown augmentation key(s) {', '.join(hints)}; "
                         f"valid keys: {', '.join(AUGMENT_DEFAULTS)}")
+    _check_augment(augment)
     a = {**AUGMENT_DEFAULTS, **augment}
     size = _target_size(bundle, img_size)
     steps: list[Transform] = []
@@ -56,6 +57,31 @@ def train_transform(bundle: DataBundle, img_size: int | Sequence[int] | None = N
     return Compose(steps)
 
 
+def _check_augment(augment: dict) -> None:
+    """Raise TypeError naming the first augmentation value of the wrong kind (``augment.rotate=abc``)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def pair(v) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) == 2 and all(number(x) for x in v)
+
+    for key, value in augment.items():
+        if key in ("hflip", "rotate", "translate", "shear", "erase"):
+            ok, want = number(value) and value >= 0, "a number >= 0"
+        elif key == "scale":
+            ok, want = value is None or pair(value), "null or [lo, hi]"
+        else:  # random_resized_crop
+            ok, want = value is None or isinstance(value, bool) or number(value) or pair(value), \
+                "null, true, a number lo or [lo, hi]"
+        if not ok:
+            raise TypeError(f"augment.{key} must be {want}, got {value!r}")
+
+
 def eval_transform(bundle: DataBundle, img_size: int | Sequence[int] | None = None) -> Compose:
     """Deterministic eval transform: (B, C, H, W) in [0, 1] -> Resize to img_size (if it differs) -> Normalize."""
-    return Compose([Resize(_target_size(bundle, img_size)), Normalize(bundle.mean, bundle.std)])
+    return model_input_transform(_target_size(bundle, img_size), bundle.mean, bundle.std)
+
+
+def model_input_transform(img_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float]) -> Compose:
+    """Images in [0, 1] -> what a trained model takes: Resize to img_size -> Normalize with its statistics."""
+    return Compose([Resize(_pair(img_size)), Normalize(mean, std)])

@@ -9,6 +9,8 @@ import contextlib
 import dataclasses
 import difflib
 import fnmatch
+import types
+import typing
 from typing import Callable
 
 import torch
@@ -74,12 +76,76 @@ def create_model(name: str, *, device: str | torch.device | None = None, pretrai
 
 
 def build_from_config(config_cls, base, overrides: dict):
-    """``dataclasses.replace`` with an error that lists the valid fields."""
+    """``dataclasses.replace`` with errors that name the option: an unknown field (listing the valid
+    ones), a value of the wrong type (checked against the field's annotation), a rate outside [0, 1)."""
     valid = {f.name for f in dataclasses.fields(config_cls)}
     bad = sorted(set(overrides) - valid)
     if bad:
         raise TypeError(f"unknown option(s) {bad} for {config_cls.__name__}; valid: {sorted(valid)}")
+    check_overrides(config_cls, overrides)
     return dataclasses.replace(base, **overrides)
+
+
+RATE_FIELDS = ("drop_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate", "drop_path_rate")
+"""Probabilities of a config: each must lie in [0, 1)."""
+
+
+def check_overrides(config_cls, overrides: dict) -> None:
+    """Raise ValueError naming the first override whose value does not fit its field's annotation."""
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # an annotation this Python cannot evaluate: leave the checks to the model
+        return
+    for key, value in overrides.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise ValueError(f"model option {key} must be {_describe(hint)}, got {value!r}")
+        if key in RATE_FIELDS and not 0 <= value < 1:
+            raise ValueError(f"model option {key} must be in [0, 1), got {value!r}")
+
+
+def _fits(value, hint) -> bool:
+    """Whether ``value`` can stand for a field annotated ``hint`` (containers checked one level deep)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin is typing.Literal:
+        return value in args
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (hint, dict))
+    return True  # a type this check does not know: the model's own checks apply
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin in (tuple, list):
+        return f"a list of {len(args)} values" if origin is tuple and args and args[-1] is not Ellipsis else "a list"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _import_families() -> None:

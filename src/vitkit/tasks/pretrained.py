@@ -7,6 +7,8 @@ linear probing = ``LinearProbe`` over the frozen model, trained with ``tasks.Cla
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -45,6 +47,30 @@ class LinearProbe(nn.Module):
         self.head = Linear(dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W): the backbone's."""
+        return self.backbone.input_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    @torch.no_grad()
+    def folded(self) -> nn.Module:
+        """The probe as one plain classifier: a copy of the backbone whose linear head absorbs the
+        BatchNorm (its eval form): W' = W diag(1 / sqrt(var + eps)), b' = b - W' mu. Same logits as the
+        probe in eval mode; exportable wherever the backbone's own family is."""
+        model = copy.deepcopy(self.backbone)
+        model.reset_classifier(self.num_classes)
+        weight = self.head.weight * (self.bn.running_var + self.bn.eps).rsqrt()
+        bias = self.head.bias - weight @ self.bn.running_mean
+        for head in (model.head, getattr(model, "head_dist", None)):  # DeiT averages two linear heads
+            if head is not None:
+                head.weight.copy_(weight)
+                head.bias.copy_(bias)
+        return model.eval()
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)

@@ -3,7 +3,9 @@
 A run folder holds
     config.json        TrainConfig.to_dict() merged with the caller's `meta` (what rebuilds model and data)
     model.safetensors  the model's weights (raw weights, not EMA), metadata {"epoch", "step"}
-    train_state.pt     optimizer, EMA weights, grad scaler, epoch, step, RNG states, best metric;
+    model_ema.safetensors  (runs with ema_decay) the EMA weights, the ones the run evaluates and ships;
+                       same metadata
+    train_state.pt     optimizer, EMA state, grad scaler, epoch, step, RNG states, best metric;
                        plain tensors and Python containers only: loads with torch.load(weights_only=True)
     metrics.jsonl      one JSON object per line, appended while training
 
@@ -27,10 +29,16 @@ from ..weights.io import (atomic_write, atomic_write_bytes, load_model_state, lo
                           save_weights)
 
 MODEL_FILE = "model.safetensors"
+EMA_FILE = "model_ema.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 STATE_FORMAT = 1
+RUN_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, METRICS_FILE)
+"""The files `fit` writes: a folder holding any of them holds a run (`vitkit train` will not overwrite it)."""
+REPORT_FILES = ("report.json", "curves.png", "confusion.png", "rollout.png", "pos_embed.png", "patch_filters.png",
+                "reconstructions.png", "samples.png")
+"""What `vitkit report` and the pictures after training add to a run folder (replaced with the run)."""
 
 
 # ---- config and metrics ------------------------------------------------------------------------
@@ -119,7 +127,10 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
                     step: int, ema=None, scaler=None, best: dict | None = None) -> None:
     """Write model.safetensors, then train_state.pt (the commit mark). `epoch` = epochs completed."""
     run_dir = Path(run_dir)
-    save_weights(run_dir / MODEL_FILE, model.state_dict(), metadata={"epoch": str(epoch), "step": str(step)})
+    metadata = {"epoch": str(epoch), "step": str(step)}
+    save_weights(run_dir / MODEL_FILE, model.state_dict(), metadata=metadata)
+    if ema is not None:  # the evaluated weights, shipped as safetensors too (convert / export read them)
+        save_weights(run_dir / EMA_FILE, ema.module.state_dict(), metadata=metadata)
     state = {
         "format": STATE_FORMAT,
         "epoch": int(epoch),
@@ -179,12 +190,39 @@ def load_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
 
 
 def load_run_weights(run_dir: str | Path, which: str = "model") -> dict[str, torch.Tensor]:
-    """The weights of a run folder: "model" (model.safetensors) or "ema" (the EMA copy in train_state.pt)."""
+    """The weights of a run folder: "model" (model.safetensors) or "ema" (model_ema.safetensors; runs
+    written before it existed keep the EMA copy in train_state.pt only)."""
+    run_dir = Path(run_dir)
     if which == "model":
-        return load_weights_file(Path(run_dir) / MODEL_FILE)
+        return load_weights_file(run_dir / MODEL_FILE)
     if which == "ema":
+        if (run_dir / EMA_FILE).is_file():
+            return load_weights_file(run_dir / EMA_FILE)
+        if not (run_dir / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{run_dir} has neither {EMA_FILE} nor {STATE_FILE}: its EMA weights are "
+                                    "missing; use the raw weights (--weights model)")
         ema = load_train_state(run_dir)["ema"]
         if ema is None:
-            raise ValueError(f"{run_dir} was trained without EMA (ema_decay was None)")
+            raise ValueError(f"{run_dir} was trained without EMA (ema_decay was None); use --weights model")
         return ema["module"]
     raise ValueError(f"which must be 'model' or 'ema', got {which!r}")
+
+
+def check_weights_file(path: str | Path) -> None:
+    """Raise ValueError naming ``path`` when its safetensors header does not cover the file (a truncated
+    or torn copy): the shipped weights are checked even where a command reads other ones."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a valid safetensors file (truncated or corrupt): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def saved_epoch(run_dir: str | Path) -> int | None:
+    """Epochs completed by the run folder's last checkpoint (None when it holds none)."""
+    path = Path(run_dir) / STATE_FILE
+    return int(load_train_state(run_dir)["epoch"]) if path.is_file() else None

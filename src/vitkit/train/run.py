@@ -9,6 +9,7 @@ the class names and the normalisation statistics, so a run can be used without i
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ def build_run(cfg: TrainConfig):
     ``model`` is what the trainer optimises and saves for ``cfg.task`` (a classifier, or a
     pretraining wrapper holding the backbone); see `vitkit.train.tasks`.
     """
-    bundle = vdata.build(cfg.data, split_seed=cfg.seed if cfg.data.startswith("imagefolder") else 0)
+    if cfg.probe and not cfg.init:
+        raise ValueError("a linear probe freezes its backbone, so it needs pretrained weights: add --init RUN "
+                         "(a pretraining or classifier run) or --init WEIGHTS (a file or checkpoint folder)")
+    bundle = vdata.build(cfg.data, split_seed=_split_seed(cfg))
     if cfg.labels_per_class:
         bundle = dataclasses.replace(bundle, train=vdata.labelled_subset(bundle.train, cfg.labels_per_class,
                                                                          seed=cfg.seed))
@@ -73,14 +77,44 @@ def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig, info:
             "num_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
+CLASSIFIER_TASKS = ("classify", "distill", "diverse_patch", "sparsevit_adapt")
+"""Tasks whose saved model maps images to logits over the run's classes."""
+
+KIND_USE = {
+    "classifier": "`vitkit predict RUN IMAGE...` classifies images with it",
+    "clip": "`vitkit zero-shot RUN IMAGE... --labels a,b` classifies images with it by text labels",
+    "generator": "`vitkit generate RUN` samples images from it",
+    "tokenizer": "it feeds `vitkit pretrain --task ar|var|hart --set task_args.tokenizer=RUN`, and "
+                 "`vitkit report RUN` draws its reconstructions",
+    "pretraining": "fine-tune it into a classifier first: `vitkit train --init RUN --out NEW_RUN`",
+    "other": "`vitkit eval RUN` scores it with its task's metrics",
+}
+"""What serves a run of each kind: the hint an error gives when a command does not apply to it."""
+
+
+def run_kind(task: str) -> str:
+    """classifier | clip | generator | tokenizer | pretraining (mae, simclr, mocov3) | other."""
+    from .tasks import GENERATORS
+    if task in CLASSIFIER_TASKS:
+        return "classifier"
+    if task == "clip":
+        return "clip"
+    if task in GENERATORS:
+        return "generator"
+    if task == "vq":
+        return "tokenizer"
+    return "pretraining" if task in ("mae", "simclr", "mocov3") else "other"
+
+
 @dataclass
 class Run:
-    """A trained run folder: its config, the model with the weights it was evaluated with."""
+    """A trained run folder: its config, the model with the weights it was evaluated with, and its task."""
     path: Path
     config: dict
     train_cfg: TrainConfig
     model: nn.Module
     weights: str  # "ema" or "model"
+    task: Any = None  # the task object (loss / eval_metrics) the run was trained with
 
     @property
     def classes(self) -> list[str]:
@@ -94,11 +128,68 @@ class Run:
     def std(self) -> tuple[float, ...]:
         return tuple(self.config["std"])
 
+    @property
+    def kind(self) -> str:
+        """What the run's model is (`run_kind`); a linear probe is a classifier."""
+        return run_kind(self.train_cfg.task)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes."""
+        size = self.config.get("input_size") or [self.config["in_chans"], *self.config["data_img_size"]]
+        return tuple(int(v) for v in size)
+
+    def needs(self, kinds: tuple[str, ...], command: str) -> None:
+        """Raise ValueError naming the run's kind, what ``command`` needs, and what serves this run."""
+        if self.kind in kinds:
+            return
+        names = {"classifier": "a classifier run (vitkit train)", "clip": "a CLIP run (vitkit pretrain --task clip)",
+                 "generator": "a generator run (vitkit pretrain --task ar|var|hart)",
+                 "tokenizer": "a tokenizer run (vitkit pretrain --task vq)",
+                 "pretraining": "a pretraining run (mae, simclr, mocov3)"}
+        want = " or ".join(names.get(k, k) for k in kinds)
+        raise ValueError(f"{self.path} is a {self.train_cfg.task!r} run; `vitkit {command}` needs {want}. "
+                         f"For this run, {KIND_USE[self.kind]}")
+
+    def eval_loader(self, spec: str | None = None, batch_size: int = 256):
+        """Held-out images labelled by the run's classes, transformed as in evaluation (the run's
+        image size and normalisation).
+
+        ``spec`` None: the run's own test split (the same split the trainer scored). Another spec is
+        matched to the run's classes by name: an ``imagefolder:DIR`` gives every image of DIR (or of
+        DIR/test when it has its own split); a built-in dataset its test split. A class the run does
+        not know raises ValueError naming it.
+        """
+        cfg = self.train_cfg
+        c, h, w = self.input_size
+        if spec is None or spec == cfg.data:
+            bundle = vdata.build(cfg.data, split_seed=_split_seed(cfg))
+            dataset = bundle.test
+        elif spec.partition(":")[0].strip().lower() == "imagefolder":
+            from ..data.folder import evaluation_images
+            dataset = evaluation_images(spec.partition(":")[2], self.classes, c, tuple(self.config["data_img_size"]))
+        else:
+            bundle = vdata.build(spec)
+            unknown = [name for name in bundle.classes if name not in self.classes]
+            if unknown:
+                raise ValueError(f"the classes {unknown} of {spec} are not among the run's classes {self.classes}: "
+                                 "top-1 would compare unrelated labels")
+            if bundle.in_chans != c:
+                raise ValueError(f"{spec} has {bundle.in_chans}-channel images, the run's model takes {c}")
+            index = torch.tensor([self.classes.index(name) for name in bundle.classes])
+            test = bundle.test
+            dataset = vdata.TensorImageDataset(test.images, index[test.labels], test.max_value)
+        return vdata.make_loader(dataset, batch_size=batch_size,
+                                 transform=vdata.model_input_transform((h, w), self.mean, self.std))
+
     def test_loader(self, spec: str | None = None, batch_size: int = 256):
-        """The held-out split of the run's data (or of ``spec``), transformed as in evaluation."""
-        bundle = vdata.build(spec or self.train_cfg.data)
-        return vdata.make_loader(bundle.test, batch_size=batch_size,
-                                 transform=vdata.eval_transform(bundle, self.train_cfg.img_size))
+        """The held-out split of the run's data (or of ``spec``): `eval_loader`."""
+        return self.eval_loader(spec, batch_size)
+
+
+def _split_seed(cfg: TrainConfig) -> int:
+    """The split seed `build_run` used: an image folder's 80/20 split follows the run's seed."""
+    return cfg.seed if cfg.data.startswith("imagefolder") else 0
 
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -106,26 +197,50 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return int((logits.argmax(1) == labels).sum()) / len(labels)
 
 
-def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") -> Run:
-    """Load a run folder written by `fit`. ``weights``: "ema", "model" or None (the evaluated ones)."""
+def resolve_run_dir(path: str | Path) -> Path:
+    """The run folder ``path`` names: the folder itself, or the folder of a file in it (RUN/config.json)."""
     path = Path(path)
-    if not path.is_dir():
+    if path.is_file() and (path.parent / ckpt.CONFIG_FILE).is_file():
+        return path.parent
+    if not path.exists():
         raise FileNotFoundError(f"run folder {path} does not exist (train one with `vitkit train --out {path}`)")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a run folder (a folder written by `vitkit train --out`)")
     if not (path / ckpt.CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{path} has no {ckpt.CONFIG_FILE}: it is not a vitkit run folder")
+    return path
+
+
+def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") -> Run:
+    """Load a run folder written by `fit`. ``weights``: "ema", "model" or None (the evaluated ones).
+
+    ``path`` may also name a file inside the folder (``RUN/config.json``). The shipped
+    model.safetensors is checked even when the EMA weights are the ones loaded. A folder without
+    its EMA weights (model_ema.safetensors, train_state.pt) loads model.safetensors, with a warning,
+    unless ``weights="ema"`` asks for them.
+    """
+    path = resolve_run_dir(path)
     config = ckpt.read_config(path)
-    train_cfg = TrainConfig.from_run_config(config)
+    try:
+        train_cfg = TrainConfig.from_run_config(config)
+    except ValueError as e:
+        raise ValueError(f"{path / ckpt.CONFIG_FILE}: {e}") from None
     if "data_img_size" not in config:  # runs written before task builders: the model's own input size
         config = {**config, "data_img_size": config["input_size"][1:]}
     rebuild = train_cfg.replace(init=None)
     if train_cfg.task == "distill":  # the student alone: its teacher is not needed to use it
         rebuild = rebuild.replace(task="classify", task_args={})
     with torch.random.fork_rng():  # building draws initial weights; leave the caller's RNG alone
-        model, _ = build_task(rebuild, DataInfo.from_meta(config))
+        model, task = build_task(rebuild, DataInfo.from_meta(config))
+    ckpt.check_weights_file(path / ckpt.MODEL_FILE)
     if weights is None:
         weights = "ema" if train_cfg.ema_decay else "model"
+        if weights == "ema" and not ((path / ckpt.EMA_FILE).is_file() or (path / ckpt.STATE_FILE).is_file()):
+            warnings.warn(f"{path} has no EMA weights ({ckpt.EMA_FILE} or {ckpt.STATE_FILE}); using "
+                          f"{ckpt.MODEL_FILE}, the raw weights", stacklevel=2)
+            weights = "model"
     ckpt.load_model_state(model, ckpt.load_run_weights(path, weights))
-    return Run(path, config, train_cfg, model.to(device).eval(), weights)
+    return Run(path, config, train_cfg, model.to(device).eval(), weights, task)
 
 
 @torch.no_grad()

@@ -66,7 +66,9 @@ def _config_fields(name: str) -> set[str]:
 
 
 def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False) -> dict[str, list[str]]:
-    """Start ``model`` from the backbone in ``source`` (a run folder, or a .safetensors file).
+    """Start ``model`` from the backbone in ``source``: a run folder (its evaluated weights), or any
+    checkpoint `vitkit.load_weights` reads (a weights file, a folder written by ``vitkit convert`` or
+    saved by HF / timm, ``hf:org/name``), mapped to vitkit's names.
 
     Everything but the classifier head must match by name and shape: the head (``head.*``,
     ``head_dist.*``) is left as the model built it (``reset_classifier`` gives the paper's zero
@@ -74,15 +76,8 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
     classifier, adapted rather than fine-tuned to new classes). Returns {"loaded": [...],
     "skipped": [...]}; raises ValueError naming what does not fit.
     """
-    source = Path(source)
-    if source.is_dir():
-        cfg = ckpt.read_config(source)
-        which = "ema" if cfg.get("ema_decay") else "model"
-        state = ckpt.load_run_weights(source, which)
-    else:
-        from ..weights.io import load_weights_file
-        state = load_weights_file(source)
-    if any(k.startswith("backbone.") for k in state):  # a pretraining run; else a classifier's weights
+    state = init_state_dict(source)
+    if any(k.startswith("backbone.") for k in state):  # a pretraining run or a probe; else a classifier's weights
         state = backbone_state_dict(state)
     own = model.state_dict()
     is_head = lambda k: k.startswith(("head.", "head_dist."))  # noqa: E731
@@ -96,6 +91,34 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
     take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and (keep_head or not is_head(k))}
     model.load_state_dict(take, strict=False)
     return {"loaded": sorted(take), "skipped": sorted(set(state) - set(take))}
+
+
+def init_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+    """The weights ``--init`` starts from, in vitkit's names: a run folder's evaluated weights (a run of
+    another kind is refused, naming it), else whatever checkpoint `vitkit.weights.read_checkpoint` reads."""
+    from ..weights import hub
+    from ..weights.load import read_checkpoint
+    path = None if hub.is_hub_id(str(source)) else Path(source)
+    if path is not None and path.is_dir() and _is_run_folder(path):
+        from .run import run_kind
+        cfg = ckpt.read_config(path)
+        kind = run_kind(cfg.get("task", "classify"))
+        if kind not in ("classifier", "pretraining", "clip"):
+            raise ValueError(f"--init {source}: a {cfg.get('task')!r} run holds no image backbone; init takes a "
+                             "classifier or a pretraining run (mae, simclr, mocov3, clip), or a weights file/folder")
+        return ckpt.load_run_weights(path, "ema" if cfg.get("ema_decay") else "model")
+    if path is not None and not path.exists():
+        raise FileNotFoundError(f"--init {source}: no such run folder or weights file")
+    return read_checkpoint(source).mapped()[0]
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A folder written by `fit` (its config.json records the TrainConfig and the vitkit version)."""
+    try:
+        cfg = ckpt.read_config(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(cfg, dict) and "vitkit_version" in cfg and "task" in cfg
 
 
 # ---------------------------------------------------------------------------- builders
@@ -130,10 +153,12 @@ def build_distill(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     if set(args) - allowed:
         raise ValueError(f"task 'distill' takes task_args teacher, {sorted(allowed)}; got {sorted(args)}")
     from .run import load_run
-    teacher = load_run(teacher_dir).model
-    if teacher.num_classes != info.num_classes:
-        raise ValueError(f"the teacher {teacher_dir} predicts {teacher.num_classes} classes, the data has "
+    teacher_run = load_run(teacher_dir)
+    teacher_run.needs(("classifier",), "train --teacher")
+    if len(teacher_run.classes) != info.num_classes:
+        raise ValueError(f"the teacher {teacher_dir} predicts {len(teacher_run.classes)} classes, the data has "
                          f"{info.num_classes}")
+    teacher = teacher_run.model
     model = build_backbone(cfg, info)
     if cfg.init:
         load_backbone(model, cfg.init)
@@ -238,15 +263,17 @@ def build_simclr(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
 
 @register_task("mocov3")
 def build_mocov3(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
-    """MoCo v3 on a headless ``cfg.model``; task_args: tau, dim, hidden_dim, m0, views (TwoViews kwargs).
+    """MoCo v3 on a headless ``cfg.model``; task_args: tau, dim, hidden_dim, m0, stop_grad_conv1, views
+    (TwoViews kwargs).
 
     Defaults for small ViTs: projector hidden 512, output 128 (the paper's 4096 / 256 are for ViT-S/B).
+    stop_grad_conv1 (default true, moco-v3's ViT recipe): the random patch projection stays frozen.
 
     The momentum schedule spans the whole run: total_steps = epochs x optimizer steps per epoch.
     """
     from ..tasks.contrastive import Contrastive, MoCoV3, TwoViews
     args = _task_args(cfg, "mocov3", {"tau": 0.2, "hidden_dim": 512, "dim": 128},
-                      {"tau", "dim", "hidden_dim", "m0", "views", "eval_seed"})
+                      {"tau", "dim", "hidden_dim", "m0", "stop_grad_conv1", "views", "eval_seed"})
     views = TwoViews(mean=info.mean, std=info.std, **args.pop("views", {}))  # augments in pixel units
     eval_seed = args.pop("eval_seed", 0)
     steps = cfg.epochs * max(info.train_count // cfg.batch_size, 1) * cfg.accum_steps if info.train_count else 1
@@ -280,35 +307,55 @@ TOKENIZERS = ("vq", "multiscale", "hybrid")
 @register_task("vq")
 def build_tokenizer(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     """A visual tokenizer (``cfg.model`` is not used): task_args kind = vq | multiscale | hybrid, and
-    the tokenizer's own options (channels, embed_dim, codebook_size, scales, beta, ema, ...)."""
+    the tokenizer's own options (channels, embed_dim, codebook_size, scales, beta, ema, ...).
+
+    A hybrid tokenizer follows HART's recipe when ``cfg.init`` (``--init``) names a multiscale tokenizer
+    run: it starts from that run's weights, and its encoder, quant_conv and quantizer stay frozen
+    (``HybridTokenizer.start_from``; task_args.freeze_discrete=false trains them too; it applies with
+    ``--init`` only, and `load_run`, which rebuilds without init, ignores it). Its options must be the
+    multiscale run's (kind aside). Without ``--init`` it trains jointly from scratch.
+    """
     from ..gen import HybridTokenizer, MultiScaleVQTokenizer, TokenizerTask, VQTokenizer
     args = dict(cfg.task_args)
     kind = args.pop("kind", "vq")
+    freeze = args.pop("freeze_discrete", None)
     classes = {"vq": VQTokenizer, "multiscale": MultiScaleVQTokenizer, "hybrid": HybridTokenizer}
     if kind not in classes:
         raise ValueError(f"task_args.kind must be one of {TOKENIZERS}, got {kind!r}")
-    for key in ("channels", "scales"):
-        if key in args:
-            args[key] = tuple(args[key])
+    if (cfg.init or freeze is not None) and kind != "hybrid":
+        raise ValueError(f"--init / task_args.freeze_discrete start a hybrid tokenizer from a multiscale run "
+                         f"(HART's recipe); a {kind} tokenizer trains from scratch")
+    options = {k: tuple(v) if k in ("channels", "scales") else v for k, v in args.items()}
     size = info.img_size[0] if info.img_size[0] == info.img_size[1] else info.img_size
     try:
-        tok = classes[kind](in_chans=info.in_chans, img_size=size, **args)
+        tok = classes[kind](in_chans=info.in_chans, img_size=size, **options)
     except TypeError as e:
         raise ValueError(f"task 'vq' ({kind}): {e}") from None
+    if cfg.init:
+        source = _load_tokenizer(cfg.init, "multiscale")
+        own = ("kind", "freeze_discrete", "p_discrete")  # the hybrid's own; the rest must be the run's
+        plain = lambda d: {k: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+                           for k, v in d.items() if k not in own}
+        if plain(cfg.task_args) != plain(source.train_cfg.task_args):
+            raise ValueError(f"the hybrid tokenizer's options {plain(cfg.task_args)} differ from those of the "
+                             f"multiscale run {cfg.init} ({plain(source.train_cfg.task_args)}): give the same "
+                             "task_args (kind aside)")
+        tok.start_from(source.model, freeze=True if freeze is None else bool(freeze))
     return tok, TokenizerTask(info.mean, info.std)
 
 
 GENERATORS = {"ar": "vq", "var": "multiscale", "hart": "hybrid"}
 
 
-def _load_tokenizer(path: str, want: str) -> nn.Module:
+def _load_tokenizer(path: str, want: str):
+    """The tokenizer run (`vitkit.train.run.Run`) in ``path``; ValueError unless its kind is ``want``."""
     from .run import load_run
     run = load_run(path)
     kind = run.train_cfg.task_args.get("kind", "vq") if run.train_cfg.task == "vq" else None
     if kind != want:
         raise ValueError(f"{path} is not a {want} tokenizer run (task {run.train_cfg.task!r}, kind {kind!r}); "
                          f"train one with `vitkit pretrain --task vq --set task_args.kind={want}`")
-    return run.model
+    return run
 
 
 def _build_generator(name: str, cfg, info: DataInfo) -> tuple[nn.Module, Any]:
@@ -321,7 +368,7 @@ def _build_generator(name: str, cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     if not path:
         raise ValueError(f"task {name!r} needs a trained tokenizer run: --set task_args.tokenizer=RUN "
                          f"(a `vitkit pretrain --task vq --set task_args.kind={GENERATORS[name]}` run)")
-    tok = _load_tokenizer(path, GENERATORS[name])
+    tok = _load_tokenizer(path, GENERATORS[name]).model
     size = {"num_classes": info.num_classes, "dim": 192, "depth": 6, "num_heads": 6}
     size.update({k: args.pop(k) for k in list(args) if k in ("dim", "depth", "num_heads", "mlp_ratio",
                                                                "class_dropout", "drop_path")})
@@ -335,7 +382,8 @@ def _build_generator(name: str, cfg, info: DataInfo) -> tuple[nn.Module, Any]:
             scale = float(estimate_residual_scale(tok, _first_images(cfg)))
         gen = HART(var=dict(vocab_size=tok.codebook_size, scales=tok.scales, embed_dim=tok.embed_dim, **size),
                    head_width=args.pop("head_width", size["dim"] // 2), residual_scale=scale,
-                   **{k: args.pop(k) for k in list(args) if k in ("head_depth", "sampling_steps", "diffusion_weight")})
+                   **{k: args.pop(k) for k in list(args) if k in ("head_depth", "sampling_steps", "diffusion_weight",
+                                                                  "residual_target")})
     if args:
         raise ValueError(f"task {name!r} does not take task_args {sorted(args)}")
     return GenerativeModel(tok, gen), GenerativeTask()

@@ -51,10 +51,28 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+            raise ValueError(f"device {name!r} was asked for, but this PyTorch sees no CUDA GPU "
+                             "(torch.cuda.is_available() is False); use --device cpu or auto")
         if name == "cuda":
             return torch.device("cuda", dist.local_rank())
     return torch.device(name)
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int) -> None:
+    """torch.set_num_threads(n), with a warning when n oversubscribes the cores this process has."""
+    cpus = available_cpus()
+    if n > cpus:
+        warnings.warn(f"{n} threads on {cpus} CPU core(s): oversubscribed threads make PyTorch much slower; "
+                      f"use at most {cpus}", stacklevel=2)
+    torch.set_num_threads(n)
 
 
 def seed_everything(seed: int) -> None:
@@ -118,8 +136,35 @@ def _float(v: Any) -> float:
     return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
 
 
-def _progress_enabled() -> bool:
-    return dist.is_main() and os.environ.get("VITKIT_NO_PROGRESS") != "1" and sys.stderr.isatty()
+PROGRESS_SECONDS = 5.0
+"""Away from a terminal (a log file, a pipe, CI), a progress line is printed at most this often."""
+
+
+class _Progress:
+    """Progress within an epoch, on the main rank unless VITKIT_NO_PROGRESS=1: a tqdm bar on a
+    terminal; elsewhere a plain line every PROGRESS_SECONDS, so a long epoch is never silent."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int):
+        on = dist.is_main() and os.environ.get("VITKIT_NO_PROGRESS") != "1"
+        self.lines = on and not sys.stderr.isatty()
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True,
+                        disable=not on or self.lines)
+        self.epoch, self.epochs, self.steps, self.done = epoch, epochs, steps, 0
+        self.t_last = time.perf_counter()
+
+    def step(self, loss: float, lr: float, img_per_s: float) -> None:
+        self.done += 1
+        if not self.bar.disable:
+            self.bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "img/s": f"{img_per_s:.0f}"},
+                                 refresh=False)
+            self.bar.update(1)
+        elif self.lines and time.perf_counter() - self.t_last >= PROGRESS_SECONDS and self.done < self.steps:
+            print(f"  epoch {self.epoch}/{self.epochs}, step {self.done}/{self.steps}: loss {loss:.4f}, "
+                  f"lr {lr:.2e}, {img_per_s:.0f} img/s", flush=True)
+            self.t_last = time.perf_counter()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _weights_finite(model: nn.Module) -> bool:
@@ -218,7 +263,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (global) must be divisible by the world size {world}")
     if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+        set_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     if cfg.amp is not None and device.type != "cuda":
         warnings.warn(f"amp={cfg.amp!r} is used on CUDA only; training in fp32 on {device}", stacklevel=2)
@@ -252,7 +297,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
     elif main:
         if has_ckpt:
             warnings.warn(f"{out} holds a checkpoint and resume is off: starting a new run there", stacklevel=2)
-        for name in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.METRICS_FILE):
+        for name in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.EMA_FILE, ckpt.METRICS_FILE):
             (out / name).unlink(missing_ok=True)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -274,14 +319,13 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
         meter, log_meter = _Meter(), _Meter()
         seen = log_seen = 0
         t_epoch = t_log = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   dynamic_ncols=True, disable=not _progress_enabled())
+        bar = _Progress(epoch + 1, cfg.epochs, steps_per_epoch)
         try:
             for batch in train_loader:
                 # 1. schedule: this step's learning rate, a pure function of the global step
                 lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise lr decay (MAE)
                 batch = to_device(batch, device)
                 n = batch_size_of(batch)
                 micro = split_batch(batch, cfg.accum_steps)
@@ -327,11 +371,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
                 seen += n
                 log_seen += n
                 # 9. log (rank 0's shard; the epoch line below is averaged over ranks)
-                if not bar.disable:
-                    ips = seen * world / max(time.perf_counter() - t_epoch, 1e-9)
-                    bar.set_postfix({"loss": f"{loss_value:.4f}", "lr": f"{lr:.2e}", "img/s": f"{ips:.0f}"},
-                                    refresh=False)
-                    bar.update(1)
+                bar.step(loss_value, lr, seen * world / max(time.perf_counter() - t_epoch, 1e-9))
                 if step % cfg.log_every == 0 and main:
                     now = time.perf_counter()
                     rec = {"kind": "step", "epoch": epoch + 1, "step": step, **log_meter.means(), "lr": lr,

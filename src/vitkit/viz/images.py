@@ -39,12 +39,17 @@ def image_grid(
     pad_value: float = 1.0,
     scale: int = 1,
 ) -> Path:
-    """Save (B, C, H, W) images (C = 1 or 3) as one pixel-exact grid PNG, ``nrow`` images a row.
+    """Save (B, C, H, W) images (C = 1 or 3) as one grid image, ``nrow`` images a row, in the format
+    the file name says (``.png``, pixel-exact; ``.jpg``, ``.webp``, ``.bmp``...).
 
     mean, std: undo x_norm = (x - mean) / std before saving; values are then clipped to [0, 1].
     scale: integer nearest-neighbour enlargement (28x28 digits are small on screen).
     The PNG is mode "L" for one channel, "RGB" for three. Returns the path.
     """
+    out = Path(out_png)
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell an image format from the name {out.name!r}: end it in .png (or .jpg, .webp)")
     x = to_display(images, mean, std)
     grid = make_grid(x, nrow, padding, pad_value)  # (C, Hg, Wg) in [0, 1]
     if scale != 1:
@@ -53,9 +58,8 @@ def image_grid(
         grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
     pixels = np.ascontiguousarray((grid * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy())  # (Hg, Wg, C)
     img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)  # uint8: "L" or "RGB"
-    out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    img.save(out, format="PNG")
+    img.save(out, format=fmt)
     return out
 
 

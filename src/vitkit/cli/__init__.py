@@ -1,0 +1,186 @@
+"""The ``vitkit`` command.
+
+    vitkit models [PATTERN]                  registered models with parameter counts
+    vitkit train --config configs/demo_mnist.yaml --out runs/demo   (or flags: --model --data ...)
+    vitkit train --resume --out runs/demo    continue a run from its last checkpoint, with its own config
+    vitkit pretrain --task mae --model vit_mnist_patch7_28 --out runs/mae   (self-supervised / generative)
+    vitkit train --init runs/mae --labels-per-class 10 [--probe]    fine-tune / linear-probe a backbone
+    vitkit eval RUN [--data SPEC]            held-out top-1 of a classifier (a task's metrics for other runs)
+    vitkit predict RUN IMAGE...              top-k classes with probabilities
+    vitkit info RUN                          what a run folder holds
+    vitkit report RUN                        (re)draw a run's pictures and report.json
+    vitkit zero-shot RUN IMAGE... --labels "cat,dog"   CLIP zero-shot labels (run or HF CLIP folder)
+    vitkit generate RUN --n 64 --class 7     sample a grid from an ar / var / hart run
+    vitkit ablate [--data digits] [--quick]  ViT ablations (pos-embed, pooling, patch, depth) over 3 seeds
+    vitkit bench [--quick] [--device cuda]   speed vs HF transformers, ONNX Runtime, vit-pytorch
+    vitkit export RUN --onnx m.onnx [--int8] ONNX graph (dynamic batch; int8 by ONNX Runtime), checked
+    vitkit convert SRC DST --to hf|timm|vitkit   ViT weights between layouts (a run folder: its evaluated ViT)
+    vitkit sparsevit-search --run RUN --latency-budget MS   SparseViT sparsity search (Pareto table)
+
+Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zero, warnings one line
+each (``vitkit: warning: ...``); set ``VITKIT_DEBUG=1`` to see the traceback. Under ``torchrun``
+training is data-parallel (``torchrun --nproc_per_node=N -m vitkit.cli train ...``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .common import (EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Parser, debug_enabled, one_line, positive_int,
+                     show_warnings_on_one_line)
+from .runs import report, task_pictures  # noqa: F401 (public: the pictures after training)
+from .train import parse_set  # noqa: F401 (public: --set parsing)
+
+__all__ = ["main", "build_parser", "parse_set", "report", "task_pictures", "CLIError"]
+
+
+def cmd_models(args) -> int:
+    from ..models import create_model, list_models
+    names = list_models(args.pattern or "*")
+    if not names:
+        raise CLIError(f"no model matches {args.pattern!r}")
+    width = max(28, *(len(n) for n in names))
+    print(f"{'model':<{width}} {'params':>10}  input (C, H, W)")
+    for n in names:
+        m = create_model(n, device="meta")
+        count = sum(p.numel() for p in m.parameters())
+        print(f"{n:<{width}} {count / 1e6:>9.2f}M  {tuple(getattr(m, 'input_size', ()))}")
+    return 0
+
+
+def _lazy(module: str, name: str):
+    """The command function ``name`` of ``vitkit.cli.<module>``, imported when the command runs."""
+    def run(args):
+        import importlib
+        return getattr(importlib.import_module(f".{module}", __name__), name)(args)
+    return run
+
+
+def build_parser() -> Parser:
+    from .export import cmd_convert, cmd_export
+    from .runs import cmd_eval, cmd_info, cmd_predict
+    from .sample import cmd_generate, cmd_zero_shot
+    from .sparsevit_search import add_arguments as sparsevit_arguments
+    from .train import add_train_flags, cmd_train
+    p = Parser(prog="vitkit", description="Vision Transformers: train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'vit_*_patch16_224'")
+    m.set_defaults(func=cmd_models)
+
+    for name, text in (("train", "train a classifier (config file and/or flags)"),
+                       ("pretrain", "self-supervised / generative pretraining: --task mae|simclr|mocov3|clip|vq|ar|var|hart")):
+        t = sub.add_parser(name, help=text)
+        add_train_flags(t)
+        t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="held-out top-1 of a classifier run (other runs: their task's metrics)")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--weights", choices=["ema", "model"], help="default: the weights the run evaluated")
+    e.add_argument("--data", help="other data with the run's class names: a built-in set's test split, or every "
+                   "image of imagefolder:DIR (DIR/test if it has train/ and test/)")
+    e.add_argument("--batch-size", type=positive_int, default=256, dest="batch_size")
+    e.add_argument("--json", action="store_true", help="print one JSON line")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("predict", help="classify image files with a trained classifier run")
+    r.add_argument("run", help="run folder")
+    r.add_argument("images", nargs="+", help="PNG/JPEG/BMP files")
+    r.add_argument("--topk", type=positive_int, default=3, help="how many classes to print per image")
+    r.add_argument("--weights", choices=["ema", "model"])
+    r.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="describe a run folder")
+    i.add_argument("run")
+    i.set_defaults(func=cmd_info)
+
+    rp = sub.add_parser("report", help="(re)write a run's pictures and report.json")
+    rp.add_argument("run")
+    rp.add_argument("--weights", choices=["ema", "model"])
+    rp.set_defaults(func=lambda a: (report(a.run, a.weights), 0)[1])
+
+    z = sub.add_parser("zero-shot", help="classify images by text labels with a CLIP (run folder or HF folder)")
+    z.add_argument("run", help="a CLIP run folder, a HF CLIPModel folder, or hf:org/name (local cache)")
+    z.add_argument("images", nargs="+", help="PNG/JPEG/BMP files")
+    z.add_argument("--labels", required=True, help='comma-separated labels, e.g. "cat,dog,seven"')
+    z.add_argument("--templates", help="file of prompt templates, one per line with {} for the label "
+                   "(default: the run's held-out templates); several templates are ensembled")
+    z.add_argument("--topk", type=positive_int, default=3)
+    z.set_defaults(func=cmd_zero_shot)
+
+    g = sub.add_parser("generate", help="sample images from a generator run (ar, var, hart) into an image grid")
+    g.add_argument("run", help="run folder of `vitkit pretrain --task ar|var|hart`")
+    g.add_argument("--n", type=positive_int, default=64, help="number of images")
+    g.add_argument("--class", dest="cls", help="class name to generate (default: every class in turn)")
+    g.add_argument("--out", help="image path, .png (or .jpg, .webp) (default: RUN/samples.png)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    g.add_argument("--top-k", type=positive_int, dest="top_k")
+    g.add_argument("--top-p", type=float, dest="top_p")
+    g.add_argument("--cfg-scale", type=float, default=1.0, dest="cfg_scale", help="classifier-free guidance")
+    g.add_argument("--steps", type=positive_int, default=8, help="decoding steps of masked AR (MaskGIT)")
+    g.add_argument("--scale", type=positive_int, default=3, help="pixel enlargement of the image")
+    g.set_defaults(func=cmd_generate)
+
+    ab = sub.add_parser("ablate", help="the ViT paper's ablations as one sweep: position embedding, class token "
+                        "vs GAP, patch size, depth -> benchmarks/results/ablations.{md,json,png}")
+    from ..bench import ablations  # stdlib-only at import time; torch loads in run()
+    ablations.add_arguments(ab)
+    ab.set_defaults(func=lambda a: (ablations.run(a), 0)[1])
+
+    bn = sub.add_parser("bench", help="speed of vitkit's ViT vs HF transformers, ONNX Runtime and vit-pytorch "
+                        "-> benchmarks/results/speed.{md,json}")
+    from ..bench import speed  # stdlib-only at import time; torch loads in run()
+    speed.add_arguments(bn)
+    bn.set_defaults(func=lambda a: (speed.run(a), 0)[1])
+
+    x = sub.add_parser("export", help="export a classifier run to ONNX (dynamic batch), optionally int8")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--onnx", help="output .onnx path")
+    x.add_argument("--int8", action="store_true", help="int8 weights (ONNX Runtime dynamic quantisation)")
+    x.add_argument("--weights", choices=["ema", "model"], help="default: the weights the run evaluated")
+    x.add_argument("--check", action="store_true", help="also compare held-out top-1 of PyTorch and ONNX")
+    x.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("sparsevit-search", help="SparseViT: window sparsity per pair of blocks under a latency "
+                        "window (evolutionary or random search on a latency table measured here); prints the "
+                        "Pareto table")
+    sparsevit_arguments(sv)
+    sv.set_defaults(func=_lazy("sparsevit_search", "cmd_sparsevit_search"))
+
+    c = sub.add_parser("convert", help="convert ViT weights between vitkit, HF transformers and timm")
+    c.add_argument("src", help="a run folder (its evaluated ViT), weights file, checkpoint folder (HF/timm/vitkit), "
+                   "Google .npz, or hf:org/name")
+    c.add_argument("dst", help="output folder (model.safetensors + config.json)")
+    c.add_argument("--to", required=True, choices=["vitkit", "hf", "timm"], help="layout to write")
+    c.add_argument("--model", help="registered model whose config fills what the weights cannot tell (heads)")
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code (0, 1 for an error, 2 for a usage error, 130 for Ctrl-C)."""
+    args = None
+    try:
+        show_warnings_on_one_line()
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except KeyboardInterrupt:
+        from .train import interrupt_hint
+        print(f"vitkit: interrupted{interrupt_hint(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `vitkit models | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as e:  # one line for the user; the traceback on request
+        if debug_enabled():
+            raise
+        known = isinstance(e, (CLIError, ValueError, TypeError, FileNotFoundError, OSError, ImportError))
+        name = "" if known else f"internal error ({type(e).__name__}): "
+        print(f"vitkit: error: {name}{one_line(e)}" + ("" if known else " (set VITKIT_DEBUG=1 for the traceback)"),
+              file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,137 @@
+"""Commands on a finished run folder: ``eval``, ``predict``, ``info`` and ``report``.
+
+Each works on every kind of run (`vitkit.train.run.run_kind`) or says which kind it needs and which
+command serves the run instead: ``eval`` scores a classifier's top-1 and any other run with its
+task's held-out metrics; ``report`` draws what the run's task has pictures for.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import rank_images
+
+
+def _scored(run, spec: str | None) -> str:
+    """Which images ``eval_loader(spec)`` scores, in words."""
+    if spec is None or spec == run.train_cfg.data:
+        return f"the {run.train_cfg.data} test split"
+    if spec.partition(":")[0].strip().lower() == "imagefolder":
+        folder = Path(spec.partition(":")[2])
+        split = next((folder / s for s in ("test", "val") if (folder / "train").is_dir() and (folder / s).is_dir()),
+                     None)
+        return f"every image of {split}" if split else f"every image of {folder}"
+    return f"the {spec} test split"
+
+
+def evaluate_run(run, spec: str | None = None, batch_size: int = 256) -> dict:
+    """Held-out metrics of a run: top-1 and loss for a classifier, its task's metrics otherwise."""
+    import torch
+
+    from ..train import evaluate
+    from ..train.run import predict_batches, top1
+    loader = run.eval_loader(spec, batch_size)
+    if run.kind == "classifier":
+        logits, labels = predict_batches(run.model, loader)
+        metrics = {"acc": top1(logits, labels), "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+                   "count": len(labels)}
+    else:
+        metrics = evaluate(run.model, run.task, loader)
+    return {"run": str(run.path), "task": run.train_cfg.task, "data": spec or run.train_cfg.data,
+            "scored": _scored(run, spec), "weights": run.weights,
+            **{f"test_{k}": v for k, v in metrics.items()}}
+
+
+def describe(result: dict) -> str:
+    """One line for `evaluate_run`'s result."""
+    n = result["test_count"]
+    if "test_acc" in result and result["task"] in ("classify", "distill", "diverse_patch", "sparsevit_adapt"):
+        acc = result["test_acc"]
+        return (f"{result['run']}: top-1 {acc:.2%} ({int(round(acc * n))}/{n}) on {result['scored']}, "
+                f"loss {result['test_loss']:.4f}, {result['weights']} weights")
+    metrics = ", ".join(f"{k[5:]} {v:.4g}" for k, v in result.items()
+                        if k.startswith("test_") and k != "test_count" and isinstance(v, float))
+    return f"{result['run']} ({result['task']}): held-out {metrics} on {n} images of {result['scored']}, " \
+           f"{result['weights']} weights"
+
+
+def cmd_eval(args) -> int:
+    from ..train.run import load_run
+    run = load_run(args.run, args.weights)
+    result = evaluate_run(run, args.data, args.batch_size)
+    print(json.dumps(result) if args.json else describe(result))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..train.run import load_run
+    run = load_run(args.run, args.weights)
+    run.needs(("classifier",), "predict")
+    return rank_images(args.images, run.input_size, run.mean, run.std,
+                       lambda x: run.model(x).softmax(-1)[0], run.classes, args.topk)
+
+
+def cmd_info(args) -> int:
+    from ..train import checkpoint as ckpt
+    from ..train.run import KIND_USE, load_run
+    run = load_run(args.run)
+    cfg, c = run.train_cfg, run.config
+    epochs = [r for r in ckpt.read_metrics(run.path) if r.get("kind") == "epoch"]
+    what = cfg.model if cfg.task == "classify" and not cfg.probe else (
+        f"linear probe on {cfg.model}" if cfg.probe else f"{cfg.task} ({type(run.model).__name__}, backbone {cfg.model})")
+    print(f"run:      {run.path}")
+    print(f"model:    {what}, {c.get('num_params', 0) / 1e6:.2f}M params, input {run.input_size}")
+    print(f"kind:     {run.kind}: {KIND_USE[run.kind]}")
+    print(f"data:     {cfg.data}, classes {run.classes}")
+    print(f"training: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}"
+          + (f", from {cfg.init}" if cfg.init else "") + f"; weights evaluated: {run.weights}")
+    if epochs:
+        last = epochs[-1]
+        held_out = ", ".join(f"{k[5:]} {v:.2%}" if k == "test_acc" else f"{k[5:]} {v:.4g}" for k, v in last.items()
+                             if k.startswith("test_") and k != "test_count" and isinstance(v, (int, float)))
+        print(f"last epoch {last.get('epoch')} of {cfg.epochs}: train loss {last.get('train_loss', float('nan')):.4f}"
+              + (f"; held-out {held_out}" if held_out else ""))
+    for name in sorted(p.name for p in run.path.iterdir() if p.is_file()):
+        print(f"  {name:<24} {(run.path / name).stat().st_size / 1e3:>10.1f} kB")
+    return 0
+
+
+def task_pictures(run_dir: str | Path) -> dict:
+    """The pictures of a pretraining run (MAE reconstructions, generated samples...), where the task has any."""
+    from ..train.pictures import task_pictures as draw
+    pictures = draw(run_dir)
+    if pictures:
+        print(f"vitkit: pictures: {', '.join(str(p) for p in pictures.values())}")
+    return pictures
+
+
+def report(run_dir: str | Path, weights: str | None = None) -> dict:
+    """Evaluate a run folder on its test split, write its pictures and report.json; returns the summary.
+
+    A classifier gets curves, confusion matrix, attention rollout and embeddings; other runs their
+    task's pictures (`vitkit.train.pictures`), where it has any.
+    """
+    from ..train import checkpoint as ckpt
+    from ..train.run import load_run, predict_batches, top1
+    from ..viz.report import classification_pictures
+    run = load_run(run_dir, weights)
+    if run.kind == "classifier":
+        loader = run.eval_loader()
+        logits, labels = predict_batches(run.model, loader)
+        images = next(iter(loader))[0][:8]
+        pictures = classification_pictures(run.path, run.model, logits, labels, images, run.classes,
+                                           run.mean, run.std, run.path / ckpt.METRICS_FILE)
+        summary = {"test_acc": top1(logits, labels), "test_count": len(labels), "weights": run.weights}
+    else:
+        result = evaluate_run(run)
+        summary = {k: v for k, v in result.items() if k.startswith("test_") or k == "weights"}
+        from ..train.pictures import task_pictures as draw
+        pictures = draw(run.path)
+    summary["pictures"] = {k: str(v) for k, v in pictures.items()}
+    ckpt.atomic_write_bytes(run.path / "report.json", (json.dumps(summary, indent=2) + "\n").encode())
+    if pictures:
+        print(f"vitkit: pictures: {', '.join(str(p) for p in pictures.values())}")
+    else:
+        print(f"vitkit: a {run.train_cfg.task} run has no pictures; {run.path / 'report.json'} holds its "
+              "held-out metrics")
+    return summary
