@@ -120,3 +120,11 @@ def test_the_report_shows_before_and_after_with_what_changed_and_both_verdicts(g
     assert what["random"] == "same recipe" and "decoder trained alone" in what["tokenizer:hybrid"]
     assert "| hart vs var | similar FID (1.62 vs 1.40) | better FID (1.00 vs 1.40) |" in md
     assert "- hart vs var (HART better than VAR alone is expected): better FID (1.00 vs 1.40)" in md
+
+
+def test_what_changed_names_each_rows_own_residual_target(gen):
+    old = gen.PRE_ISSUE_23
+    both = gen.changes({**gen.recipe({"residual_target": "both"}), "head_condition": "word_embed"}, old)
+    assert "sampled" not in both["hart"] and "sampled tokens" in both["hart_sampled"]
+    sampled = gen.changes({**gen.recipe({"residual_target": "sampled"}), "head_condition": "word_embed"}, old)
+    assert "sampled tokens (HART's) (before: head trained on the ground-truth tokens)" in sampled["hart"]
