@@ -117,8 +117,10 @@ def test_parser_is_reusable_by_the_cli():
 
 
 @pytest.mark.slow
-def test_quick_sweep_writes_its_report(tmp_path):
+def test_quick_sweep_writes_its_report(tmp_path, capsys):
     res = A.main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    said = capsys.readouterr().out  # where the runs and the results went (issue 25: it never said)
+    assert str(tmp_path / "runs") in said and str(tmp_path / "ablations_quick") + ".md" in said
     saved = json.loads((tmp_path / "ablations_quick.json").read_text())
     assert list(saved["groups"]) == ["position embedding", "where (learned 1D)", "pooling", "patch size", "depth"]
     assert saved["runs"] == 10 and res["epochs"] == 1

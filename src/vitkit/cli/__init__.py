@@ -164,13 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         show_warnings_on_one_line()
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a usage error (2, its one line already printed)
+            return e.code if isinstance(e.code, int) else EXIT_ERROR
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except KeyboardInterrupt:
         from .train import interrupt_hint
         print(f"vitkit: interrupted{interrupt_hint(args)}", file=sys.stderr)
+        # An interrupt that landed inside an exec() of source text during an import (dataclasses build
+        # their methods that way) sets CPython's "unhandled KeyboardInterrupt" flag even though it was
+        # handled here, and the interpreter would then kill itself with SIGINT at exit instead of
+        # returning 130. Each exec() of source text clears that flag first (pythonrun.c, run_eval_code_obj).
+        exec("None")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `vitkit models | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)

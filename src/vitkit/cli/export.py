@@ -84,7 +84,10 @@ def cmd_convert(args) -> int:
         raise CLIError(f"{src} holds a {type(model).__name__} ({run.train_cfg.task} run); convert writes ViTs "
                        "(VisionTransformer, DeiT) and the ViT backbones of pretraining runs")
     id2label = dict(enumerate(run.classes)) if model.num_classes == len(run.classes) else None
-    path = export(model, args.dst, to=args.to, id2label=id2label)
+    try:
+        path = export(model, args.dst, to=args.to, id2label=id2label)
+    except ValueError as e:
+        raise CLIError(f"{src} ({run.train_cfg.task} run, {what}): {e}") from None
     cfg = model.cfg
     print(f"{src} (vitkit run, {run.weights} weights, {what}) -> {path} ({args.to}): D={cfg.embed_dim} "
           f"depth={cfg.depth} heads={cfg.num_heads} patch={cfg.patch_size} img={cfg.img_size}"

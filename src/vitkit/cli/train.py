@@ -14,8 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from .common import CLIError, nonneg_float, one_line, positive_float, positive_int
 
 TRAIN_FLAGS = {  # flag -> TrainConfig field
@@ -80,6 +78,7 @@ def parse_set(items: list[str]) -> dict:
 
 def _scalar(text: str):
     """A YAML value, with numbers YAML 1.1 leaves as strings (``3e-4``) read as numbers."""
+    import yaml
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -94,6 +93,8 @@ def _scalar(text: str):
 
 def read_config_file(path: str) -> dict:
     """The TrainConfig dict of a --config file, with one-line errors naming the file."""
+    import yaml
+
     from ..train import TrainConfig
     try:
         return TrainConfig.from_file(path).to_dict()
@@ -173,9 +174,10 @@ def interrupt_hint(args) -> str:
     """What to tell a user who pressed Ctrl-C: how to continue, where a checkpoint exists."""
     if getattr(args, "command", None) not in ("train", "pretrain"):
         return ""
-    try:  # stdlib only: the interrupt may have landed inside `import torch`
+    try:  # no torch: the interrupt may have landed inside `import torch`
         out = Path(args.out) if args.out else None
         if out is None and args.config:
+            import yaml
             out = Path((yaml.safe_load(Path(args.config).read_text()) or {}).get("out") or DEFAULT_OUT)
         out = out or Path(DEFAULT_OUT)
         if not (out / "train_state.pt").is_file():
@@ -216,6 +218,7 @@ def cmd_train(args) -> int:
                        "supervised training is `vitkit train`")
     resolve_device(cfg.device)  # a missing GPU is named before any data is read
     if args.resume:
+        ckpt.check_weights_file(out / ckpt.MODEL_FILE)  # a torn copy is named now, finished run or not
         done = ckpt.saved_epoch(out)
         if cfg.epochs < done:
             raise CLIError(f"{out} has already trained {done} epochs; --epochs {cfg.epochs} would train none. "
