@@ -137,18 +137,23 @@ class CeiT(nn.Module):
         """Every block's output class token, stacked: (B, depth, D)."""
         return torch.stack([h[:, 0] for h in hidden[1:]], dim=1)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> normed tokens (B, 1 + N, D); with LCA the class token is LCA's output."""
-        x, hidden, _ = self._run(x)
+    def _features(self, x: torch.Tensor, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """The last block's tokens (B, 1 + N, D) -> normed; with LCA the class token is LCA's output."""
         if self.lca is not None:
             cls = self.lca(self.class_tokens(hidden))[:, -1:]           # the last class token's output
             x = torch.cat([cls, x[:, 1:]], dim=1)
         return self.norm(x)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> normed tokens (B, 1 + N, D); with LCA the class token is LCA's output."""
+        x, hidden, _ = self._run(x)
+        return self._features(x, hidden)
+
     def forward_intermediates(self, x: torch.Tensor, return_attention: bool = False) -> dict:
-        """``hidden_states``: the embedded input then every block's output (B, 1 + N, D)."""
-        _, hidden, attns = self._run(x, return_attention)
-        return pack_intermediates(self.forward_features(x), attns, return_attention, hidden_states=hidden)
+        """``features`` (as forward_features, from the same pass), ``hidden_states``: the embedded input
+        then every block's output (B, 1 + N, D), and with ``return_attention`` every block's attention."""
+        x, hidden, attns = self._run(x, return_attention)
+        return pack_intermediates(self._features(x, hidden), attns, return_attention, hidden_states=hidden)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x[:, 0])
