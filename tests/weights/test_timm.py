@@ -35,7 +35,9 @@ def test_timm_tiny_layout_maps_exactly():
     assert {k: tuple(v.shape) for k, v in back.items()} == ours
 
 
-@pytest.mark.parametrize("name", vitkit.list_models("vit_*"))
+# DINOv2 (layer scale, registers) loads from HF's layout (test_dinov2.py); timm's DINOv2 ports put the
+# class token's position into the token itself (no_embed_class), another layout, refused by the timm table.
+@pytest.mark.parametrize("name", [n for n in vitkit.list_models("vit_*") if not n.endswith("_dinov2")])
 def test_every_registered_vit_maps_to_timm_and_back(name):
     """Coverage for every registered vit_*: no key left over either way, and (except the hybrid's
     stem, which timm names its own way) only key patterns from timm's published layout."""

@@ -70,6 +70,9 @@ class ViTConfig:
     act: str = "gelu"                   # MLP activation: "gelu" (exact) or "quick_gelu" (OpenAI CLIP)
     norm_pre: bool = False              # LayerNorm on the embedded tokens before block 0 (CLIP's ln_pre)
     patch_bias: bool = True             # bias in the patch-embedding conv (CLIP's conv has none)
+    layer_scale: float | None = None    # CaiT/DINOv2 layer scale: each residual branch x gamma (init value); None: off
+    reg_tokens: int = 0                 # register tokens (Darcet et al. 2024) after the class token, no position
+    pos_embed_antialias: bool = False   # resample a loaded table with antialiasing (DINOv2 with registers does)
     name: str | None = field(default=None, compare=False)  # registered name, for reports only
 
     def __post_init__(self):
@@ -94,6 +97,11 @@ class ViTConfig:
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         get_act_layer(self.act)  # a ValueError naming the valid activations
+        if self.reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
+        if self.reg_tokens and self.where != "input":
+            raise ValueError("register tokens join after the position embedding at the input; "
+                             f"pos_embed_where={self.pos_embed_where!r} adds tables inside the encoder")
         if self.hybrid is not None and not self.patch_bias:
             raise ValueError("patch_bias=False removes the patch conv's bias; a hybrid stem has no patch conv "
                              "(its 1x1 projection keeps its bias): leave patch_bias=True with hybrid")
@@ -119,7 +127,8 @@ class VisionTransformer(nn.Module):
         self.num_classes = cfg.num_classes
         self.num_features = D
         self.global_pool = cfg.global_pool
-        self.num_prefix_tokens = int(cfg.class_token) + int(cfg.distilled)  # [class, distillation]
+        # [class, distillation, registers]; the position table covers the first two kinds only
+        self.num_prefix_tokens = int(cfg.class_token) + int(cfg.distilled) + cfg.reg_tokens
         if cfg.hybrid is not None:
             stem = ResNet(ResNetConfig(**{**cfg.hybrid.__dict__, "in_chans": cfg.in_chans, "num_classes": 0}))
             self.patch_embed = HybridEmbed(stem, cfg.img_size, cfg.in_chans, D,
@@ -131,6 +140,7 @@ class VisionTransformer(nn.Module):
         self.input_size = (cfg.in_chans, *self.patch_embed.img_size)  # (C, H, W)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.distilled else None
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.reg_tokens, D)) if cfg.reg_tokens else None
 
         # Position information: an additive table at the input or before every block, or a
         # relative bias inside every block's attention.
@@ -141,7 +151,7 @@ class VisionTransformer(nn.Module):
                       for _ in range(n_tables)]
             self.rel_pos = nn.ModuleList(tables)
         elif cfg.pos_embed != "none":
-            tables = [POS_EMBEDS[cfg.pos_embed](self.grid_size, D, self.num_prefix_tokens)
+            tables = [POS_EMBEDS[cfg.pos_embed](self.grid_size, D, self.num_prefix_tokens - cfg.reg_tokens)
                       for _ in range(n_tables)]
             self.pos_embed = tables[0] if n_tables == 1 else nn.ModuleList(tables)
         self.pos_drop = nn.Dropout(cfg.drop_rate)
@@ -151,7 +161,8 @@ class VisionTransformer(nn.Module):
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear decay rule
         self.blocks = nn.ModuleList([
             Block(D, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, drop=cfg.drop_rate,
-                  attn_drop=cfg.attn_drop_rate, drop_path=dpr[i], norm_eps=cfg.norm_eps, act_layer=act_layer)
+                  attn_drop=cfg.attn_drop_rate, drop_path=dpr[i], norm_eps=cfg.norm_eps, act_layer=act_layer,
+                  layer_scale=cfg.layer_scale)
             for i in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
 
@@ -171,7 +182,7 @@ class VisionTransformer(nn.Module):
             init_patch_embed_(self.patch_embed.proj)
         else:
             self.patch_embed.backbone.init_weights()
-        for tok in (self.cls_token, self.dist_token):  # tokens at std 0.02
+        for tok in (self.cls_token, self.dist_token, self.reg_token):  # tokens at std 0.02
             if tok is not None:
                 nn.init.trunc_normal_(tok, std=0.02)
         for name, p in self.named_parameters():  # learned position tables at std 0.02
@@ -202,7 +213,7 @@ class VisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Class / distillation tokens and position tables get no weight decay (norms and biases are ndim < 2)."""
         return {n for n, _ in self.named_parameters()
-                if n in ("cls_token", "dist_token") or n.startswith(("pos_embed.", "rel_pos."))}
+                if n in ("cls_token", "dist_token", "reg_token") or n.startswith(("pos_embed.", "rel_pos."))}
 
     # ---------------------------------------------------------------- forward
     def _pos(self, i: int) -> nn.Module | None:
@@ -232,6 +243,9 @@ class VisionTransformer(nn.Module):
             if pos is not None:
                 x = pos(x, grid)
             if i == 0:
+                if self.reg_token is not None:  # registers join after the class/distillation tokens, unpositioned
+                    k = self.num_prefix_tokens - self.cfg.reg_tokens
+                    x = torch.cat([x[:, :k], self.reg_token.expand(x.shape[0], -1, -1), x[:, k:]], dim=1)
                 x = self.norm_pre(self.pos_drop(x))
             if collect:
                 hidden.append(x)
@@ -333,6 +347,30 @@ def _register_deit_variants() -> None:
 
 
 _register_deit_variants()
+
+
+def _register_dinov2_variants() -> None:
+    """DINOv2 ViT-S/14 and ViT-B/14 (Oquab et al. 2024), plain and with 4 registers (Darcet et al. 2024), as
+    timm names them: 518x518 (the released position table: 37x37), layer scale (init 1.0), LayerNorm eps 1e-6,
+    no head (a feature backbone: forward gives the normed class token). The sizes are those of transformers'
+    convert_dinov2_with_registers_to_hf.py (get_dinov2_with_registers_config) and the hub configs."""
+    for size in ("small", "base"):
+        dim, depth, heads = SIZES[size]
+        for regs in (0, 4):
+            name = f"vit_{size}_patch14_{f'reg{regs}_' if regs else ''}dinov2"
+            base = ViTConfig(img_size=518, patch_size=14, embed_dim=dim, depth=depth, num_heads=heads,
+                             num_classes=0, layer_scale=1.0, reg_tokens=regs, pos_embed_antialias=bool(regs),
+                             norm_eps=1e-6, name=name)
+
+            def make(_base=base, **kw):
+                return _vit(_base, **kw)
+
+            make.__doc__ = (f"DINOv2 ViT-{size[0].upper()}/14 (D={dim}, depth {depth}, {heads} heads), layer scale"
+                            + (f", {regs} register tokens" if regs else "") + "; 518x518, no head.")
+            register_model(make, name=name)
+
+
+_register_dinov2_variants()
 
 # Small named configs for 28x28 digits (mnist5k) and 8x8 digits, used by the demo and tests.
 MNIST = dict(img_size=28, in_chans=1, num_classes=10)

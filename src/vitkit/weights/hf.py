@@ -16,6 +16,11 @@ DeiT (``DeiTForImageClassificationWithTeacher``, ``DeiTModel``) loads into a dis
 ``distillation_classifier`` is ``head_dist``; both average in eval mode, as HF's ``logits``. DeiTModel's
 pooler (on the class token only) is dropped and reported. ``DeiTForImageClassification`` (one head on
 the class token, no distillation head) does not fit a distilled ViT strictly: load it with strict=False.
+DINOv2 (``Dinov2Model``, ``Dinov2WithRegistersModel``) loads into a ViT with layer scale and register
+tokens (``layer_scale``, ``reg_tokens``): ``layer_scale{1,2}.lambda1`` is ``ls{1,2}.gamma``,
+``embeddings.register_tokens`` is ``reg_token``, and its block norms are ``norm1`` / ``norm2`` (the names
+transformers' convert_dinov2_with_registers_to_hf.py ``create_rename_keys`` writes). The mask token (for
+masked image modelling) is dropped and reported; the SwiGLU MLP of the giant model is not mapped.
 Not yet: HF's hybrid ViT (a BiT backbone).
 """
 from __future__ import annotations
@@ -81,6 +86,33 @@ HF_VIT_MEMORY = register_format(KeyMap(
     priority=31,
 ))
 
+_DINOV2_BLOCKS = (  # save_pretrained names (Dinov2Model, Dinov2WithRegistersModel)
+    Rule("blocks.{i}.norm1.{p}", "encoder.layer.{i}.norm1.{p}"),
+    Rule("blocks.{i}.attn.qkv.{p}", tuple(f"encoder.layer.{{i}}.attention.attention.{n}.{{p}}"
+                                          for n in ("query", "key", "value")), FUSE_QKV),
+    Rule("blocks.{i}.attn.proj.{p}", "encoder.layer.{i}.attention.output.dense.{p}"),
+    Rule("blocks.{i}.ls1.gamma", "encoder.layer.{i}.layer_scale1.lambda1"),
+    Rule("blocks.{i}.norm2.{p}", "encoder.layer.{i}.norm2.{p}"),
+    Rule("blocks.{i}.mlp.fc1.{p}", "encoder.layer.{i}.mlp.fc1.{p}"),
+    Rule("blocks.{i}.mlp.fc2.{p}", "encoder.layer.{i}.mlp.fc2.{p}"),
+    Rule("blocks.{i}.ls2.gamma", "encoder.layer.{i}.layer_scale2.lambda1"),
+)
+_DINOV2_BLOCKS_MEMORY = (  # transformers 5 in-memory names
+    Rule("blocks.{i}.attn.qkv.{p}", tuple(f"encoder.layer.{{i}}.attention.{n}_proj.{{p}}" for n in "qkv"), FUSE_QKV),
+    Rule("blocks.{i}.attn.proj.{p}", "encoder.layer.{i}.attention.o_proj.{p}"),
+)
+
+HF_DINOV2 = register_format(KeyMap(
+    name="hf-dinov2",
+    description="HF transformers DINOv2 / DINOv2 with registers (save_pretrained or in-memory names)",
+    rules=_COMMON + (Rule("reg_token", "embeddings.register_tokens"),) + _DINOV2_BLOCKS + _DINOV2_BLOCKS_MEMORY
+    + (Rule("norm.{p}", "layernorm.{p}"),),
+    signature=(r"^encoder\.layer\.\d+\.layer_scale1\.lambda1$",),
+    ignore=(r"^embeddings\.mask_token$",),
+    priority=25,  # before HF ViT, whose attention names DINOv2 shares
+))
+
+
 def _strip_deit(sd: StateDict) -> StateDict:
     """``DeiTForImageClassification*`` put the encoder under ``deit.``."""
     return {(k[5:] if k.startswith("deit.") else k): v for k, v in sd.items()}
@@ -105,7 +137,8 @@ HF_DEIT = register_format(KeyMap(
 
 
 # ---- config.json <-> ViTConfig -----------------------------------------------------------------
-VIT_MODEL_TYPES = ("vit", "vit_mae", "deit")
+VIT_MODEL_TYPES = ("vit", "vit_mae", "deit", "dinov2", "dinov2_with_registers")
+HF_ACTS = {"gelu": "gelu", "quick_gelu": "quick_gelu"}  # HF hidden_act -> vitkit act (the ones vitkit has)
 
 
 def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict[str, Any]:
@@ -114,10 +147,14 @@ def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict
     mt = hf.get("model_type")
     if mt not in VIT_MODEL_TYPES:
         raise ValueError(f"config.json has model_type {mt!r}; vitkit maps HF {' / '.join(VIT_MODEL_TYPES)}")
-    if hf.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"config.json uses hidden_act {hf['hidden_act']!r}; vitkit's ViT uses the exact GELU ('gelu')")
+    act = HF_ACTS.get(hf.get("hidden_act", "gelu"))
+    if act is None:
+        raise ValueError(f"config.json uses hidden_act {hf['hidden_act']!r}; vitkit's ViT has {sorted(HF_ACTS)}")
+    dino = mt in ("dinov2", "dinov2_with_registers")
+    if dino and hf.get("use_swiglu_ffn"):
+        raise ValueError("config.json has use_swiglu_ffn=True (DINOv2 giant): vitkit's ViT has no SwiGLU MLP")
     D = int(hf["hidden_size"])
-    inter = int(hf.get("intermediate_size", 4 * D))
+    inter = int(D * float(hf.get("mlp_ratio", 4))) if dino else int(hf.get("intermediate_size", 4 * D))
     img = hf.get("image_size", 224)
     patch = hf.get("patch_size", 16)
     if isinstance(patch, (list, tuple)):
@@ -137,7 +174,12 @@ def vit_config_from_hf(hf: dict[str, Any], keys: set[str] | None = None) -> dict
                qkv_bias=bool(hf.get("qkv_bias", True)), class_token=True, global_pool="token",
                pos_embed="learn", norm_eps=float(hf.get("layer_norm_eps", 1e-12)), num_classes=num_classes,
                pre_logits=pooler, pre_logits_dim=int(hf.get("pooler_output_size") or D) if pooler else None,
-               distilled=distilled)
+               distilled=distilled, act=act)
+    if dino:  # Dinov2Model: no pooler weights (its pooler output is the normed class token), layer scale
+        out.update(pre_logits=False, pre_logits_dim=None, distilled=False,
+                   layer_scale=float(hf.get("layerscale_value", 1.0)),
+                   reg_tokens=int(hf.get("num_register_tokens", 4)) if mt == "dinov2_with_registers" else 0,
+                   pos_embed_antialias=mt == "dinov2_with_registers")  # its interpolate_pos_encoding: antialias
     if int(D * out["mlp_ratio"]) != inter:  # float round-off: keep the MLP width exact
         raise ValueError(f"intermediate_size {inter} is not hidden_size {D} x a ratio vitkit can represent")
     return out

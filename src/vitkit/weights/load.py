@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,11 @@ def infer_vit_config(sd: StateDict, known: dict[str, Any] | None = None, base: V
     hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
     if int(D * f.get("mlp_ratio", 4.0)) != hidden:
         f["mlp_ratio"] = hidden / D
+    f["reg_tokens"] = sd["reg_token"].shape[1] if "reg_token" in sd else 0
+    if "blocks.0.ls1.gamma" in sd:  # layer scale: the init value is not in the weights (the config may say it)
+        f["layer_scale"] = f.get("layer_scale") or 1.0
+    else:
+        f["layer_scale"] = None
     f["pre_logits"] = "pre_logits.0.weight" in sd
     f["pre_logits_dim"] = sd["pre_logits.0.weight"].shape[0] if f["pre_logits"] else None
     f["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
@@ -177,10 +183,13 @@ class LoadReport:
 def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = True) -> LoadReport:
     """Load a vitkit / HF / timm / Google checkpoint into ``model``; returns a ``LoadReport``.
 
-    ``src``: a weights file, a checkpoint folder, or ``hf:org/name`` (local cache only). Learned
-    position tables are resampled to the model's grid. ``strict`` (default): any missing,
-    unexpected or wrongly-shaped key raises ValueError naming the first few (a checkpoint of
-    another architecture); otherwise the keys that fit are loaded and the rest reported.
+    ``src``: a weights file, a checkpoint folder, or ``hf:org/name[@rev]`` (downloaded into the HF
+    cache unless HF_HUB_OFFLINE=1; see ``weights.hub``). Learned position tables are resampled to
+    the model's grid. ``strict`` (default): any missing, unexpected or wrongly-shaped key raises
+    ValueError naming the first few (a checkpoint of another architecture); otherwise the keys that
+    fit are loaded and the rest reported. A model whose LayerNorm eps or activation differs from
+    what the checkpoint's config.json states computes another function: that warns (``UserWarning``)
+    naming the field and the fix. ``model.pretrained_cfg`` is set (see ``weights.pretrained_cfg``).
     """
     ck = read_checkpoint(src)
     sd, unmapped, ignored, source = ck.mapped()
@@ -188,11 +197,9 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     own = model.state_dict()
     known = _safe_fields(ck, set(sd))
     _fit_position_tables(model, sd, own, known, report)
-    eps = known.get("norm_eps")
-    cfg = getattr(model, "cfg", None)
-    if eps is not None and getattr(cfg, "norm_eps", eps) != eps:
-        report.notes.append(f"note: the checkpoint's LayerNorm eps is {eps:g} and the model's {cfg.norm_eps:g}; "
-                            f"build the model with norm_eps={eps:g} for identical outputs")
+    for note in config_differences(model, known, ck.path):
+        report.notes.append("note: " + note)
+        warnings.warn(note, UserWarning, stacklevel=2)
     names = {k: f"{k} (stored as {v})" for k, v in source.items() if v != k}
     problem = state_mismatch(own, sd, names=names)
     if unmapped:
@@ -210,7 +217,60 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     with torch.no_grad():
         model.load_state_dict(fits, strict=not problem)
     report.loaded = len(fits)
+    attach_pretrained_cfg(model, ck, src)
     return report
+
+
+# fields of a checkpoint's config that change the function without changing any weight's shape
+_FUNCTION_FIELDS = (("norm_eps", "LayerNorm eps", "layer_norm_eps"), ("act", "MLP activation", "hidden_act"))
+
+
+def config_differences(model: nn.Module, known: dict[str, Any], path: Path | str) -> list[str]:
+    """One sentence per field where the model differs from the checkpoint's config (eps, activation)."""
+    cfg = getattr(model, "cfg", None)
+    out = []
+    for name, what, theirs in _FUNCTION_FIELDS:
+        want = known.get(name)
+        have = getattr(cfg, name, None)
+        if want is None or have is None or have == want:
+            continue
+        fmt = (lambda v: f"{v:g}") if isinstance(want, float) else repr
+        out.append(f"{path}: the checkpoint's {what} is {fmt(want)} (its config's {theirs}) but the model's "
+                   f"{name} is {fmt(have)}, so its outputs will differ; build the model with {name}={fmt(want)} "
+                   f"(create_model(name, pretrained=...) does this by itself)")
+    return out
+
+
+def attach_pretrained_cfg(model: nn.Module, ck: Checkpoint, src: Any, **extra) -> None:
+    """``model.pretrained_cfg``: the preprocessing and labels the checkpoint's files state."""
+    from . import hub
+    from .pretrained_cfg import from_checkpoint_files
+    folder = ck.path if ck.path.is_dir() else ck.path.parent
+    commit = hub.snapshot_commit(folder)
+    repo = None
+    if hub.is_hub_id(src):
+        repo = hub.parse(src)[0]
+    elif commit is not None and folder.parent.parent.name.startswith("models--"):
+        repo = folder.parent.parent.name[len("models--"):].replace("--", "/")
+    source = f"hf:{repo}@{commit}" if repo and commit else str(src if not isinstance(src, Checkpoint) else ck.path)
+    in_chans = getattr(getattr(model, "cfg", None), "in_chans", 3)
+    try:
+        pc = from_checkpoint_files(folder if ck.path.is_dir() or ck.path.name in FOLDER_FILES else None,
+                                   ck.config, source, ck.format.name, in_chans, repo=repo, revision=commit,
+                                   architecture=getattr(getattr(model, "cfg", None), "name", None), **extra)
+    except (ValueError, TypeError, KeyError) as e:  # a malformed preprocessor file: say so, keep the weights
+        warnings.warn(f"{ck.path}: its preprocessing files could not be read ({e}); model.pretrained_cfg has "
+                      f"no preprocessing numbers", UserWarning, stacklevel=3)
+        from .pretrained_cfg import PretrainedCfg
+        pc = PretrainedCfg(source=source, format=ck.format.name, repo=repo, revision=commit)
+    n = getattr(model, "num_classes", None)
+    if pc.label_names is not None and n != len(pc.label_names):  # e.g. LABEL_0/1 of a headless model
+        pc = pc.replace(label_names=None)
+    if isinstance(n, int):
+        pc = pc.replace(num_classes=n)
+    if pc.input_size is None and getattr(model, "input_size", None) is not None:
+        pc = pc.replace(input_size=tuple(model.input_size))
+    model.pretrained_cfg = pc
 
 
 def _safe_fields(ck: Checkpoint, keys: set[str]) -> dict[str, Any]:
@@ -225,7 +285,8 @@ def _fit_position_tables(model: nn.Module, sd: StateDict, own: StateDict, known:
                          report: LoadReport) -> None:
     """Resample learned tables to the model's grid; drop a stored table that equals a fixed one."""
     grid = getattr(model, "grid_size", None)
-    prefix = getattr(model, "num_prefix_tokens", 0)
+    # the table's own prefix (class, distillation); register tokens have no position
+    prefix = getattr(getattr(model, "pos_embed", None), "num_prefix_tokens", getattr(model, "num_prefix_tokens", 0))
     buffers = dict(model.named_buffers())
     for k in [k for k in sd if _POS_TABLE.match(k)]:
         t = sd[k]
@@ -241,7 +302,8 @@ def _fit_position_tables(model: nn.Module, sd: StateDict, own: StateDict, known:
         old = _grid_of(known, t.shape[1] - prefix)
         if old is None or want.shape[1] - prefix != grid[0] * grid[1]:
             continue  # leave it: the shape mismatch is reported
-        sd[k] = resample_pos_embed(t, tuple(grid), old, prefix)
+        antialias = bool(getattr(getattr(model, "cfg", None), "pos_embed_antialias", False))
+        sd[k] = resample_pos_embed(t, tuple(grid), old, prefix, antialias=antialias)
         report.resampled.append(f"{k} {old[0]}x{old[1]} -> {grid[0]}x{grid[1]}")
 
 
