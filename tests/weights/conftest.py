@@ -33,3 +33,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A stand-in hub on 127.0.0.1 (hub_server.StandInHub), HF_ENDPOINT pointed at it, an empty cache,
+    online. Tests add repositories with ``hub.add_repo`` / ``hub.add_folder``."""
+    from hub_server import StandInHub
+    with StandInHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        yield server
