@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import platform
 import shlex
 import statistics
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..layers.linear import _AVAILABLE as ONEDNN, _onednn, fast_linear
+from ..train.precision import host, host_line
 
 
 def no_sync() -> None:
@@ -36,21 +36,17 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def machine(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name from /proc/cpuinfo (else what platform knows)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The host of a figure, one line: the CPU (vendor, family/model, ISA flags, cores) and the GPU
+    (`vitkit.train.precision.host_line`)."""
+    return host_line(device)
 
 
 def environment(device: torch.device | str = "cpu") -> dict:
-    """What a results file records about where it was measured: machine, torch, threads."""
-    return {"machine": machine(torch.device(device)), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    """What a results file records about where it was measured: machine (one line), host (the fields),
+    torch, threads."""
+    device = torch.device(device)
+    return {"machine": machine(device), "host": host(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
 def command(prog: str, args: argparse.Namespace, parser: argparse.ArgumentParser,

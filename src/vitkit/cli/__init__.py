@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import (EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Parser, debug_enabled, one_line, positive_int,
-                     show_warnings_on_one_line)
+from .common import (AMP_CHOICES, AMP_HELP, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Parser, debug_enabled, one_line,
+                     positive_int, show_warnings_on_one_line)
 from .runs import report, task_pictures  # noqa: F401 (public: the pictures after training)
 from .train import parse_set  # noqa: F401 (public: --set parsing)
 
@@ -82,6 +82,7 @@ def build_parser() -> Parser:
                    "image of imagefolder:DIR (DIR/test if it has train/ and test/)")
     e.add_argument("--batch-size", type=positive_int, default=256, dest="batch_size")
     e.add_argument("--json", action="store_true", help="print one JSON line")
+    e.add_argument("--amp", choices=AMP_CHOICES, help=AMP_HELP + " (default: the run's own)")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="classify image files with a trained classifier run")
@@ -89,6 +90,7 @@ def build_parser() -> Parser:
     r.add_argument("images", nargs="+", help="PNG/JPEG/BMP files")
     r.add_argument("--topk", type=positive_int, default=3, help="how many classes to print per image")
     r.add_argument("--weights", choices=["ema", "model"])
+    r.add_argument("--amp", choices=AMP_CHOICES, help=AMP_HELP + " (default: the run's own)")
     r.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("info", help="describe a run folder")
@@ -107,6 +109,7 @@ def build_parser() -> Parser:
     z.add_argument("--templates", help="file of prompt templates, one per line with {} for the label "
                    "(default: the run's held-out templates); several templates are ensembled")
     z.add_argument("--topk", type=positive_int, default=3)
+    z.add_argument("--amp", choices=AMP_CHOICES, help=AMP_HELP + " (default: a run's own, else none)")
     z.set_defaults(func=cmd_zero_shot)
 
     g = sub.add_parser("generate", help="sample images from a generator run (ar, var, hart) into an image grid")
@@ -121,6 +124,7 @@ def build_parser() -> Parser:
     g.add_argument("--cfg-scale", type=float, default=1.0, dest="cfg_scale", help="classifier-free guidance")
     g.add_argument("--steps", type=positive_int, default=8, help="decoding steps of masked AR (MaskGIT)")
     g.add_argument("--scale", type=positive_int, default=3, help="pixel enlargement of the image")
+    g.add_argument("--amp", choices=AMP_CHOICES, help=AMP_HELP + " (default: the run's own)")
     g.set_defaults(func=cmd_generate)
 
     ab = sub.add_parser("ablate", help="the ViT paper's ablations as one sweep: position embedding, class token "

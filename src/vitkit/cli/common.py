@@ -13,6 +13,9 @@ import warnings
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int  # noqa: F401 (re-exported)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # vitkit.train.precision.AMP_CHOICES (torch-free here)
+AMP_HELP = ("mixed precision: auto (bf16 where the CPU has avx512_bf16/AMX or the GPU supports it, else "
+            "fp32) | bf16 | fp16 | none (fp32)")
 
 
 class CLIError(Exception):

@@ -24,21 +24,24 @@ def _scored(run, spec: str | None) -> str:
     return f"the {spec} test split"
 
 
-def evaluate_run(run, spec: str | None = None, batch_size: int = 256) -> dict:
-    """Held-out metrics of a run: top-1 and loss for a classifier, its task's metrics otherwise."""
+def evaluate_run(run, spec: str | None = None, batch_size: int = 256, amp: str | None = None) -> dict:
+    """Held-out metrics of a run: top-1 and loss for a classifier, its task's metrics otherwise; under
+    ``amp`` (default: the run's own precision, as its training evaluated it)."""
     import torch
 
     from ..train import evaluate
+    from ..train.precision import precision_name
     from ..train.run import predict_batches, top1
     loader = run.eval_loader(spec, batch_size)
+    dtype = run.amp(amp)
     if run.kind == "classifier":
-        logits, labels = predict_batches(run.model, loader)
+        logits, labels = predict_batches(run.model, loader, dtype)
         metrics = {"acc": top1(logits, labels), "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
                    "count": len(labels)}
     else:
-        metrics = evaluate(run.model, run.task, loader)
+        metrics = evaluate(run.model, run.task, loader, amp=dtype)
     return {"run": str(run.path), "task": run.train_cfg.task, "data": spec or run.train_cfg.data,
-            "scored": _scored(run, spec), "weights": run.weights,
+            "scored": _scored(run, spec), "weights": run.weights, "precision": precision_name(dtype),
             **{f"test_{k}": v for k, v in metrics.items()}}
 
 
@@ -48,17 +51,17 @@ def describe(result: dict) -> str:
     if "test_acc" in result and result["task"] in ("classify", "distill", "diverse_patch", "sparsevit_adapt"):
         acc = result["test_acc"]
         return (f"{result['run']}: top-1 {acc:.2%} ({int(round(acc * n))}/{n}) on {result['scored']}, "
-                f"loss {result['test_loss']:.4f}, {result['weights']} weights")
+                f"loss {result['test_loss']:.4f}, {result['weights']} weights, {result['precision']}")
     metrics = ", ".join(f"{k[5:]} {v:.4g}" for k, v in result.items()
                         if k.startswith("test_") and k != "test_count" and isinstance(v, float))
     return f"{result['run']} ({result['task']}): held-out {metrics} on {n} images of {result['scored']}, " \
-           f"{result['weights']} weights"
+           f"{result['weights']} weights, {result['precision']}"
 
 
 def cmd_eval(args) -> int:
     from ..train.run import load_run
     run = load_run(args.run, args.weights)
-    result = evaluate_run(run, args.data, args.batch_size)
+    result = evaluate_run(run, args.data, args.batch_size, args.amp)
     print(json.dumps(result) if args.json else describe(result))
     return 0
 
@@ -67,8 +70,13 @@ def cmd_predict(args) -> int:
     from ..train.run import load_run
     run = load_run(args.run, args.weights)
     run.needs(("classifier",), "predict")
-    return rank_images(args.images, run.input_size, run.mean, run.std,
-                       lambda x: run.model(x).softmax(-1)[0], run.classes, args.topk)
+    from ..train.precision import autocast
+    dtype = run.amp(args.amp)
+
+    def probs(x):
+        with autocast("cpu", dtype):
+            return run.model(x).float().softmax(-1)[0]
+    return rank_images(args.images, run.input_size, run.mean, run.std, probs, run.classes, args.topk)
 
 
 def cmd_info(args) -> int:
@@ -117,7 +125,7 @@ def report(run_dir: str | Path, weights: str | None = None) -> dict:
     run = load_run(run_dir, weights)
     if run.kind == "classifier":
         loader = run.eval_loader()
-        logits, labels = predict_batches(run.model, loader)
+        logits, labels = predict_batches(run.model, loader, run.amp())
         images = next(iter(loader))[0][:8]
         pictures = classification_pictures(run.path, run.model, logits, labels, images, run.classes,
                                            run.mean, run.std, run.path / ckpt.METRICS_FILE)

@@ -27,8 +27,10 @@ def cmd_generate(args) -> int:
                 "cfg_scale": args.cfg_scale, "generator": torch.Generator().manual_seed(args.seed)}
     if run.train_cfg.task_args.get("order") == "masked":
         sampling["steps"] = args.steps
+    from ..train.precision import autocast
     t0 = time.perf_counter()
-    images = run.model.generate(labels, **sampling)
+    with autocast("cpu", run.amp(args.amp)):
+        images = run.model.generate(labels, **sampling).float()
     seconds = time.perf_counter() - t0
     image_grid(images, k if args.cls is None else min(8, args.n), out, run.mean, run.std, scale=args.scale)
     passes = getattr(run.model.generator, "last_forward_passes", None)
@@ -77,5 +79,10 @@ def cmd_zero_shot(args) -> int:
             raise CLIError(f"{args.templates} holds no templates (one per line, with {{}} for the label)")
     model = load_clip(str(path) if path.exists() else args.run)
     mean, std = _clip_normalisation(str(path) if path.exists() else args.run)
-    return rank_images(args.images, model.input_size, mean, std,
-                       lambda x: zero_shot_predict(model, x, labels, templates)[0], labels, args.topk)
+    from ..train.precision import autocast
+    amp = args.amp or ((ckpt.read_config(path).get("amp") if _is_run_folder(path) else None) if path.exists() else None)
+
+    def probs(x):
+        with autocast("cpu", amp):
+            return zero_shot_predict(model, x, labels, templates)[0].float()
+    return rank_images(args.images, model.input_size, mean, std, probs, labels, args.topk)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-AMP_MODES = (None, "bf16", "fp16")
+AMP_MODES = (None, "none", "auto", "bf16", "fp16")  # see vitkit.train.precision
 OPTIMIZERS = ("adamw", "lars")  # vitkit.train.optim.OPTIMIZERS
 
 # Field kinds used to coerce and check values (YAML reads "1e-3" as a string, so floats accept numeric strings).
@@ -62,7 +62,7 @@ class TrainConfig:
     cutmix: float = 0.0                             # Beta(alpha, alpha); 0 = off
     clip_grad: float | None = 1.0                   # max global grad norm; None = no clipping
     accum_steps: int = 1
-    amp: str | None = None                          # None | "bf16" | "fp16"; used on CUDA only
+    amp: str | None = None                          # None / "none" (fp32) | "auto" | "bf16" | "fp16": autocast on any device
     ema_decay: float | None = None                  # e.g. 0.999; None = no EMA
     # run
     seed: int = 0

@@ -66,7 +66,10 @@ def build_run(cfg: TrainConfig):
 
 def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig, info: DataInfo | None = None) -> dict[str, Any]:
     """What config.json needs beyond the TrainConfig to rebuild and use the model on its own."""
+    from .precision import host, precision_name, resolve_amp
+    from .trainer import resolve_device
     info = info or DataInfo.from_bundle(bundle, cfg.img_size)
+    device = resolve_device(cfg.device)
     model_cfg = getattr(model, "cfg", None)
     return {"model_config": dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else None,
             "classes": list(bundle.classes), "mean": list(bundle.mean), "std": list(bundle.std),
@@ -74,7 +77,8 @@ def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig, info:
             "input_size": list(getattr(model, "input_size", None) or ()),
             "train_count": len(bundle.train),
             "num_params": sum(p.numel() for p in model.parameters()),
-            "num_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "num_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "host": host(device), "precision": precision_name(resolve_amp(cfg.amp, device))}
 
 
 CLASSIFIER_TASKS = ("classify", "distill", "diverse_patch", "sparsevit_adapt")
@@ -132,6 +136,11 @@ class Run:
     def kind(self) -> str:
         """What the run's model is (`run_kind`); a linear probe is a classifier."""
         return run_kind(self.train_cfg.task)
+
+    def amp(self, override: str | None = None) -> torch.dtype | None:
+        """The autocast dtype to use it with on this host: ``override`` (an amp name), else the run's own."""
+        from .precision import resolve_amp
+        return resolve_amp(override or self.train_cfg.amp, next(self.model.parameters()).device)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -244,12 +253,14 @@ def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") 
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, K), labels (N,)) over a loader, in eval mode."""
+def predict_batches(model: nn.Module, loader, amp: str | torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, K) fp32, labels (N,)) over a loader, in eval mode, under ``amp``'s autocast."""
+    from .precision import autocast
     model.eval()
     device = next(model.parameters()).device
     logits, labels = [], []
     for x, y in loader:
-        logits.append(model(x.to(device)).float().cpu())
+        with autocast(device, amp):
+            logits.append(model(x.to(device)).float().cpu())
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)

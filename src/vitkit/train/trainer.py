@@ -36,7 +36,9 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .config import TrainConfig
 from .ema import ModelEMA
+from . import precision
 from .optim import build_optimizer
+from .precision import available_cpus  # noqa: F401 (re-exported: the cores a --threads flag may use)
 from .schedule import lr_at
 
 
@@ -56,14 +58,6 @@ def resolve_device(name: str) -> torch.device:
         if name == "cuda":
             return torch.device("cuda", dist.local_rank())
     return torch.device(name)
-
-
-def available_cpus() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def set_threads(n: int) -> None:
@@ -125,11 +119,10 @@ def split_batch(batch: Any, parts: int) -> list[Any]:
     return [take(batch, lo, hi) for lo, hi in pieces]
 
 
-def autocast_context(device: torch.device, amp: str | None):
-    """bf16/fp16 autocast on CUDA when asked for; nothing on CPU (bf16 matmul is slow there)."""
-    if amp is None or device.type != "cuda":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+def autocast_context(device: torch.device, amp: str | torch.dtype | None):
+    """Autocast for ``amp`` (an amp name, resolved for ``device``, or a dtype) on any device
+    (`vitkit.train.precision`); nothing for fp32."""
+    return precision.autocast(device, amp)
 
 
 def _float(v: Any) -> float:
@@ -205,7 +198,7 @@ def _collective_device() -> torch.device:
 # ---- evaluation --------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, task, loader, *, device: torch.device | str | None = None,
-             amp: str | None = None) -> dict[str, float]:
+             amp: str | torch.dtype | None = None) -> dict[str, float]:
     """Sum `task.eval_metrics` over the loader (and over ranks under DDP), then divide by the count.
 
     Returns the task's summary (e.g. {"loss", "acc"}) plus "count", the number of samples seen.
@@ -265,8 +258,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
     if cfg.num_threads:
         set_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
-    if cfg.amp is not None and device.type != "cuda":
-        warnings.warn(f"amp={cfg.amp!r} is used on CUDA only; training in fp32 on {device}", stacklevel=2)
+    amp = precision.resolve_amp(cfg.amp, device)  # None: fp32
     _check_task_has_no_own_weights(task, model)
     out = Path(cfg.out)
 
@@ -278,7 +270,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
 
     model.to(device)
     optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     main_metric, mode = getattr(task, "main_metric", ("loss", "min"))
 
@@ -334,8 +326,8 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
                     # DDP all-reduces gradients on the last micro-batch only
                     defer_sync = ddp and i < len(micro) - 1
                     with train_model.no_sync() if defer_sync else nullcontext():
-                        # 2. forward, under autocast only for CUDA + cfg.amp
-                        with autocast_context(device, cfg.amp):
+                        # 2. forward, under autocast when cfg.amp asks for bf16/fp16 (weights stay fp32)
+                        with autocast_context(device, amp):
                             loss, metrics = task.loss(train_model, chunk)
                         # 3. non-finite guard: stop before a bad loss reaches the weights
                         loss_value = loss.item()  # one sync per micro-step: the price of stopping in time
@@ -390,7 +382,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
         if test_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             t_eval = time.perf_counter()
             eval_model = ema.module if ema is not None else model
-            results = evaluate(eval_model, task, test_loader, device=device, amp=cfg.amp)
+            results = evaluate(eval_model, task, test_loader, device=device, amp=amp)
             record.update({f"test_{k}": v for k, v in results.items()})
             record["eval_weights"] = "ema" if ema is not None else "model"
             record["eval_time_s"] = round(time.perf_counter() - t_eval, 3)
