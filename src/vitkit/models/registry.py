@@ -48,30 +48,56 @@ def create_model(name: str, *, device: str | torch.device | None = None, pretrai
     """Build a registered model; ``overrides`` replace fields of its config (``num_classes=10``).
 
     ``device="meta"`` builds without allocating memory (parameter counts, shapes).
-    ``pretrained``: a checkpoint (file, folder, or ``"hf:org/name"`` from the local HF cache) loaded
-    strictly after building, position tables resampled to ``img_size`` (see ``vitkit.load_weights``);
-    the checkpoint's LayerNorm eps is used unless ``norm_eps`` is given.
+    ``pretrained``: ``True`` (the name's default source, see ``vitkit.weights.sources``), ``"hf:org/name[@rev]"``
+    (downloaded into the HF cache unless HF_HUB_OFFLINE=1), a checkpoint folder or file. It is loaded
+    strictly after building, position tables resampled to ``img_size`` (see ``vitkit.load_weights``); the
+    checkpoint's LayerNorm eps and activation are used unless ``norm_eps`` / ``act`` are given. A
+    ``num_classes`` other than the checkpoint's loads its head first, then installs a new zero head
+    (``reset_classifier``): fine-tuning. The result carries ``model.pretrained_cfg`` (preprocessing, labels,
+    source commit; ``weights.pretrained_cfg.PretrainedCfg``).
     """
     _import_families()
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `vitkit models`"
         raise ValueError(f"unknown model {name!r}{hint}")
-    if pretrained is not None:
+    new_classes = None
+    source = None
+    if pretrained is not None and pretrained is not False:
         if device is not None and torch.device(device).type == "meta":
             raise ValueError("pretrained weights cannot be loaded on the meta device")
         from ..weights import load_weights, read_checkpoint  # weights sits beside models: imported late
+        from ..weights.sources import SOURCES, resolve_pretrained
+        if pretrained is True:
+            source = SOURCES.get(name)
+            overrides = {**(source.overrides if source else {}), **overrides}
+        pretrained = resolve_pretrained(name, pretrained)
         ckpt = read_checkpoint(pretrained)
-        try:  # a foreign config.json's LayerNorm eps (HF: 1e-12; timm: 1e-6) changes the numbers
-            eps = ckpt.config_fields().get("norm_eps") if ckpt.format.name != "vitkit" else None
-        except ValueError:
-            eps = None
-        if eps is not None and "norm_eps" not in overrides:
-            overrides = {**overrides, "norm_eps": eps}
+        try:  # a foreign config.json's LayerNorm eps (HF: 1e-12; timm: 1e-6) and activation change the numbers
+            known = ckpt.config_fields() if ckpt.format.name != "vitkit" else {}
+        except (ValueError, KeyError, TypeError):
+            known = {}
+        for key in ("norm_eps", "act"):
+            if known.get(key) is not None and key not in overrides:
+                overrides = {**overrides, key: known[key]}
+        theirs = known.get("num_classes")
+        if "num_classes" in overrides and theirs is not None and overrides["num_classes"] != theirs:
+            new_classes = overrides["num_classes"]  # load the checkpoint's head, then a new one
+            overrides = {**overrides, "num_classes": theirs}
+    elif pretrained is False:
+        pretrained = None
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = _MODELS[name](**overrides)
     if pretrained is not None:
         load_weights(model, ckpt)
+        if source is not None and getattr(model, "pretrained_cfg", None) is not None:
+            model.pretrained_cfg = model.pretrained_cfg.replace(citation=source.citation)
+        if new_classes is not None:
+            if not hasattr(model, "reset_classifier"):
+                raise ValueError(f"{name} cannot change its number of classes after loading")
+            model.reset_classifier(new_classes)
+            if getattr(model, "pretrained_cfg", None) is not None:
+                model.pretrained_cfg = model.pretrained_cfg.replace(num_classes=new_classes, label_names=None)
     return model
 
 
