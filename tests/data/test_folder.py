@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitkit.data import ImageLoadError, build, make_loader
+from vitkit.data import ImageLoadError, build, eval_transform, make_loader, train_transform
 
 
 def _img(path, arr):
@@ -32,9 +32,17 @@ def mixed(tmp_path):
     return root
 
 
-def test_imagefolder_mixed_channels_and_sizes(mixed):
+def test_imagefolder_keeps_each_image_at_its_own_size_by_default(mixed):
     b = build(f"imagefolder:{mixed}", split_seed=0)
-    assert b.classes == ["ant", "bee", "cat"] and b.num_classes == 3
+    assert b.keep_original and (b.in_chans, b.img_size) == (3, (12, 10))  # img_size: the most common size
+    sizes = sorted({tuple(ds[i][0].shape) for ds in (b.train, b.test) for i in range(len(ds))})
+    assert sizes == [(3, 12, 10), (3, 20, 20)]  # the decoded originals, nothing resized at decode
+    assert "at their own sizes" in str(b)
+
+
+def test_imagefolder_mixed_channels_and_sizes(mixed):
+    b = build(f"imagefolder:{mixed}", split_seed=0, keep_original=False)
+    assert b.classes == ["ant", "bee", "cat"] and b.num_classes == 3 and not b.keep_original
     assert (b.in_chans, b.img_size) == (3, (12, 10))  # RGB because not every file is gray; most common size
     assert len(b.train) == 4 + 4 + 5 and len(b.test) == 1 + 1 + 1  # stratified 80/20
     for ds in (b.train, b.test):
@@ -59,9 +67,14 @@ def test_imagefolder_all_gray_explicit_size_and_stats(tmp_path):
     for i in range(5):
         _img(tmp_path / "a" / f"{i}.png", _pixels(i, c=1))
         _img(tmp_path / "b" / f"{i}.png", _pixels(9 + i, c=1))
-    b = build(f"imagefolder:{tmp_path}", img_size=8)
+    b = build(f"imagefolder:{tmp_path}", img_size=8, keep_original=False)
     assert (b.in_chans, b.img_size) == (1, (8, 8))
     assert b.train[0][0].shape == (1, 8, 8)
+    kept = build(f"imagefolder:{tmp_path}", img_size=8)  # decoded at 12x10; the transforms make 8x8
+    assert kept.img_size == (8, 8) and kept.train[0][0].shape == (1, 12, 10)
+    for tf in (train_transform(kept), eval_transform(kept)):
+        x, _ = next(iter(make_loader(kept.train, batch_size=4, transform=tf)))
+        assert x.shape == (4, 1, 8, 8)
     m = build(f"imagefolder:{tmp_path}", in_memory=True)
     assert m.train.images.dtype == torch.uint8 and m.train.images.shape == (8, 1, 12, 10)
     lazy = build(f"imagefolder:{tmp_path}")

@@ -20,6 +20,9 @@ class DataBundle:
     `train` / `test` items are `(image, label)`: image float32 (C, H, W) in [0, 1], label int.
     `img_size` is the (H, W) of the stored images; `mean` / `std` are per-channel statistics of
     the train split only (in [0, 1] units), used by `train_transform` / `eval_transform`.
+    `keep_original`: the items are decoded images at their own sizes (photos of mixed sizes), and
+    `img_size` is only the size asked for, else the most common file size; `train_transform` /
+    `eval_transform` then crop each image to one size per sample (see `vitkit.data.photo`).
     """
 
     name: str
@@ -31,11 +34,13 @@ class DataBundle:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    keep_original: bool = False
 
     def __str__(self) -> str:
         h, w = self.img_size
+        size = f"{self.in_chans} channels at their own sizes" if self.keep_original else f"{self.in_chans}x{h}x{w}"
         return (f"{self.name}: {len(self.train)} train / {len(self.test)} test images, "
-                f"{self.in_chans}x{h}x{w}, {self.num_classes} classes")
+                f"{size}, {self.num_classes} classes")
 
 
 class TensorImageDataset(Dataset):

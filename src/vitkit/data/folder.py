@@ -20,17 +20,25 @@ STATS_MAX_IMAGES = 5000
 
 
 class FolderDataset(Dataset):
-    """Image files decoded on access: item = (float32 (in_chans, *img_size) in [0, 1], label int).
+    """Image files decoded on access: item = (float32 (in_chans, H, W) in [0, 1], label int).
 
-    samples: list of (path, label); every image is converted to `in_chans` and resized to `img_size`.
+    samples: list of (path, label); every image is converted to `in_chans` and resized to `img_size`,
+    or, with img_size None, kept at its own size (the decoded original, EXIF orientation applied), for
+    a per-sample transform to crop (`photo_train_transform` / `photo_eval_transform`).
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], in_chans: int, img_size: tuple[int, int]):
+    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], in_chans: int,
+                 img_size: tuple[int, int] | None):
         self.samples = samples
         self.classes = classes
         self.in_chans = in_chans
-        self.img_size = img_size
+        self.img_size = None if img_size is None else (int(img_size[0]), int(img_size[1]))
         self.labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+    @property
+    def keep_original(self) -> bool:
+        """True when items are the images at their own sizes."""
+        return self.img_size is None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -41,6 +49,9 @@ class FolderDataset(Dataset):
 
     def to_memory(self) -> TensorImageDataset:
         """Decode every image once into a uint8 tensor (fast loading, no decoding per epoch)."""
+        if self.img_size is None:
+            raise ValueError("images kept at their own sizes cannot share one tensor; give img_size to decode "
+                             "them at one size first")
         images = torch.empty((len(self), self.in_chans, *self.img_size), dtype=torch.uint8)
         for i in range(len(self)):
             images[i] = self[i][0].mul(255).round_().clamp_(0, 255).to(torch.uint8)
@@ -89,17 +100,19 @@ def _root(path: str | Path) -> Path:
     return root
 
 
-def evaluation_images(path: str | Path, classes: list[str], in_chans: int, img_size: tuple[int, int]) -> FolderDataset:
+def evaluation_images(path: str | Path, classes: list[str], in_chans: int,
+                      img_size: tuple[int, int] | None = None) -> FolderDataset:
     """The images of a folder given for evaluation, labelled by their folder's index in ``classes``
     (a trained model's class names): every image of PATH/<class>/, or of PATH/test (or PATH/val)
     when the folder has its own train/test split. A class folder whose name is not in ``classes``
-    raises ValueError naming it; classes without a folder are simply not scored."""
+    raises ValueError naming it; classes without a folder are simply not scored. ``img_size`` None
+    keeps every image at its own size (for `photo_eval_transform`, resize + centre crop)."""
     root = _root(path)
     dirs = _split_dirs(root)
     samples, _ = _scan(dirs[1] if dirs is not None else root, list(classes))
     for p, _ in samples:
         read_header(p)  # a non-image fails here, naming the file, before any scoring
-    return FolderDataset(samples, list(classes), in_chans, tuple(img_size))
+    return FolderDataset(samples, list(classes), in_chans, None if img_size is None else tuple(img_size))
 
 
 def _split_dirs(root: Path) -> tuple[Path, Path] | None:
@@ -111,14 +124,20 @@ def _split_dirs(root: Path) -> tuple[Path, Path] | None:
 
 
 def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int, int] | None = None,
-                in_memory: bool = False, name: str | None = None, in_chans: int | None = None) -> DataBundle:
+                in_memory: bool = False, name: str | None = None, in_chans: int | None = None,
+                keep_original: bool = True) -> DataBundle:
     """A `DataBundle` from a folder of class sub-folders (see the module docstring for the layouts).
 
     Every image is converted to one channel count (``in_chans``, else 1 if every file is grayscale,
-    else RGB) and resized to one size: `img_size` (int or (H, W)) or else the most common size among the files.
-    in_memory: decode everything once into a uint8 tensor (then the loader's fast path applies);
-    otherwise files are decoded on each access. Raises FileNotFoundError for a missing path,
-    ValueError for a folder without class folders or images, ImageLoadError for an unreadable file.
+    else RGB). keep_original (the default, unless in_memory): files are decoded on each access at their
+    own size, and the bundle's transforms crop each image to the target size on its own: training a
+    random resized crop of the original, evaluation a resize + centre crop (`vitkit.data.photo`);
+    the bundle's `img_size` is `img_size` if given, else the most common file size (a model with a
+    fixed input size should use its own: pass it as the transforms' img_size). keep_original=False or
+    in_memory: every image is resized to one size at decode (`img_size`, int or (H, W), else the most
+    common size among the files), as before; in_memory decodes everything once into a uint8 tensor
+    (then the loader's fast path applies). Raises FileNotFoundError for a missing path, ValueError for
+    a folder without class folders or images, ImageLoadError for an unreadable file.
     """
     root = _root(path)
     dirs = _split_dirs(root)
@@ -142,8 +161,9 @@ def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int
     else:
         size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
 
-    train = FolderDataset(train_samples, classes, in_chans, size)
-    test = FolderDataset(test_samples, classes, in_chans, size)
+    keep = bool(keep_original) and not in_memory
+    train = FolderDataset(train_samples, classes, in_chans, None if keep else size)
+    test = FolderDataset(test_samples, classes, in_chans, None if keep else size)
     if in_memory:
         train, test = train.to_memory(), test.to_memory()
         mean, std = uint8_channel_stats(train.images)
@@ -151,4 +171,5 @@ def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int
         pick = np.linspace(0, len(train) - 1, min(len(train), STATS_MAX_IMAGES)).round().astype(int)
         mean, std = float_channel_stats(train[int(i)][0] for i in np.unique(pick))
     return DataBundle(name=name or f"imagefolder:{path}", train=train, test=test, num_classes=len(classes),
-                      in_chans=in_chans, img_size=size, classes=list(classes), mean=mean, std=std)
+                      in_chans=in_chans, img_size=size, classes=list(classes), mean=mean, std=std,
+                      keep_original=keep)

@@ -62,17 +62,59 @@ class Compose(Transform):
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
 
 
-class Resize(Transform):
-    """Bilinear, antialiased resize: (B, C, H, W) -> (B, C, *size). A no-op when the size already matches."""
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
-    def __init__(self, size: int | Sequence[int], antialias: bool = True):
+
+def _check_interpolation(interpolation: str) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}")
+    return interpolation
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear",
+           antialias: bool = True) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, *size), antialiased (as PIL and torchvision resize); a no-op at the same size.
+    Bicubic overshoots at edges, so its result is clamped to [0, 1] (pixel values, before Normalize).
+    "nearest" is PIL's NEAREST (torch's nearest-exact), never antialiased."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if interpolation == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest-exact")
+    y = F.interpolate(x, size=tuple(size), mode=interpolation, align_corners=False, antialias=antialias)
+    return y.clamp_(0.0, 1.0) if interpolation == "bicubic" else y
+
+
+class Resize(Transform):
+    """Antialiased resize (bilinear by default): (B, C, H, W) -> (B, C, *size). A no-op when the size already
+    matches. interpolation "bicubic" clamps to [0, 1] (see `resize`)."""
+
+    def __init__(self, size: int | Sequence[int], antialias: bool = True, interpolation: str = "bilinear"):
         self.size = _pair(size)
         self.antialias = antialias
+        self.interpolation = _check_interpolation(interpolation)
 
     def forward(self, x, generator):
-        if tuple(x.shape[-2:]) == self.size:
-            return x
-        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=self.antialias)
+        return resize(x, self.size, self.interpolation, self.antialias)
+
+
+class PerSample(Transform):
+    """Marks ``transform`` as one that runs on each image on its own, before images are batched: the
+    per-image stage for images of different sizes (photos kept at their own size until cropped).
+
+    `make_loader` applies it to every item (C, H, W), in its worker processes when it has some, with a
+    generator seeded from (seed, epoch, rank, batch, position in the batch), so the items come out the
+    same whatever the number of workers. Called directly on a batch (B, C, H, W), it runs on each image
+    in turn with the one generator and stacks the results.
+    """
+
+    def __init__(self, transform: Transform):
+        self.transform = transform
+
+    def forward(self, x, generator):
+        return torch.stack([self.transform(x[i], generator=generator) for i in range(x.shape[0])])
+
+    def __repr__(self) -> str:
+        return f"PerSample({self.transform!r})"
 
 
 class Normalize(Transform):
@@ -219,18 +261,27 @@ class RandomErasing(Transform):
 
     Box area ~ U(scale) of the image, aspect ratio log-uniform in `ratio` (clipped to the image);
     value: a float or one per channel (use the dataset mean before Normalize to erase to 0 after).
+    mode: "const" fills with `value`; "pixel" fills every erased pixel and channel with N(0, 1) noise
+    drawn from the generator, as timm's RandomErasing(mode="pixel") that DeiT trains with (`--remode
+    pixel`): use it after Normalize, where N(0, 1) is the data's own spread.
     """
 
+    MODES = ("const", "pixel")
+
     def __init__(self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.33),
-                 ratio: tuple[float, float] = (0.3, 3.3), value: float | Sequence[float] = 0.0):
+                 ratio: tuple[float, float] = (0.3, 3.3), value: float | Sequence[float] = 0.0,
+                 mode: str = "const"):
         if not 0 <= p <= 1:
             raise ValueError(f"p must be in [0, 1], got {p}")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {list(self.MODES)}, got {mode!r}")
         self.p = float(p)
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.value = float(value) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+        self.mode = mode
 
     def forward(self, x, generator):
         b, c, h, w = x.shape
@@ -246,6 +297,11 @@ class RandomErasing(Transform):
         in_rows = (rows >= y0.view(b, 1)) & (rows < (y0 + eh).view(b, 1))  # (B, H)
         in_cols = (cols >= x0.view(b, 1)) & (cols < (x0 + ew).view(b, 1))  # (B, W)
         mask = (in_rows[:, :, None] & in_cols[:, None, :] & apply.view(b, 1, 1)).to(x.device)  # (B, H, W)
+        if self.mode == "pixel":
+            if not bool(apply.any()):
+                return x
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+            return torch.where(mask.unsqueeze(1), noise, x)
         value = torch.as_tensor(self.value, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
         if value.shape[1] not in (1, c):
             raise ValueError(f"RandomErasing has {value.shape[1]} fill values but the batch has {c} channels")
