@@ -220,3 +220,21 @@ def test_no_default_source_and_download(served):
     _timm_repo(served, "deit_tiny_patch16_224", 1000)
     folder = download("deit_tiny_patch16_224")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_cli_download_and_models_pretrained(served, capsys):
+    """src/vitkit/cli/download.py's command functions (the CLI owner wires them into `vitkit`)."""
+    from argparse import Namespace
+
+    from vitkit.cli.common import CLIError
+    from vitkit.cli.download import cmd_download, cmd_models_pretrained
+    _timm_repo(served, "vit_tiny_patch16_224", 1000)
+    assert cmd_download(Namespace(source="vit_tiny_patch16_224", json=True)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["repo"] == "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k" and len(out["revision"]) == 40
+    assert out["files"] == ["config.json", "model.safetensors"]
+    with pytest.raises(CLIError, match="no repository org/absent"):
+        cmd_download(Namespace(source="hf:org/absent", json=False))
+    assert cmd_models_pretrained(Namespace(pattern="*dinov2")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and "facebook/dinov2-with-registers-small" in "".join(lines)
