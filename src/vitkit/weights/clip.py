@@ -1,7 +1,7 @@
 """CLIP checkpoints -> ``vitkit.tasks.clip.CLIP``: HF ``CLIPModel`` folders and vitkit run folders.
 
     model = load_clip("path/to/hf-clip-folder")       # save_pretrained layout: config.json + model.safetensors
-    model = load_clip("hf:openai/clip-vit-base-patch32")   # from the local HF cache only; never downloads
+    model = load_clip("hf:openai/clip-vit-base-patch32")   # downloaded into the HF cache (HF_HUB_OFFLINE=1: cache only)
     model = load_clip("runs/clip")                     # a vitkit run folder (config.json has a "clip" entry)
 
 HF ``CLIPModel`` (the names ``save_pretrained`` writes, transformers 5.23 included; they are also its
@@ -165,7 +165,7 @@ def clip_meta(model: CLIP, task=None) -> dict[str, Any]:
 
 
 def load_clip(src: str | Path, weights: str | None = None, device: str | torch.device = "cpu") -> CLIP:
-    """A vitkit ``CLIP`` in eval mode from a HF CLIPModel folder, ``hf:org/name`` (local cache only), or a
+    """A vitkit ``CLIP`` in eval mode from a HF CLIPModel folder, ``hf:org/name`` (see ``weights.hub``), or a
     vitkit CLIP run folder (``weights``: "model", "ema", or None = the EMA copy when the run kept one)."""
     folder = hub.resolve(src) if hub.is_hub_id(src) else Path(src)
     if not folder.is_dir():

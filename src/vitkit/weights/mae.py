@@ -108,8 +108,8 @@ def _check_fixed(name: str, stored: torch.Tensor, own: torch.Tensor, path: Path)
 def load_hf_mae(src: str | Path | Checkpoint, **overrides) -> MAE:
     """A vitkit ``MAE`` (encoder + decoder) equal to an HF ``ViTMAEForPreTraining`` checkpoint.
 
-    src: a ``save_pretrained`` folder (config.json + model.safetensors), or ``hf:org/name`` from the
-    local cache. ``overrides`` change ``MAE`` arguments (e.g. ``mask_ratio=0.5``,
+    src: a ``save_pretrained`` folder (config.json + model.safetensors), or ``hf:org/name`` (downloaded
+    into the HF cache unless HF_HUB_OFFLINE=1). ``overrides`` change ``MAE`` arguments (e.g. ``mask_ratio=0.5``,
     ``keep_rule="round"``). Raises ValueError for a checkpoint of another kind (a ViT classifier, an
     encoder-only ``ViTMAEModel``, timm), for position tables that are not sin-cos, and for any key
     that does not fit.
