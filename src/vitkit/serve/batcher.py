@@ -1,0 +1,139 @@
+"""Dynamic batching: concurrent requests gathered into one forward pass, each answer to its own request.
+
+    batcher = Batcher(served, max_batch=32, max_wait_ms=5, max_queue=128).start()
+    result = await batcher.submit(job)        # from the event loop; QueueFull when the queue is full
+
+One worker thread owns the model. It blocks until a job arrives, then keeps taking jobs until it
+holds ``max_batch`` of them or ``max_wait_ms`` have passed since the first, and runs them together
+(`ServedModel.run`: one forward pass per kind of job). Jobs that arrived while the previous batch
+ran are already queued, so under load a batch fills without waiting; a lone request waits at most
+``max_wait_ms``. Each answer goes to its own request's future on the event loop
+(``call_soon_threadsafe``). A request that gave up (its timeout) is marked cancelled and skipped.
+The queue is bounded (``max_queue``): `submit` raises `queue.Full` instead of growing memory.
+PyTorch releases the GIL inside its kernels, so the event loop keeps reading and decoding the next
+requests while a batch runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from .model import Job, ServedModel
+
+_STOP = object()
+
+
+@dataclass
+class _Pending:
+    job: Job
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+def _deliver(future: asyncio.Future, result) -> None:
+    if future.done():  # the request timed out and stopped waiting
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class Batcher:
+    def __init__(self, served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 128):
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+        self.served = served
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1e3
+        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.batch_sizes: Counter = Counter()
+        self.jobs_done = 0
+        self.skipped = 0
+        self.busy_s = 0.0
+        self._thread = threading.Thread(target=self._loop, name="vitkit-batcher", daemon=True)
+
+    # ---- lifecycle
+    def start(self) -> Batcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            while True:  # make room for the stop sign: the jobs still queued get no answer
+                try:
+                    self.queue.put_nowait(_STOP)
+                    break
+                except queue.Full:
+                    try:
+                        self.queue.get_nowait()
+                    except queue.Empty:
+                        pass
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- from the event loop
+    def submit(self, job: Job) -> asyncio.Future:
+        """Queue ``job``; the future gets its result dict or its exception. Raises queue.Full."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.queue.put_nowait(_Pending(job, future, loop))
+        return future
+
+    def stats(self) -> dict:
+        batches = sum(self.batch_sizes.values())
+        return {"batches": batches, "jobs": self.jobs_done, "skipped_cancelled": self.skipped,
+                "mean_batch": self.jobs_done / batches if batches else 0.0,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "queued": self.queue.qsize(), "model_busy_s": round(self.busy_s, 3),
+                "max_batch": self.max_batch, "max_wait_ms": self.max_wait * 1e3}
+
+    # ---- the worker thread
+    def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        batch, stop = [first], False
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            batch.append(item)
+        return batch, stop
+
+    def _loop(self) -> None:
+        import torch
+        torch.set_grad_enabled(False)
+        while True:
+            first = self.queue.get()
+            if first is _STOP:
+                return
+            batch, stop = self._gather(first)
+            live = [p for p in batch if not (p.job.cancelled or p.future.done())]
+            self.skipped += len(batch) - len(live)
+            if live:
+                t = time.perf_counter()
+                try:
+                    results = self.served.run([p.job for p in live])
+                except BaseException as e:  # run() answers per group; this is a bug in run itself
+                    results = [e] * len(live)
+                self.busy_s += time.perf_counter() - t
+                self.batch_sizes[len(live)] += 1
+                self.jobs_done += len(live)
+                for p, r in zip(live, results):
+                    try:
+                        p.loop.call_soon_threadsafe(_deliver, p.future, r)
+                    except RuntimeError:  # the event loop has closed (shutdown)
+                        pass
+            if stop:
+                return
