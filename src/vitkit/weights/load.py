@@ -197,9 +197,6 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     own = model.state_dict()
     known = _safe_fields(ck, set(sd))
     _fit_position_tables(model, sd, own, known, report)
-    for note in config_differences(model, known, ck.path):
-        report.notes.append("note: " + note)
-        warnings.warn(note, UserWarning, stacklevel=2)
     names = {k: f"{k} (stored as {v})" for k, v in source.items() if v != k}
     problem = state_mismatch(own, sd, names=names)
     if unmapped:
@@ -209,6 +206,9 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     if problem and strict:
         raise ValueError(f"{ck.path} ({ck.format.description}) does not fit this "
                          f"{type(model).__name__} (another architecture or size?): {problem}")
+    for note in config_differences(model, known, ck.path):  # loads, but computes another function
+        report.notes.append("note: " + note)
+        warnings.warn(note, UserWarning, stacklevel=2)
     fits = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     report.missing = [k for k in own if k not in sd]
     report.unexpected = [names.get(k, k) for k in sd if k not in own] + unmapped
