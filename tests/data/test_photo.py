@@ -253,3 +253,14 @@ def test_squash_crop_mode_resizes_both_sides():
     assert tf(x).shape == (3, 224, 224)
     with pytest.raises(ValueError, match="crop_mode"):
         ResizeCenterCrop(224, crop_mode="shorter")
+
+
+def test_a_batch_transform_over_images_of_their_own_sizes_runs_per_image(photos):
+    """Callers that pass a plain batch transform (a run's `model_input_transform`) still get batches."""
+    b = build(f"imagefolder:{photos}")
+    tf = model_input_transform((48, 40), MEAN, STD)  # plain resize + Normalize, no crop_pct
+    loader = make_loader(b.test, batch_size=len(b.test), transform=tf)
+    assert loader.sample_transform is tf and loader.transform is None
+    x, _ = next(iter(loader))
+    assert x.shape == (len(b.test), 3, 48, 40)
+    torch.testing.assert_close(x[0], tf(b.test[0][0]))

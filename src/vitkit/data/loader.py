@@ -52,6 +52,13 @@ def _tensor_source(dataset: Dataset) -> tuple[TensorImageDataset, torch.Tensor |
     return None
 
 
+def _keeps_original(dataset: Dataset) -> bool:
+    """True for a dataset (possibly under Subsets) whose images keep their own sizes (FolderDataset.keep_original)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return bool(getattr(dataset, "keep_original", False))
+
+
 def default_num_workers(dataset: Dataset) -> int:
     """Decoding processes worth starting for ``dataset``: 0 for an in-memory one (nothing to decode,
     the fast path indexes whole batches), else half the CPUs this process may use (at least 1, at most
@@ -145,6 +152,8 @@ class Loader:
             if sample_transform is not None:
                 raise ValueError("give the per-sample stage once: a PerSample transform or sample_transform, not both")
             transform, sample_transform = None, transform.transform
+        elif transform is not None and sample_transform is None and _keeps_original(dataset):
+            transform, sample_transform = None, transform  # images of their own sizes cannot be batched first
         self.sample_transform = sample_transform
         self.persistent_workers = bool(persistent_workers)
         self.pin_memory = bool(pin_memory)
@@ -282,7 +291,9 @@ def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, 
     shuffle: a new permutation each epoch from (seed, epoch), identical on every rank.
     drop_last: drop the last short batch (and truncate, rather than pad, the split across ranks).
     transform: called on each float batch (B, C, H, W) in [0, 1], with `generator=` when it accepts one;
-      a `PerSample` transform (e.g. `photo_train_transform`) is the per-sample stage instead.
+      a `PerSample` transform (e.g. `photo_train_transform`) is the per-sample stage instead, and so is
+      any transform over a dataset whose images keep their own sizes (`FolderDataset.keep_original`),
+      which cannot be stacked before they are transformed.
     sample_transform: called on each item's image (C, H, W) before batching, with a generator of its own
       (seeded by seed, epoch, rank, batch, position); this is how images of different sizes (photos kept
       at their own size) are cropped to one size. Runs in the worker processes when num_workers > 0.
