@@ -83,5 +83,5 @@ def test_bad_files_are_one_line_errors(tmp_path, capsys):
         assert err.startswith("vitkit: error: ") and err.count("\n") == 0, err
         assert name in err and match in err, err
     assert not marker.exists()
-    with pytest.raises(SystemExit):  # argparse: --to is required and checked
-        main(["convert", str(tmp_path / "good"), str(tmp_path / "o"), "--to", "onnx"])
+    # argparse: --to is required and checked: a usage error (2), one line
+    assert main(["convert", str(tmp_path / "good"), str(tmp_path / "o"), "--to", "onnx"]) == 2

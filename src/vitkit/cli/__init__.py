@@ -1,6 +1,7 @@
 """The ``vitkit`` command.
 
-    vitkit models [PATTERN]                  registered models with parameter counts
+    vitkit models [PATTERN] [--pretrained]   registered models with parameter counts (or their default sources)
+    vitkit download NAME|hf:ORG/NAME[@REV]   prefetch pretrained weights into the Hugging Face cache
     vitkit train --config configs/demo_mnist.yaml --out runs/demo   (or flags: --model --data ...)
     vitkit train --resume --out runs/demo    continue a run from its last checkpoint, with its own config
     vitkit pretrain --task mae --model vit_mnist_patch7_28 --out runs/mae   (self-supervised / generative)
@@ -35,6 +36,8 @@ __all__ = ["main", "build_parser", "parse_set", "report", "task_pictures", "CLIE
 
 
 def cmd_models(args) -> int:
+    if args.pretrained:
+        return _lazy("download", "cmd_models_pretrained")(args)
     from ..models import create_model, list_models
     names = list_models(args.pattern or "*")
     if not names:
@@ -57,6 +60,7 @@ def _lazy(module: str, name: str):
 
 
 def build_parser() -> Parser:
+    from .download import add_download_arguments, add_pretrained_flag
     from .export import cmd_convert, cmd_export
     from .runs import cmd_eval, cmd_info, cmd_predict
     from .sample import cmd_generate, cmd_zero_shot
@@ -67,7 +71,12 @@ def build_parser() -> Parser:
 
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("pattern", nargs="?", help="shell pattern, e.g. 'vit_*_patch16_224'")
+    add_pretrained_flag(m)
     m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("download", help="prefetch pretrained weights into the Hugging Face cache")
+    add_download_arguments(d)
+    d.set_defaults(func=_lazy("download", "cmd_download"))
 
     for name, text in (("train", "train a classifier (config file and/or flags)"),
                        ("pretrain", "self-supervised / generative pretraining: --task mae|simclr|mocov3|clip|vq|ar|var|hart")):

@@ -33,8 +33,9 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--data", help="mnist5k | digits | imagefolder:PATH | cifar10:PATH")
     t.add_argument("--labels-per-class", type=positive_int, dest="labels_per_class",
                    help="train on this many labelled images per class (a seeded draw)")
-    t.add_argument("--init", help="start from this backbone: a run folder, a weights file, or a checkpoint folder "
-                   "(e.g. written by `vitkit convert`) (fine-tuning)")
+    t.add_argument("--init", help="start from this backbone (fine-tuning): a run folder, a weights file, a checkpoint "
+                   "folder (e.g. written by `vitkit convert`), hf:org/name[@rev] (downloaded and cached), or a "
+                   "model name with a default source (`vitkit models --pretrained`)")
     t.add_argument("--probe", action="store_true",
                    help="linear probe: freeze the --init backbone, train a BatchNorm + linear head")
     t.add_argument("--teacher", help="DeiT distillation from this trained classifier run (task distill); "

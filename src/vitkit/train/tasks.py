@@ -98,6 +98,9 @@ def init_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     another kind is refused, naming it), else whatever checkpoint `vitkit.weights.read_checkpoint` reads."""
     from ..weights import hub
     from ..weights.load import read_checkpoint
+    from ..weights.sources import SOURCES
+    if str(source) in SOURCES and not Path(source).exists():  # a registered name: its default hub source
+        source = SOURCES[str(source)].hub_id
     path = None if hub.is_hub_id(str(source)) else Path(source)
     if path is not None and path.is_dir() and _is_run_folder(path):
         from .run import run_kind
@@ -108,7 +111,8 @@ def init_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
                              "classifier or a pretraining run (mae, simclr, mocov3, clip), or a weights file/folder")
         return ckpt.load_run_weights(path, "ema" if cfg.get("ema_decay") else "model")
     if path is not None and not path.exists():
-        raise FileNotFoundError(f"--init {source}: no such run folder or weights file")
+        raise FileNotFoundError(f"--init {source}: no such run folder, weights file, hub id (hf:org/name) or "
+                                "model with a default source (`vitkit models --pretrained`)")
     return read_checkpoint(source).mapped()[0]
 
 
