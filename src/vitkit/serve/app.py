@@ -70,7 +70,7 @@ class Guard:
         self.counts = {"admitted": 0, "rejected_busy": 0, "rejected_too_large": 0}
 
     async def _send_error(self, send, status: int, message: str, headers: dict | None = None) -> None:
-        response = error(status, message, {**(headers or {}), "Connection": "close"})
+        response = error(status, message, headers)
         await response({"type": "http"}, None, send)
 
     async def __call__(self, scope, receive, send):
@@ -96,7 +96,7 @@ class Guard:
                 if received > max_body:
                     self.counts["rejected_too_large"] += 1
                     raise RequestError(413, f"the body is over this server's limit of {max_body:,} bytes "
-                                            "(--max-body-mb)", {"Connection": "close"})
+                                            "(--max-body-mb)")
             return message
 
         self.inflight += 1

@@ -32,6 +32,11 @@ class _Pending:
     job: Job
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    t: float  # time.monotonic() at submit
+
+    @property
+    def live(self) -> bool:
+        return not (self.job.cancelled or self.future.done())
 
 
 def _deliver(future: asyncio.Future, result) -> None:
@@ -84,7 +89,7 @@ class Batcher:
         """Queue ``job``; the future gets its result dict or its exception. Raises queue.Full."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.queue.put_nowait(_Pending(job, future, loop))
+        self.queue.put_nowait(_Pending(job, future, loop, time.monotonic()))
         return future
 
     def stats(self) -> dict:
@@ -97,10 +102,16 @@ class Batcher:
 
     # ---- the worker thread
     def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """``first`` and the jobs that join it: until ``max_batch`` live jobs, or ``max_wait`` after the
+        oldest live one arrived. Jobs that gave up meanwhile (timeout) leave the batch and are counted."""
         batch, stop = [first], False
-        deadline = time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
+        while True:
+            live = [p for p in batch if p.live]
+            self.skipped += len(batch) - len(live)
+            batch = live
+            if not batch or len(batch) >= self.max_batch:
+                break
+            remaining = batch[0].t + self.max_wait - time.monotonic()
             try:
                 item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
             except queue.Empty:
@@ -118,9 +129,7 @@ class Batcher:
             first = self.queue.get()
             if first is _STOP:
                 return
-            batch, stop = self._gather(first)
-            live = [p for p in batch if not (p.job.cancelled or p.future.done())]
-            self.skipped += len(batch) - len(live)
+            live, stop = self._gather(first)
             if live:
                 t = time.perf_counter()
                 try:

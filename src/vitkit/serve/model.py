@@ -232,6 +232,8 @@ def load_served(source: str, amp: str | None = None, onnx: str | None = None, we
         else:
             served = _from_checkpoint(source, dtype)
     if onnx:
+        if not Path(onnx).is_file():
+            raise FileNotFoundError(f"--onnx {onnx}: no such file (write one with `vitkit export RUN --onnx FILE`)")
         if served.kind != "classifier":
             raise ValueError(f"--onnx runs a classifier's graph; {source} is a {served.kind} model")
         from ..export.onnx import onnx_session

@@ -3,9 +3,10 @@
     serve(ServeConfig("runs/demo", port=8000))     # blocks until Ctrl-C / SIGTERM; returns 0
 
 The socket is bound here, before uvicorn starts, so ``--port 0`` works (the OS picks a free port)
-and the line printed at start names the real address. With ``--workers N`` uvicorn's supervisor
-forks N processes that share the socket; each builds its app from the config in $VITKIT_SERVE_CONFIG
-(`app.create_app_from_env`) with its own model, batcher and limits, and cores / N torch threads.
+and the line printed at start names the real address. With ``--workers N`` ``uvicorn.run`` starts
+N processes sharing the port (the one found here: with ``--port 0`` it is released and rebound by
+uvicorn); each builds its app from the config in $VITKIT_SERVE_CONFIG (`app.create_app_from_env`)
+with its own model, batcher and limits, and cores / N torch threads.
 """
 from __future__ import annotations
 
@@ -77,8 +78,11 @@ def serve(config: ServeConfig) -> int:
         server.run(sockets=[sock])
         return 0
     del served  # each worker loads its own
-    from uvicorn.supervisors import Multiprocess
+    sock.close()  # uvicorn's supervisor binds the port for its workers (the port is now known)
+    import inspect
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        options["timeout_worker_healthcheck"] = 120  # a worker loading its model on a busy machine is not dead
     os.environ[ENV] = config.to_json()
-    uconfig = uvicorn.Config("vitkit.serve.app:create_app_from_env", factory=True, workers=config.workers, **options)
-    Multiprocess(uconfig, target=uvicorn.Server(uconfig).run, sockets=[sock]).run()
+    uvicorn.run("vitkit.serve.app:create_app_from_env", factory=True, host=config.host, port=port,
+                workers=config.workers, **options)
     return 0
