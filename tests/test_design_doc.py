@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import io
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -393,16 +395,24 @@ def test_readme_links_the_design_doc():
 # ---------------------------------------------------------------------------- the checks fail when they should
 @pytest.fixture
 def tree(tmp_path, text) -> Path:
-    """A copy of the checkout's committed files and of what the document names (others' uncommitted
-    work left out), without git."""
-    tracked = git_tracked(ROOT)
-    if tracked is None:
+    """The committed tree (``git archive HEAD``: others' uncommitted work left out), plus what the
+    document names that is not committed yet and the document itself, without git."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
         pytest.skip("needs a git checkout to know the committed files")
-    named = {p.relative_to(ROOT).as_posix() for p in named_paths(text, ROOT) if p.is_file()}
-    for rel in sorted(tracked | named | {"docs/DESIGN.md"}):
-        if (ROOT / rel).is_file():
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        try:
+            tar.extractall(tmp_path, filter="data")
+        except TypeError:  # Python without extraction filters (< 3.10.12, 3.11.4)
+            tar.extractall(tmp_path)
+    for path in named_paths(text, ROOT):
+        rel = path.relative_to(ROOT)
+        if path.is_file() and not (tmp_path / rel).exists():
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / rel, tmp_path / rel)
+            shutil.copy(path, tmp_path / rel)
+    shutil.copy(DOC, tmp_path / "docs" / "DESIGN.md")
     return tmp_path
 
 
