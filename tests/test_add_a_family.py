@@ -237,6 +237,6 @@ def test_a_separate_process_finds_it_through_a_launcher(family, run_dir, tmp_pat
                    "VITKIT_PLUGINS in models/registry.py::_import_families")
 def test_a_separate_process_finds_the_family_through_vitkit_plugins(family, run_dir):
     folder = str(Path(family.__file__).parent)
-    done = _vitkit(["eval", str(run_dir), "--json"],
-                   env={"VITKIT_PLUGINS": "toy_family", "PYTHONPATH": os.pathsep.join([folder, os.environ.get("PYTHONPATH", "")])})
+    path = os.pathsep.join([folder, os.environ.get("PYTHONPATH", "")])
+    done = _vitkit(["eval", str(run_dir), "--json"], env={"VITKIT_PLUGINS": "toy_family", "PYTHONPATH": path})
     assert done.returncode == 0, done.stderr

@@ -48,7 +48,7 @@ def code_tokens(text: str) -> list[str]:
             prose.append(line)
     for m in re.finditer(r"(`+)([^`]+?)\1", "\n".join(prose)):  # a span may go on over a line break
         words += m.group(2).split()
-    return [w.strip("()[],;\"'") .rstrip(".:") for w in words]
+    return [w.strip("()[],;\"'").rstrip(".:") for w in words]
 
 
 _SKIP = re.compile(r"[=<>|$~@]")
@@ -252,7 +252,7 @@ def imports(root: Path, tracked: set[str] | None = None) -> list[tuple[str, str,
         rel = path.relative_to(src)
         unit = rel.parts[0] if len(rel.parts) > 1 else rel.stem
         module = ["vitkit", *rel.with_suffix("").parts]
-        package = module[:-1] if rel.name != "__init__.py" else module[:-1]  # the package the file is in
+        package = module[:-1]  # the package the file is in (of an __init__.py: its own)
 
         def visit(node: ast.AST, top: bool) -> None:
             for child in ast.iter_child_nodes(node):
@@ -271,7 +271,8 @@ def imports(root: Path, tracked: set[str] | None = None) -> list[tuple[str, str,
                     target = unit_of(name[1]) if len(name) > 1 else "__init__"
                     if target != unit:
                         out.append((rel.as_posix(), unit, target, top))
-                nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or _is_type_checking(child)
+                nested = (isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                          or _is_type_checking(child))
                 visit(child, top and not nested)
 
         visit(ast.parse(path.read_text()), True)
@@ -291,7 +292,8 @@ def import_violations(text: str, root: Path, tracked: set[str] | None = None) ->
         if target not in allowed_top | allowed_late:
             bad.append(f"{file} imports {target!r}, which the row of {unit!r} does not allow")
         elif top and target not in allowed_top:
-            bad.append(f"{file} imports {target!r} at module level; the row of {unit!r} allows it only inside functions")
+            bad.append(f"{file} imports {target!r} at module level; "
+                       f"the row of {unit!r} allows it only inside functions")
     graph = {u: top for u, (top, _) in table.items()}
 
     def cycle(u: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -438,7 +440,8 @@ def test_a_new_package_is_reported(text, tree):
     pkg.mkdir()
     (pkg / "__init__.py").write_text('"""A package the document does not know."""\nfrom ..layers import Block\n')
     assert undescribed(text, tree) == ["src/vitkit/unknown/"]
-    assert import_violations(text, tree) == ["unknown/__init__.py: its package 'unknown' has no row in the import table"]
+    assert import_violations(text, tree) == [
+        "unknown/__init__.py: its package 'unknown' has no row in the import table"]
 
 
 def test_a_renamed_function_is_reported(text, tree):
