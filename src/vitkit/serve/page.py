@@ -117,9 +117,10 @@ function drawRollout(rollout) {
   const [gh, gw] = rollout.grid, small = document.createElement("canvas");
   small.width = gw; small.height = gh;
   const sctx = small.getContext("2d"), data = sctx.createImageData(gw, gh);
+  const flat = rollout.map.flat(), lo = Math.min(...flat), span = Math.max(...flat) - lo || 1;
   rollout.map.forEach((row, y) => row.forEach((v, x) => {
-    const [r, g, b] = ramp(v), o = 4 * (y * gw + x);
-    data.data[o] = r; data.data[o + 1] = g; data.data[o + 2] = b; data.data[o + 3] = Math.round(60 + 150 * v);
+    const u = (v - lo) / span, [r, g, b] = ramp(u), o = 4 * (y * gw + x);  // stretched to the map's range
+    data.data[o] = r; data.data[o + 1] = g; data.data[o + 2] = b; data.data[o + 3] = Math.round(40 + 110 * u);
   }));
   sctx.putImageData(data, 0, 0);
   // the map covers what the model saw: the whole image, or its centre crop (crop_pct)
