@@ -233,8 +233,6 @@ def test_a_separate_process_finds_it_through_a_launcher(family, run_dir, tmp_pat
     assert plain.returncode == 1 and f"unknown model {NAME!r}" in plain.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="no plug-in mechanism yet: docs/DESIGN.md section 12 proposes "
-                   "VITKIT_PLUGINS in models/registry.py::_import_families")
 def test_a_separate_process_finds_the_family_through_vitkit_plugins(family, run_dir):
     folder = str(Path(family.__file__).parent)
     path = os.pathsep.join([folder, os.environ.get("PYTHONPATH", "")])

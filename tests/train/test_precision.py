@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from train_toys import ToyLoader, make_data
-from vitkit import create_model
+from vitkit import create_model, hardware
 from vitkit.layers.linear import fast_linear
 from vitkit.tasks import Classify
 from vitkit.train import TrainConfig, fit
@@ -15,14 +15,14 @@ from vitkit.train import precision
 @pytest.mark.parametrize("flags, want", [({"avx512f", "avx512_bf16"}, torch.bfloat16), ({"amx_bf16"}, torch.bfloat16),
                                          ({"avx2", "avx512f"}, None), (set(), None)])
 def test_auto_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, flags, want):
-    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     assert precision.resolve_amp("auto", "cpu") is want
     assert precision.resolve_amp("bf16", "cpu") is torch.bfloat16  # asked for explicitly: always
     assert precision.resolve_amp("none", "cpu") is None and precision.resolve_amp(None, "cpu") is None
 
 
 def test_a_run_with_auto_on_a_host_without_bf16_trains_in_fp32(monkeypatch, tmp_path):
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
     seen = []
     real = torch.autocast
 

@@ -85,3 +85,9 @@ def test_bad_files_are_one_line_errors(tmp_path, capsys):
     assert not marker.exists()
     # argparse: --to is required and checked: a usage error (2), one line
     assert main(["convert", str(tmp_path / "good"), str(tmp_path / "o"), "--to", "onnx"]) == 2
+
+
+def test_the_cli_offers_every_layout_convert_writes():
+    from vitkit.cli import CONVERT_TARGETS
+    from vitkit.weights.convert import TARGETS
+    assert CONVERT_TARGETS == TARGETS

@@ -32,6 +32,8 @@ from .common import (AMP_CHOICES, AMP_HELP, EXIT_ERROR, EXIT_INTERRUPTED, CLIErr
 from .runs import report, task_pictures  # noqa: F401 (public: the pictures after training)
 from .train import parse_set  # noqa: F401 (public: --set parsing)
 
+CONVERT_TARGETS = ("vitkit", "hf", "timm")  # vitkit.weights.convert.TARGETS (torch-free here; a test keeps them equal)
+
 __all__ = ["main", "build_parser", "parse_set", "report", "task_pictures", "CLIError"]
 
 
@@ -166,7 +168,7 @@ def build_parser() -> Parser:
     c.add_argument("src", help="a run folder (its evaluated ViT), weights file, checkpoint folder (HF/timm/vitkit), "
                    "Google .npz, or hf:org/name")
     c.add_argument("dst", help="output folder (model.safetensors + config.json)")
-    c.add_argument("--to", required=True, choices=["vitkit", "hf", "timm"], help="layout to write")
+    c.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="layout to write")
     c.add_argument("--model", help="registered model whose config fills what the weights cannot tell (heads)")
     c.set_defaults(func=cmd_convert)
     return p

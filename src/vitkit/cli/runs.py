@@ -48,7 +48,8 @@ def evaluate_run(run, spec: str | None = None, batch_size: int = 256, amp: str |
 def describe(result: dict) -> str:
     """One line for `evaluate_run`'s result."""
     n = result["test_count"]
-    if "test_acc" in result and result["task"] in ("classify", "distill", "diverse_patch", "sparsevit_adapt"):
+    from ..train.run import run_kind
+    if "test_acc" in result and run_kind(result["task"]) == "classifier":
         acc = result["test_acc"]
         return (f"{result['run']}: top-1 {acc:.2%} ({int(round(acc * n))}/{n}) on {result['scored']}, "
                 f"loss {result['test_loss']:.4f}, {result['weights']} weights, {result['precision']}")

@@ -197,7 +197,7 @@ def cmd_train(args) -> int:
     from ..train import checkpoint as ckpt
     from ..train import distributed as dist
     from ..train import fit
-    from ..train.run import build_run
+    from ..train.run import build_run, run_kind
     from ..train.trainer import resolve_device
     from .runs import report, task_pictures
     out = out_folder(args)
@@ -215,7 +215,7 @@ def cmd_train(args) -> int:
     else:
         base = None
     cfg = train_config(args, base)
-    if args.command == "pretrain" and cfg.task in ("classify", "distill", "diverse_patch", "sparsevit_adapt"):
+    if args.command == "pretrain" and run_kind(cfg.task) == "classifier":
         raise CLIError("pretrain needs --task (mae, simclr, mocov3, clip, vq, ar, var, hart); "
                        "supervised training is `vitkit train`")
     resolve_device(cfg.device)  # a missing GPU is named before any data is read
@@ -245,7 +245,7 @@ def cmd_train(args) -> int:
     result = fit(model, task, loaders, cfg, meta)
     seconds = time.time() - t0
     if dist.is_main():
-        if "test_acc" in result and cfg.task in ("classify", "sparsevit_adapt"):
+        if "test_acc" in result and run_kind(cfg.task) == "classifier":
             print(f"vitkit: held-out top-1 {result['test_acc']:.2%} on {result.get('test_count')} images "
                   f"({result.get('eval_weights', 'model')} weights); training took {seconds:.0f} s")
         else:

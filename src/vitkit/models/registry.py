@@ -174,8 +174,13 @@ def _describe(hint) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+PLUGINS_ENV = "VITKIT_PLUGINS"
+"""Comma-separated modules imported with the built-in families: out-of-tree families and tasks
+(their ``@register_model`` / ``@register_task``), known to every process that names them."""
+
+
 def _import_families() -> None:
-    """Import every model family so its names are registered."""
+    """Import every model family so its names are registered, then the modules $VITKIT_PLUGINS names."""
     from . import resnet, swin, vit  # noqa: F401
     from . import sparsevit  # noqa: F401
     from . import efficientvit  # noqa: F401
@@ -185,3 +190,14 @@ def _import_families() -> None:
     from . import ceit  # noqa: F401
     from . import visual_tokens  # noqa: F401
     from . import local_vit  # noqa: F401
+    _import_plugins()
+
+
+def _import_plugins() -> None:
+    import importlib
+    import os
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ImportError(f"{PLUGINS_ENV} names {module!r}, which does not import: {e}") from None

@@ -406,6 +406,8 @@ for _name in GENERATORS:
 
 def build_task(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     """(module to train, task object) for ``cfg.task``; unknown names raise ValueError listing the known ones."""
+    from ..models.registry import _import_families
+    _import_families()  # $VITKIT_PLUGINS modules register their tasks too
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; known tasks: {', '.join(sorted(TASKS))}")
     unknown_args = cfg.task_args and cfg.task == "classify"

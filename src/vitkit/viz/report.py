@@ -33,10 +33,9 @@ def classification_pictures(out_dir: str | Path, model: torch.nn.Module, logits:
             pass  # a log with no usable line yet
     cm = confusion_matrix(logits.argmax(1), labels, len(classes))
     paths["confusion"] = plot_confusion(cm, list(classes), out / "confusion.png")
-    if hasattr(model, "forward_intermediates") and hasattr(model, "num_prefix_tokens"):
-        model.eval()
+    attns = _rollout_maps(model, images)
+    if attns is not None:
         with torch.no_grad():
-            attns = model.forward_intermediates(images, return_attention=True)["attentions"]
             probs = model(images).softmax(-1)
         maps = attention_rollout(attns, model.num_prefix_tokens)
         maps = rollout_to_image(maps, model.grid_size, tuple(images.shape[-2:]))
@@ -52,10 +51,29 @@ def classification_pictures(out_dir: str | Path, model: torch.nn.Module, logits:
     return paths
 
 
+def _rollout_maps(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor] | None:
+    """Every block's attention (B, heads, N, N) over the same N = prefix + patch tokens, or None where the
+    rollout does not apply: no patch grid (Visual Transformer's tokens are not patches), no attention maps,
+    or maps over different token sets (ConViT's GPSA blocks attend before the class token joins)."""
+    grid, prefix = getattr(model, "grid_size", None), getattr(model, "num_prefix_tokens", None)
+    if not hasattr(model, "forward_intermediates") or grid is None or prefix is None:
+        return None
+    model.eval()
+    with torch.no_grad():
+        attns = model.forward_intermediates(images, return_attention=True).get("attentions")
+    n = prefix + grid[0] * grid[1]
+    if not attns or any(a.ndim != 4 or a.shape[-2:] != (n, n) for a in attns):
+        return None
+    return attns
+
+
 def _patch_pos_table(model: torch.nn.Module) -> torch.Tensor | None:
-    """The learned (or fixed) patch position table (N, D) of a ViT with an input embedding."""
+    """The learned (or fixed) patch position table (N, D) of a model with an input embedding: the
+    table's own prefix rows (class / distillation tokens) cut, which need not be the model's (register
+    tokens have no position; ConViT's table has no class token)."""
     pe = getattr(model, "pos_embed", None)
-    if pe is None or not hasattr(pe, "table"):
+    grid = getattr(model, "grid_size", None)
+    if pe is None or not hasattr(pe, "table") or grid is None:
         return None
     with torch.no_grad():
-        return pe.table(model.grid_size)[0, model.num_prefix_tokens:].detach()
+        return pe.table(grid)[0, getattr(pe, "num_prefix_tokens", 0):].detach()
