@@ -121,10 +121,9 @@ def test_batcher_gathers_and_answers_each_job():
     assert max(served.model.calls) <= 4 and sum(served.model.calls) == 10 and len(served.model.calls) <= 4
 
 
-def test_batcher_waits_at_most_max_wait_and_bounds_its_queue():
+def test_batcher_waits_at_most_max_wait():
     from vitkit.serve.batcher import Batcher
-    served = served_stub()
-    batcher = Batcher(served, max_batch=8, max_wait_ms=100, max_queue=2).start()
+    batcher = Batcher(served_stub(), max_batch=8, max_wait_ms=100, max_queue=2).start()
 
     async def go():
         t = time.perf_counter()
@@ -132,17 +131,22 @@ def test_batcher_waits_at_most_max_wait_and_bounds_its_queue():
         return r, time.perf_counter() - t
     try:
         r, seconds = asyncio.run(go())
-        assert 0.09 < seconds < 2 and r["probs"].shape == (3,)
-
-        async def flood():
-            futures = [batcher.submit(Job(torch.zeros(1, 4, 4))) for _ in range(2)]
-            with pytest.raises(queue.Full):
-                for _ in range(3):  # the worker may have taken one already: at most 2 more fit
-                    futures.append(batcher.submit(Job(torch.zeros(1, 4, 4))))
-            await asyncio.gather(*futures)
-        asyncio.run(flood())
     finally:
         batcher.stop()
+    assert 0.09 < seconds < 5 and r["probs"].shape == (3,)
+
+
+def test_batcher_queue_is_bounded():
+    from vitkit.serve.batcher import Batcher
+    batcher = Batcher(served_stub(), max_batch=8, max_wait_ms=100, max_queue=2)  # not started: nothing drains it
+
+    async def flood():
+        for _ in range(2):
+            batcher.submit(Job(torch.zeros(1, 4, 4)))
+        with pytest.raises(queue.Full):
+            batcher.submit(Job(torch.zeros(1, 4, 4)))
+    asyncio.run(flood())
+    assert batcher.queue.qsize() == 2
 
 
 def test_kinds_of_job_share_a_batch_in_separate_passes():

@@ -3,8 +3,9 @@
     x = decode_image(body, in_chans=3, max_pixels=16_000_000)
 
 The decoding is `vitkit.data.load_image`'s, on bytes instead of a file: Pillow opens the image,
-EXIF orientation is applied, and the pixels become float32 by the same conversion (``_to_array``),
-so an uploaded image and the same file given to ``vitkit predict`` give the same tensor. Before a
+EXIF orientation is applied, and the pixels become float32 by the same conversion (``_to_array``;
+for 8-bit images without transparency the same arithmetic done in torch, faster), so an uploaded
+image and the same file given to ``vitkit predict`` give the same tensor, bit for bit (tested). Before a
 pixel is decoded the header's size is checked against ``max_pixels``: a decompression bomb (a few
 kilobytes that would expand to gigabytes) is refused without being expanded.
 
@@ -33,6 +34,21 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
+_PLAIN_MODES = {"1", "L", "P", "RGB", "CMYK", "YCbCr"}  # 8-bit modes without transparency (P: checked below)
+
+
+def _plain_to_tensor(img: Image.Image, in_chans: int) -> torch.Tensor:
+    """`_to_array`'s result for an 8-bit image without transparency, computed on uint8 in torch (one
+    pass to float instead of numpy's float copy, division and transpose): the same float32 values
+    ((uint8 -> float32) / 255, one correctly rounded division), about 4x faster on a 400 px photo."""
+    if img.mode == "P" and "transparency" in img.info:
+        return torch.from_numpy(np.ascontiguousarray(_to_array(img, in_chans).transpose(2, 0, 1)))
+    a = np.asarray(img.convert("L" if in_chans == 1 else "RGB"))
+    t = torch.from_numpy(a.copy() if not a.flags.writeable else a)
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+    return t.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
 def decode_image(data: bytes, in_chans: int | None = None, max_pixels: int | None = None) -> torch.Tensor:
     """Decode ``data`` into (C, H, W) float32 in [0, 1] as `vitkit.data.load_image` reads a file.
 
@@ -53,6 +69,8 @@ def decode_image(data: bytes, in_chans: int | None = None, max_pixels: int | Non
                 img = ImageOps.exif_transpose(img)
                 if in_chans is None:
                     in_chans = 1 if is_gray_mode(img.mode) else 3
+                if img.mode in _PLAIN_MODES and in_chans in (1, 3):
+                    return _plain_to_tensor(img, in_chans)
                 arr = _to_array(img, in_chans)
     except RequestError:
         raise
