@@ -166,3 +166,244 @@ def test_drop_path_decays_linearly_over_the_stages_residual_blocks():
     assert not torch.equal(*feats)                     # dropped branches in training
     with pytest.raises(ValueError, match="drop_path_rate"):
         create_model("efficientvit_nano_28", drop_path_rate=1.0)
+
+
+# ---- the fused inference mode (issue 19): BatchNorm folded into the convs, channels-last, oneDNN convs
+def _rel(a, b):
+    """max |a - b| / max |b|."""
+    a, b = a.float(), b.float()
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _random_norms(model, seed=1, calibrate=None):
+    """Non-trivial BatchNorm statistics and affine parameters (a trained model's, not the init's 0 / 1).
+
+    ``calibrate`` (a batch): the running statistics are first measured on it in training mode (else
+    an untrained model's maps shrink layer by layer and its output hardly depends on the input), then
+    every statistic and affine parameter is perturbed at random."""
+    g = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        if calibrate is not None:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None                                           # the plain average of the batches
+            model.train()(calibrate)
+            model.eval()
+        for m in norms:
+            n = m.num_features
+            m.running_mean.add_(torch.randn(n, generator=g) * 0.1 * m.running_var.sqrt())
+            m.running_var.mul_(torch.rand(n, generator=g) * 0.5 + 0.75)
+            m.weight.copy_((torch.rand(n, generator=g) + 0.5) * torch.where(torch.rand(n, generator=g) < 0.2,
+                                                                             -1.0, 1.0))
+            m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+            m.momentum = 0.1
+    return model
+
+
+def _ops(fn, *args):
+    """How many times fn(*args) calls each dispatcher op, by name ("aten.convolution", ...)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        fn(*args)
+    return rec.calls
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("groups,kernel,stride", [(1, 1, 1), (1, 3, 2), (8, 3, 1), (2, 1, 1)])
+def test_fold_batchnorm_is_conv_then_eval_batchnorm(bias, groups, kernel, stride):
+    from vitkit.models.efficientvit import FusedConv2d, fold_batchnorm
+    conv = nn.Conv2d(8, 16, kernel, stride, kernel // 2, groups=groups, bias=bias)
+    bn = _random_norms(nn.Sequential(nn.BatchNorm2d(16, eps=1e-3)))[0].eval()
+    x = torch.randn(2, 8, 9, 11)
+    ref = bn(conv(x))
+    w, b = fold_batchnorm(conv, bn)
+    assert _rel(nn.functional.conv2d(x, w, b, stride, kernel // 2, 1, groups), ref) < 1e-6
+    with torch.inference_mode():
+        for fused in (FusedConv2d(conv, bn, nn.Hardswish()), FusedConv2d(conv, bn, nn.GELU())):  # post-op, or after
+            assert _rel(fused(x), fused.act(ref)) < 1e-6
+            assert _rel(fused(x.contiguous(memory_format=torch.channels_last)), fused.act(ref)) < 1e-6
+
+
+def _fused_pair(name="efficientvit_b0", **kw):
+    """An EfficientViT with non-trivial BatchNorms (eval mode) and its fused copy."""
+    torch.manual_seed(0)
+    kw = {"zero_last_gamma": False, "dynamic_img_size": True, "drop_path_rate": 0.0, **kw}
+    m = create_model(name, **kw)
+    c = m.cfg.in_chans
+    m = _random_norms(m, calibrate=torch.randn(8, c, 64, 64) if c == 3 else torch.randn(8, c, 28, 28)).eval()
+    return m, m.fuse()
+
+
+@pytest.mark.parametrize("name,shape", [("efficientvit_b0", (2, 3, 96, 64)), ("efficientvit_nano_28", (3, 1, 28, 28))])
+def test_fused_model_computes_the_unfused_model_in_eval_mode_fp32(name, shape):
+    m, f = _fused_pair(name)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        ref, out = m(x), f(x)
+        assert (ref[0] - ref[1]).abs().max() > 0.1 * ref.abs().max()       # a function of the input
+        assert _rel(out, ref) < 1e-5
+        ri, fi = m.forward_intermediates(x), f.forward_intermediates(x)
+        for a, b in zip(fi["stages"], ri["stages"]):
+            assert a.shape == b.shape and _rel(a, b) < 1e-5
+            assert a.is_contiguous(memory_format=torch.channels_last)     # every map channels-last
+        assert _rel(f.forward_features(x), ri["features"]) < 1e-5
+        unpacked = m.fuse(channels_last=False)
+        assert _rel(unpacked(x), ref) < 1e-5
+        assert unpacked.forward_features(x).is_contiguous()
+
+
+def test_fused_model_runs_onednn_convs_and_plain_convs_where_those_are_asked_for():
+    """The CPU fast path is oneDNN's conv with the activation fused; vitkit's fast-path switch
+    (``fast_linear(False)``, which the FLOP counter uses) and input gradients take F.conv2d, same function."""
+    from vitkit.layers import fast_linear
+    from vitkit.models.efficientvit import _ONEDNN_CONV
+    m, f = _fused_pair("efficientvit_nano_28")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        ops = _ops(f, x)
+        if _ONEDNN_CONV:
+            assert ops["mkldnn._convolution_pointwise"] == 47 and not ops.keys() & {"aten.conv2d", "aten.convolution"}
+        assert not any("batch_norm" in o for o in ops)
+        if _ONEDNN_CONV:  # the convs' Hardswish is their post-op: only the head's (after its LayerNorm) is left
+            assert ops["aten.hardswish"] == 1 and _ops(m, x)["aten.hardswish"] > 10
+        with fast_linear(False):
+            ops = _ops(f, x)
+            assert ops["aten.conv2d"] + ops["aten.convolution"] == 47 and "mkldnn._convolution_pointwise" not in ops
+            assert not any("batch_norm" in o for o in ops)
+            assert _rel(f(x), m(x)) < 1e-5
+    xg = x.clone().requires_grad_(True)                                    # a saliency map
+    f(xg).logsumexp(-1).sum().backward()
+    xr = x.clone().requires_grad_(True)
+    m(xr).logsumexp(-1).sum().backward()
+    assert _rel(xg.grad, xr.grad) < 1e-4
+
+
+def test_fused_model_in_bf16_autocast_matches_the_unfused_model_to_bf16_precision():
+    m, f = _fused_pair()
+    x = torch.randn(2, 3, 96, 64)
+    with torch.inference_mode():
+        ref32 = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref16, out16 = m(x), f(x)
+            feats = f.forward_features(x)
+    assert out16.dtype == ref16.dtype == torch.bfloat16 and feats.dtype == torch.bfloat16
+    assert feats.is_contiguous(memory_format=torch.channels_last)
+    # bf16 keeps 8 bits of mantissa (rounding 2^-9 = 2e-3 per op); through ~40 layers both land ~1e-2 off fp32
+    assert _rel(out16, ref16) < 5e-2 and _rel(out16, ref32) < 5e-2 and _rel(ref16, ref32) < 5e-2
+    assert _rel(out16, ref32) < 2 * _rel(ref16, ref32) + 5e-3                # no further off fp32 than autocast's own
+    assert torch.corrcoef(torch.stack([out16.float().flatten(), ref32.flatten()]))[0, 1] > 0.999
+
+
+def test_channels_last_and_contiguous_inputs_give_the_same_result():
+    m, f = _fused_pair()
+    x = torch.randn(2, 3, 64, 96)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert _rel(f(xc), f(x)) < 1e-6 and _rel(f(xc), m(x)) < 1e-5
+        assert _rel(m(xc), m(x)) < 1e-6                                     # the unfused model too
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert _rel(f(xc), f(x)) < 1e-2
+
+
+def test_fused_model_is_inference_only_and_leaves_the_original_alone():
+    from vitkit.models.efficientvit import fuse_for_inference
+    torch.manual_seed(0)
+    m = create_model("efficientvit_nano_28", zero_last_gamma=False).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    f = fuse_for_inference(m)
+    assert f.fused and not f.training and not m.fused and m.training      # the original: untouched, still training
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in f.modules())
+    assert not any("running_mean" in k for k in f.state_dict())
+    assert not any(p.requires_grad for p in f.parameters())
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        f.train()
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        f.train(True)
+    assert f.eval() is f and f.train(False) is f and not f.training
+    with pytest.raises(ValueError, match="already fused"):
+        f.fuse()
+    with pytest.raises(TypeError, match="EfficientViT"):
+        fuse_for_inference(nn.Conv2d(1, 1, 1))
+    # a model fused while training folds the running statistics, i.e. computes the eval-mode function
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        assert _rel(f(x), m.eval()(x)) < 1e-5
+    import copy
+    g = copy.deepcopy(f)                                                    # still fused, still refuses
+    assert g.fused and _rel(g(x), f(x)) == 0
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        g.train()
+
+
+def test_linear_attention_takes_channels_last_maps():
+    from vitkit.layers import MultiScaleLinearAttention
+    a = MultiScaleLinearAttention(32, 24, head_dim=8, scales=(3, 5)).eval()
+    x = torch.randn(2, 32, 7, 9)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y, yc = a(x), a(xc)
+        qs, qcs = a.multi_scale_qkv(x), a.multi_scale_qkv(xc)
+    assert y.is_contiguous() and yc.is_contiguous(memory_format=torch.channels_last)
+    assert _rel(yc, y) < 1e-6
+    for q, qc in zip(qs, qcs):
+        assert q.shape == qc.shape == (2, 3 * 4, 63, 8) and torch.equal(q, qc)
+
+
+@pytest.mark.parametrize("stride,height", [(1, 23), (2, 23), (2, 24)])
+def test_banded_convs_compute_the_chain_whole(monkeypatch, stride, height):
+    """An MBConv (and a DSConv) run in row bands of every height equals the chain run whole: the bands
+    read their receptive field, with zero rows past the top and bottom edges."""
+    import vitkit.models.efficientvit as ev
+    from vitkit.models.efficientvit import DSConv
+    if not ev._ONEDNN_CONV:
+        pytest.skip("no oneDNN: the chain always runs whole")
+    torch.manual_seed(0)
+    for block in (MBConv(8, 12, 4.0, stride=stride), DSConv(8, 12, 1e-5)):
+        _random_norms(nn.Sequential(block))
+        convs = [ev.FusedConv2d(c.conv, c.norm, c.act) for c in block.children()]
+        chain = ev.BandedConvs(*convs).to(memory_format=torch.channels_last)
+        x = torch.randn(2, 8, height, 19).contiguous(memory_format=torch.channels_last)
+        wide = max(c.weight.shape[1] * c.groups for c in convs if not c.pointwise)  # the k x k conv's input
+        with torch.inference_mode():
+            monkeypatch.setattr(ev, "BAND_BYTES", 1 << 40)
+            whole = chain(x)
+            assert _ops(chain, x)["mkldnn._convolution_pointwise"] == len(convs)
+            assert _rel(whole, block.eval()(x)) < 1e-5
+            for rows in (1, 3, 7):                                  # bands of 3 (the kernel), 3 and 7 input rows
+                monkeypatch.setattr(ev, "BAND_BYTES", rows * 19 * wide * 4)
+                assert chain._plan(x) is not None
+                assert _ops(chain, x)["mkldnn._convolution_pointwise"] > 2 * len(convs)
+                out = chain(x)
+                assert out.shape == whole.shape and out.is_contiguous(memory_format=torch.channels_last)
+                assert _rel(out, whole) < 1e-6
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out16, whole16 = chain(x), super(ev.BandedConvs, chain).forward(x)
+                assert out16.dtype == torch.bfloat16 and _rel(out16, whole16) < 1e-2
+            assert chain._plan(x.contiguous()) is None                           # channels-first: whole
+
+
+def test_fused_model_in_bands_computes_the_unfused_model(monkeypatch):
+    import vitkit.models.efficientvit as ev
+    m, f = _fused_pair()
+    x = torch.randn(2, 3, 96, 64)
+    with torch.inference_mode():
+        whole = f(x)
+        monkeypatch.setattr(ev, "BAND_BYTES", 4096)                           # every MBConv and DSConv in bands
+        calls = _ops(f, x)["mkldnn._convolution_pointwise"]
+        assert calls > 3 * sum(1 for c in f.modules() if isinstance(c, ev.FusedConv2d)) or not ev._ONEDNN_CONV
+        banded = f(x)
+        assert _rel(banded, m(x)) < 1e-5 and _rel(banded, whole) < 1e-6

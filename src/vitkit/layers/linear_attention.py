@@ -48,6 +48,11 @@ def relu_quadratic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return (out, a) if return_attention else out
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-d map stored channels-last (and not also channels-first, as a 1x1 map is)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class MultiScaleLinearAttention(nn.Module):
     """EfficientViT's lightweight multi-scale linear attention (LiteMLA). x: (B, C, H, W) -> (B, C_out, H, W).
 
@@ -57,6 +62,10 @@ class MultiScaleLinearAttention(nn.Module):
     (1 + len(scales)) * heads groups attend with ReLU linear attention; ``proj`` (1x1 conv + BatchNorm)
     maps their concatenation to ``out_channels``. With ``return_attention`` the quadratic reference
     path runs and the maps come back as (B, (1 + len(scales)) * heads, N, N).
+
+    The output keeps the input's memory layout. A channels-last map (EfficientViT's fused inference
+    mode) takes a path without layout copies: q, k, v are views of each scale's map, and the groups'
+    outputs are written straight into the channels-last input of ``proj`` (same function).
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = None, head_dim: int = 8,
@@ -79,19 +88,54 @@ class MultiScaleLinearAttention(nn.Module):
                                   nn.BatchNorm2d(out_channels))
 
     def multi_scale_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) -> q, k, v, each (B, G, H*W, head_dim) with G = (1 + len(scales)) * heads."""
+        """(B, C, H, W) -> q, k, v, each (B, G, H*W, head_dim) with G = (1 + len(scales)) * heads.
+
+        On a channels-last map (what EfficientViT's fused inference mode runs on) q, k and v are views
+        of the concatenated map, whose memory is already token by token; a channels-first map is
+        copied once, as before."""
         qkv = self.qkv(x)
         qkv = torch.cat([qkv] + [agg(qkv) for agg in self.aggreg], dim=1)
+        if _channels_last(qkv):
+            return self._split(qkv)
         return rearrange(qkv, "b (g three d) h w -> three b g (h w) d", three=3, d=self.head_dim).unbind(0)
 
+    def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A channels-last (B, g 3 d, H, W) map -> q, k, v: three (B, g, H*W, d) views of its memory."""
+        B, C, H, W = qkv.shape  # memory (B, H, W, C): C = (g three d)
+        t = qkv.permute(0, 2, 3, 1).reshape(B, H * W, C // (3 * self.head_dim), 3, self.head_dim)
+        return t.permute(3, 0, 2, 1, 4).unbind(0)
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """forward on a channels-last map, the same function without concatenating the scales' q/k/v
+        maps: each scale's groups attend on views of its own map and write their outputs into one
+        (B, H, W, G d) buffer, which ``proj`` reads as a channels-last map."""
+        B, _, H, W = x.shape
+        qkv = self.qkv(x)
+        maps = [qkv] + [agg(qkv) for agg in self.aggreg]  # channels-last maps (_split copies any other)
+        width = self.heads * self.head_dim
+        out = None
+        for i, m in enumerate(maps):
+            o = relu_linear_attention(*self._split(m), self.eps)       # (B, heads, N, d)
+            if out is None:
+                out = torch.empty(B, H, W, len(maps) * width, dtype=o.dtype, device=o.device)
+            out[..., i * width:(i + 1) * width].view(B, H * W, self.heads, self.head_dim).copy_(o.transpose(1, 2))
+        return self.proj(out.permute(0, 3, 1, 2))
+
     def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if not return_attention and _channels_last(x):
+            return self._forward_channels_last(x)
         H, W = x.shape[-2:]
         q, k, v = self.multi_scale_qkv(x)
         if return_attention:
             out, attn = relu_quadratic_attention(q, k, v, self.eps, return_attention=True)
         else:
             out = relu_linear_attention(q, k, v, self.eps)              # (B, G, N, d)
-        out = self.proj(rearrange(out, "b g (h w) d -> b (g d) h w", h=H, w=W))
+        if _channels_last(x):  # the map for proj in the input's layout: (B, H, W, G d) in memory
+            B, G, _, d = out.shape
+            out = out.transpose(1, 2).reshape(B, H, W, G * d).permute(0, 3, 1, 2)
+        else:
+            out = rearrange(out, "b g (h w) d -> b (g d) h w", h=H, w=W)
+        out = self.proj(out)
         return (out, attn) if return_attention else out
 
     def extra_repr(self) -> str:
