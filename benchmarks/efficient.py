@@ -1,14 +1,22 @@
 """Efficient ViTs at high resolution: latency, peak memory and FLOPs against image size, side by side.
 
-    python benchmarks/efficient.py --threads 1      # 8 rows x 224..1024 px, CPU fp32; results/efficient.{md,json,png}
-    python benchmarks/efficient.py --device cuda    # on a GPU: fp32 and bf16 autocast
+    python benchmarks/efficient.py --threads 1      # 9 rows x 224..1024 px, CPU fp32 + 2 bf16 rows;
+                                                    # results/efficient.{md,json,png}
+    python benchmarks/efficient.py --device cuda    # on a GPU: fp32 and bf16 autocast, every row
     python benchmarks/efficient.py --quick          # 64/96/128 px, one repeat (the test suite runs this)
 
 Rows: ViT-S/16 (global attention), Swin-T (7x7 windows), PVT-Tiny (spatial-reduction attention),
-EfficientViT-B1 (ReLU linear attention) and SparseViT on Swin-T at 0, 30, 50 and 70% window sparsity
-in every stage. Every model is built at each size (``img_size=``) with random weights (seed 0);
-the SparseViT rows are one model with Swin-T's weights whose sparsity is set before each call, so
-at 0% it computes Swin-T exactly (the report gives the largest logit difference).
+EfficientViT-B1 (ReLU linear attention) fused and unfused, and SparseViT on Swin-T at 0, 30, 50 and
+70% window sparsity in every stage. Every model is built at each size (``img_size=``) with random
+weights (seed 0); the SparseViT rows are one model with Swin-T's weights whose sparsity is set before
+each call, so at 0% it computes Swin-T exactly (the report gives the largest logit difference).
+"EfficientViT-B1 (fused)" is the model's inference mode, ``model.fuse()``
+(``vitkit.models.efficientvit.fuse_for_inference``: every BatchNorm folded into its conv, channels-last
+maps, oneDNN convs with the activation fused); it is the row the targets read. "EfficientViT-B1
+unfused" is the same model (same weights) as built, in eval mode; the report gives the largest
+relative logit difference between the two.
+bf16: on the CPU only the rows named by ``--bf16`` (default: EfficientViT-B1 fused and unfused) also
+run under ``torch.autocast("cpu", torch.bfloat16)``; on CUDA every row does.
 
 Protocol, per size: batch 1, ``torch.inference_mode``, the default (fast) path.
 - Latency: after one warm-up call each, every row runs once in turn, ``repeats`` times (interleaved,
@@ -61,15 +69,18 @@ class Row(NamedTuple):
     model: str
     family: str
     sparsity: float | None = None   # SparseViT: the same window sparsity in every stage
+    fused: bool = False             # EfficientViT: model.fuse(), the inference mode
 
 
 ROWS = (Row("vit_s", "ViT-S/16", "vit_small_patch16_224", "ViT"),
         Row("swin_t", "Swin-T", "swin_tiny_patch4_window7_224", "Swin"),
         Row("pvt_tiny", "PVT-Tiny", "pvt_tiny", "PVT"),
-        Row("efficientvit_b1", "EfficientViT-B1", "efficientvit_b1", "EfficientViT"),
+        Row("efficientvit_b1", "EfficientViT-B1 (fused)", "efficientvit_b1", "EfficientViT", fused=True),
+        Row("efficientvit_b1_unfused", "EfficientViT-B1 unfused", "efficientvit_b1", "EfficientViT"),
         *(Row(f"sparsevit_{p}", f"SparseViT-Swin-T {p}%", SPARSE_MODEL, "SparseViT", p / 100)
           for p in (0, 30, 50, 70)))
 ROW = {r.key: r for r in ROWS}
+CPU_BF16_ROWS = ("efficientvit_b1", "efficientvit_b1_unfused")  # also under bf16 autocast on the CPU (--bf16)
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -86,7 +97,7 @@ def build(rows: list[Row], size: int, device: torch.device) -> tuple[dict, dict]
     """Models for one size -> ({row key: forward(x)}, {row key: {"params", "tokens"}}).
 
     The SparseViT rows share one model with Swin-T's weights (when Swin-T is a row); each forward
-    sets its row's sparsity first."""
+    sets its row's sparsity first. A fused row is ``fuse()`` of its unfused model (same weights)."""
     made: dict[str, torch.nn.Module] = {}
 
     def model(name: str) -> torch.nn.Module:
@@ -100,6 +111,8 @@ def build(rows: list[Row], size: int, device: torch.device) -> tuple[dict, dict]
     fns, info = {}, {}
     for r in sorted(rows, key=lambda r: r.family == "SparseViT"):  # Swin-T first: its weights are shared
         m = model(r.model)
+        if r.fused:
+            m = m.fuse()
         fns[r.key] = m if r.sparsity is None else _sparse_forward(m, r.sparsity)
         info[r.key] = {"params": sum(p.numel() for p in m.parameters()),
                        "tokens": (size // first_stage_stride(m)) ** 2}
@@ -108,13 +121,13 @@ def build(rows: list[Row], size: int, device: torch.device) -> tuple[dict, dict]
 
 def _sparse_forward(model: torch.nn.Module, sparsity: float) -> Callable:
     def forward(x):
-        model.set_sparsity([sparsity] * model.num_stages)
+        model.set_sparsity(sparsity)  # one float: every pair of blocks
         return model(x)
     return forward
 
 
 def in_dtype(fn: Callable, dtype: str, device: torch.device) -> Callable:
-    """fn under bf16 autocast (CUDA) or as is (fp32)."""
+    """fn under bf16 autocast (CPU or CUDA) or as is (fp32)."""
     if dtype == "fp32":
         return fn
 
@@ -138,12 +151,14 @@ def default_repeats(size: int) -> int:
 
 
 def measure_size(rows: list[Row], size: int, dtypes: list[str], device: torch.device, repeats: int,
-                 rss: bool) -> dict:
-    """Every measurement of one size (see the module docstring)."""
+                 rss: bool, bf16_rows: tuple[str, ...] | None = None) -> dict:
+    """Every measurement of one size (see the module docstring). ``bf16_rows``: the rows that run in
+    dtypes other than fp32 (None: all)."""
     fns, info = build(rows, size, device)
     x = torch.randn(1, 3, size, size, device=device)
     sync = measure.cuda_sync(device) if device.type == "cuda" else measure.no_sync
-    calls = {(d, k): (lambda f=in_dtype(fn, d, device): f(x)) for d in dtypes for k, fn in fns.items()}
+    calls = {(d, k): (lambda f=in_dtype(fn, d, device): f(x)) for d in dtypes for k, fn in fns.items()
+             if d == "fp32" or bf16_rows is None or k in bf16_rows}
     out = {"size": size, "repeats": repeats, "params": {k: v["params"] for k, v in info.items()},
            "tokens": {k: v["tokens"] for k, v in info.items()}, "finite": {}, "gflop": {},
            "alloc_mb": {d: {} for d in dtypes}, "rss_mb": {}, "latency": {d: {} for d in dtypes}}
@@ -156,6 +171,11 @@ def measure_size(rows: list[Row], size: int, dtypes: list[str], device: torch.de
         if ("fp32", "swin_t") in logits and ("fp32", "sparsevit_0") in logits:
             diff = logits["fp32", "swin_t"] - logits["fp32", "sparsevit_0"]
             out["sparse0_vs_swin_max_abs_diff"] = diff.abs().max().item()
+        for d in dtypes:  # the fused EfficientViT against the same model unfused
+            if (d, "efficientvit_b1") in logits and (d, "efficientvit_b1_unfused") in logits:
+                ref = logits[d, "efficientvit_b1_unfused"]
+                diff = (logits[d, "efficientvit_b1"] - ref).abs().max() / ref.abs().max().clamp_min(1e-30)
+                out.setdefault("fused_vs_unfused_max_rel_diff", {})[d] = diff.item()
         lat = interleaved(calls, repeats, sync)
         for (d, k), v in lat.items():
             out["latency"][d][k] = v
@@ -163,6 +183,8 @@ def measure_size(rows: list[Row], size: int, dtypes: list[str], device: torch.de
         for k, fn in fns.items():
             out["gflop"][k] = forward_flops(fn, x) / 1e9
             for d in dtypes:
+                if (d, k) not in calls:
+                    continue
                 peak = alloc_peak(calls[d, k], device)
                 out["alloc_mb"][d][k] = None if peak is None else peak / 2 ** 20
             if rss and device.type == "cpu":
@@ -205,7 +227,7 @@ def targets(res: dict) -> list[dict]:
     for key, op, bound in (("efficientvit_b1", "<=", 1.15), ("swin_t", "<=", 1.15), ("vit_s", ">=", 1.6)):
         k = exps.get(key, {}).get("latency")
         met = None if k is None else (k <= bound if op == "<=" else k >= bound)
-        out.append({"target": f"{ROW[key].label} latency exponent {op} {bound} (fit over {fit} px)",
+        out.append({"target": f"{_label(res, key)} latency exponent {op} {bound} (fit over {fit} px)",
                     "measured": None if k is None else round(k, 3), "met": met})
     sp = res.get("speedup", {}).get("fp32", {}).get("sparsevit_50")
     out.append({"target": f"SparseViT 50% at least 1.5x faster than dense Swin-T at {res.get('largest', '?')} px",
@@ -227,6 +249,17 @@ def speedups(res: dict) -> dict:
     return out
 
 
+def fused_speedups(res: dict, d: str) -> dict:
+    """{size: EfficientViT-B1 unfused median / fused median} in dtype ``d``, where both ran."""
+    out = {}
+    for s in sorted(res["by_size"], key=int):
+        lat = res["by_size"][s]["latency"].get(d, {})
+        if "efficientvit_b1" in lat and "efficientvit_b1_unfused" in lat and res["rows"].get(
+                "efficientvit_b1", {}).get("fused"):
+            out[s] = lat["efficientvit_b1_unfused"]["median_ms"] / lat["efficientvit_b1"]["median_ms"]
+    return out
+
+
 def summarize(res: dict, fit_points: int) -> None:
     sizes = sorted(res["by_size"], key=int)
     res["fit_sizes"] = sizes[-fit_points:]
@@ -245,6 +278,16 @@ def _ms(v: float) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
+def _label(res: dict, key: str) -> str:
+    """A row's label as the results recorded it (older results: as ROWS names it)."""
+    return res["rows"].get(key, {}).get("label") or ROW[key].label
+
+
+def _rows_in(res: dict, rows: list[str], table: str, d: str) -> list[str]:
+    """The rows measured in dtype ``d`` (``table``: "latency" or "alloc_mb") at some size."""
+    return [k for k in rows if any(k in res["by_size"][s][table].get(d, {}) for s in res["by_size"])]
+
+
 def report(res: dict) -> str:
     sizes = sorted(res["by_size"], key=int)
     rows = [k for k in res["rows"] if any(k in res["by_size"][s]["gflop"] for s in sizes)]
@@ -255,8 +298,15 @@ def report(res: dict) -> str:
     L = [f"# Efficient ViTs at high resolution ({where}, {' and '.join(res['dtypes'])})\n",
          f"Machine: {res['machine']}, torch {res['torch']}, {res['threads']} thread{'s' * (res['threads'] != 1)}, "
          "batch 1, random weights. "
-         f"Made by `{res['command']}`; do not edit by hand. Protocol: the docstring of `benchmarks/efficient.py`.\n",
-         "## Targets (computed from the tables below)\n"]
+         f"Made by `{res['command']}`; do not edit by hand. Protocol: the docstring of `benchmarks/efficient.py`.\n"]
+    if any(r.get("fused") for r in res["rows"].values()):
+        L.append("EfficientViT-B1 (fused) is the model's inference mode, `model.fuse()`: every BatchNorm folded "
+                 "into its conv, channels-last maps, oneDNN convs with the activation fused "
+                 "(`vitkit.models.efficientvit.fuse_for_inference`); the targets read it. \"unfused\" is the same "
+                 "model as built, in eval mode." +
+                 (" bf16: `torch.autocast(\"cpu\", torch.bfloat16)`, only the rows in its tables."
+                  if res["device"] == "cpu" and "bf16" in res["dtypes"] else "") + "\n")
+    L.append("## Targets (computed from the tables below)\n")
     if res["device"] == "cuda":
         L.append("The targets were set for the CPU. At batch 1 these models are far too small to fill a GPU: "
                  "latency is kernel-launch bound and barely grows with the image, so the exponents say little.\n")
@@ -270,17 +320,22 @@ def report(res: dict) -> str:
               "Repeats per size: " + ", ".join(f"{s} px {res['by_size'][s]['repeats']}" for s in sizes) + ". "
               f"k: exponent of latency ~ tokens^k, fitted over {fit} px.\n",
               head + " | k (latency) |", rule + "---|"]
-        for k in rows:
+        for k in _rows_in(res, rows, "latency", d):
             cells = []
             for s in sizes:
                 v = res["by_size"][s]["latency"][d].get(k)
                 cells.append("-" if v is None else f"{_ms(v['median_ms'])} [{_ms(v['min_ms'])}-{_ms(v['max_ms'])}]")
-            L.append(f"| {ROW[k].label} | " + " | ".join(cells) + f" | {_num(exps.get(k, {}).get('latency'), '.2f')} |")
+            L.append(f"| {_label(res, k)} | " + " | ".join(cells) +
+                     f" | {_num(exps.get(k, {}).get('latency'), '.2f')} |")
         sp = res["speedup"].get(d)
         if sp:
             L.append(f"\nAt {res['largest']} px, dense Swin-T latency / SparseViT latency: " +
-                     ", ".join(f"{ROW[k].label.split()[-1]} {v:.2f}x" for k, v in sp.items()) +
+                     ", ".join(f"{_label(res, k).split()[-1]} {v:.2f}x" for k, v in sp.items()) +
                      " (0% is the dense computation through the sparse code path).")
+        fu = fused_speedups(res, d)
+        if fu:
+            L.append("\nEfficientViT-B1 unfused latency / fused latency: " +
+                     ", ".join(f"{s} px {v:.2f}x" for s, v in fu.items()) + ".")
     exps = res["exponents"].get(res["dtypes"][0], {})
     L += ["\n## FLOPs (GFLOP per image; 2 per multiply-add)\n",
           "| model | params (M) | tokens at the largest size | " + " | ".join(f"{s} px" for s in sizes)
@@ -288,21 +343,21 @@ def report(res: dict) -> str:
           "|---|---|---|" + "---|" * len(sizes) + "---|"]
     for k in rows:
         top = res["by_size"][sizes[-1]]
-        L.append(f"| {ROW[k].label} | {top['params'][k] / 1e6:.1f} | {top['tokens'][k]} | " +
+        L.append(f"| {_label(res, k)} | {top['params'][k] / 1e6:.1f} | {top['tokens'][k]} | " +
                  " | ".join(_num(res["by_size"][s]["gflop"].get(k), ".1f") for s in sizes) +
                  f" | {_num(exps.get(k, {}).get('flops'), '.2f')} |")
     for d in res["dtypes"]:
         L += [f"\n## Peak memory, {d}: tensors allocated during one forward (MB, above the level at its start)\n",
               head + " |", rule]
-        for k in rows:
-            L.append(f"| {ROW[k].label} | " + " | ".join(_num(res["by_size"][s]["alloc_mb"][d].get(k), ".1f")
-                                                       for s in sizes) + " |")
+        for k in _rows_in(res, rows, "alloc_mb", d):
+            L.append(f"| {_label(res, k)} | " + " | ".join(_num(res["by_size"][s]["alloc_mb"][d].get(k), ".1f")
+                                                         for s in sizes) + " |")
     if any(res["by_size"][s]["rss_mb"] for s in sizes):
         L += ["\n## Peak memory, fp32: resident-memory growth during one forward (MB; tensors + oneDNN scratch "
               "+ allocator slack)\n", head + " |", rule]
         for k in rows:
-            L.append(f"| {ROW[k].label} | " + " | ".join(_num(res["by_size"][s]["rss_mb"].get(k), ".1f")
-                                                       for s in sizes) + " |")
+            L.append(f"| {_label(res, k)} | " + " | ".join(_num(res["by_size"][s]["rss_mb"].get(k), ".1f")
+                                                         for s in sizes) + " |")
     diffs = {s: res["by_size"][s].get("sparse0_vs_swin_max_abs_diff") for s in sizes}
     bad = [f"{s} px {k}" for s in sizes for k, ok in res["by_size"][s]["finite"].items() if not ok]
     L += ["\n## Checks\n", "Every output finite: " + ("yes" if not bad else "NO: " + ", ".join(bad)) + "."]
@@ -312,6 +367,11 @@ def report(res: dict) -> str:
                  ", ".join(f"{s} px {_num(v, '.1e')}" for s, v in diffs.items()) + "; its FLOPs / Swin-T's: " +
                  ", ".join(f"{s} px {g[s]['sparsevit_0'] / g[s]['swin_t']:.3f}" for s in sizes) +
                  " (above 1 where the maps are padded to whole windows).")
+    fused = {s: res["by_size"][s].get("fused_vs_unfused_max_rel_diff") for s in sizes}
+    for d in res["dtypes"]:
+        if any(v and d in v for v in fused.values()):
+            L.append(f"EfficientViT-B1 fused vs unfused with the same weights, {d}, max |logit difference| / max "
+                     "|logit|: " + ", ".join(f"{s} px {_num((v or {}).get(d), '.1e')}" for s, v in fused.items()) + ".")
     L += ["\n## Key figures\n", key_figures(res)]
     return "\n".join(L) + "\n"
 
@@ -325,13 +385,19 @@ def key_figures(res: dict) -> str:
     exps = res["exponents"].get("fp32", {})
     where = res["machine"] if res["device"] == "cuda" else f"this {res['threads']}-thread CPU"
     parts = [f"At {s} px on {where} (fp32, batch 1): " +
-             ", ".join(f"{ROW[k].label} {_ms(v['median_ms'])} ms" for k, v in lat.items()
+             ", ".join(f"{_label(res, k)} {_ms(v['median_ms'])} ms" for k, v in lat.items()
                        if ROW[k].family != "SparseViT" or k == "sparsevit_50") + "."]
     if exps:
         parts.append("Latency grows as tokens^k with k = " +
-                     ", ".join(f"{ROW[k].label} {v['latency']:.2f}" for k, v in exps.items()
+                     ", ".join(f"{_label(res, k)} {v['latency']:.2f}" for k, v in exps.items()
                                if ROW[k].family != "SparseViT" or k == "sparsevit_50") +
                      f" (fit over {', '.join(res['fit_sizes'])} px).")
+    if res["device"] == "cpu" and "bf16" in res["dtypes"]:
+        lat16, exps16 = res["by_size"][s]["latency"]["bf16"], res["exponents"].get("bf16", {})
+        if lat16:
+            parts.append("Under bf16 autocast: " + ", ".join(
+                f"{_label(res, k)} {_ms(v['median_ms'])} ms" +
+                (f" (k = {exps16[k]['latency']:.2f})" if k in exps16 else "") for k, v in lat16.items()) + ".")
     sp = res["speedup"].get("fp32", {})
     if "sparsevit_50" in sp:
         v = sp["sparsevit_50"]
@@ -357,7 +423,7 @@ def plot(res: dict, path: Path) -> None:
             sparse = ROW[k].family == "SparseViT"
             kk = res["exponents"].get(d, {}).get(k, {}).get("latency")
             ax.plot(*zip(*pts), marker="o", ms=3, ls="--" if sparse else "-", lw=1 if sparse else 1.8,
-                    label=ROW[k].label + ("" if kk is None else f" (k={kk:.2f})"))
+                    label=_label(res, k) + ("" if kk is None else f" (k={kk:.2f})"))
         if len(sizes) > 1:  # guides through the smallest size's slowest row: latency ~ tokens and ~ tokens^2
             s0 = int(sizes[0])
             y0 = max(v["median_ms"] for v in res["by_size"][sizes[0]]["latency"][d].values())
@@ -395,7 +461,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, help="interleaved repeats at every size (default: 7 at 1024 px, "
                                                "up to 25 at small sizes; --quick: 1)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda also runs bf16 autocast)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda also runs bf16 autocast, every row)")
+    p.add_argument("--bf16", nargs="*", choices=list(ROW), default=list(CPU_BF16_ROWS), metavar="ROW",
+                   help="CPU: the rows that also run under bf16 autocast (default: "
+                        f"{' '.join(CPU_BF16_ROWS)}; none: fp32 only)")
     p.add_argument("--fit-points", type=int, default=3, help="fit exponents over this many largest sizes")
     p.add_argument("--no-rss", action="store_true", help="skip the resident-memory measurement")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -410,8 +479,10 @@ def main(argv: list[str] | None = None) -> dict:
     stem = ("efficient_quick" if args.quick else "efficient") + ("_cuda" if device.type == "cuda" else "")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    bf16_rows = None if device.type == "cuda" else tuple(k for k in dict.fromkeys(args.bf16) if k in
+                                                         {r.key for r in rows})
     res = {**measure.environment(device), "device": device.type,
-           "dtypes": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"],
+           "dtypes": ["fp32", "bf16"] if device.type == "cuda" or bf16_rows else ["fp32"],
            "command": measure.command("python benchmarks/efficient.py", args, p),
            "rows": {r.key: r._asdict() for r in rows}, "sizes": sizes, "by_size": {}}
     try:
@@ -420,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{size} px: {len(rows)} rows x {repeats} repeats ...", file=sys.stderr, flush=True)
             t = time.perf_counter()
             res["by_size"][str(size)] = measure_size(rows, size, res["dtypes"], device, repeats,
-                                                     rss=not args.no_rss)
+                                                     rss=not args.no_rss, bf16_rows=bf16_rows)
             res["by_size"][str(size)]["seconds"] = time.perf_counter() - t
             save(res, args.out, stem, args.fit_points)  # after every size: an interrupted run keeps its results
     finally:

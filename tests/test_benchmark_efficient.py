@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from vitkit.bench import measure
+
 
 @pytest.fixture(scope="module")
 def eff(load_benchmark):
@@ -51,7 +53,7 @@ def test_targets_say_so_when_a_row_was_not_run(eff):
     res = _fake(eff, {"vit_s": 1.7, "swin_t": 1.0}, swin_over_sparse50=2.0)
     eff.summarize(res, fit_points=3)
     assert res["targets"][0]["met"] is None and res["targets"][0]["measured"] is None
-    assert res["targets"][0]["target"].startswith("EfficientViT-B1 latency exponent")
+    assert res["targets"][0]["target"].startswith("EfficientViT-B1 (fused) latency exponent")
 
 
 @pytest.mark.slow
@@ -61,24 +63,39 @@ def test_quick_run_writes_md_json_png(eff, tmp_path):
     assert torch.get_num_threads() == threads                        # restored
     saved = json.loads((tmp_path / "efficient_quick.json").read_text())
     assert saved["sizes"] == [64, 96, 128] and saved["fit_sizes"] == ["64", "96", "128"]
-    assert list(saved["rows"]) == [r.key for r in eff.ROWS] and saved["dtypes"] == ["fp32"]
+    assert list(saved["rows"]) == [r.key for r in eff.ROWS] and saved["dtypes"] == ["fp32", "bf16"]
+    assert saved["rows"]["efficientvit_b1"]["fused"] and not saved["rows"]["efficientvit_b1_unfused"]["fused"]
     for key in saved["rows"]:
         e = saved["exponents"]["fp32"][key]
         assert math.isfinite(e["latency"]) and 0.5 < e["flops"] < 2.5, key
+    assert list(saved["exponents"]["bf16"]) == ["efficientvit_b1", "efficientvit_b1_unfused"]  # the --bf16 rows
     for s, m in saved["by_size"].items():
-        assert all(m["finite"].values()) and len(m["finite"]) == 8
+        assert all(m["finite"].values()) and len(m["finite"]) == 9 + 2
         assert m["sparse0_vs_swin_max_abs_diff"] < 1e-5, s          # same weights, the dense computation
+        assert m["fused_vs_unfused_max_rel_diff"]["fp32"] < 1e-5, s  # same weights, BatchNorm folded
+        assert m["fused_vs_unfused_max_rel_diff"]["bf16"] < 5e-2, s
         g = [m["gflop"][f"sparsevit_{p}"] for p in (0, 30, 50, 70)]
         assert g == sorted(g, reverse=True) and g[0] > g[-1], s       # pruning windows removes FLOPs
         assert m["gflop"]["vit_s"] > m["gflop"]["efficientvit_b1"] > 0
+        assert m["gflop"]["efficientvit_b1"] == m["gflop"]["efficientvit_b1_unfused"]  # the same convs, counted
         for k in saved["rows"]:
             assert m["latency"]["fp32"][k]["median_ms"] > 0 and m["latency"]["fp32"][k]["n"] == 1
             assert m["alloc_mb"]["fp32"][k] is None or m["alloc_mb"]["fp32"][k] > 0
+        bf16_rows = ["efficientvit_b1", "efficientvit_b1_unfused"]
+        assert list(m["latency"]["bf16"]) == list(m["alloc_mb"]["bf16"]) == bf16_rows
     assert m["tokens"] == {"vit_s": 64, "swin_t": 1024, "pvt_tiny": 1024, "efficientvit_b1": 64,
-                           **{f"sparsevit_{p}": 1024 for p in (0, 30, 50, 70)}}
+                           "efficientvit_b1_unfused": 64, **{f"sparsevit_{p}": 1024 for p in (0, 30, 50, 70)}}
     assert [t["measured"] is not None for t in saved["targets"]] == [True] * 4
+    assert saved["targets"][0]["target"].startswith("EfficientViT-B1 (fused) latency exponent")
     assert res["speedup"]["fp32"]["sparsevit_0"] > 0
     text = (tmp_path / "efficient_quick.md").read_text()
     assert "do not edit by hand" in text and "| SparseViT-Swin-T 50% |" in text and "k (latency)" in text
     assert "## Key figures" in text and "(fit over 64, 96, 128 px)" in text and "its FLOPs / Swin-T's" in text
+    header = text.split("## Targets")[0]
+    assert measure.environment()["machine"] in header                 # the host line: CPU family/model, ISA, cores
+    assert "`model.fuse()`" in header and "torch.autocast" in header
+    bf16 = text.split("## Latency, bf16")[1].split("##")[0]
+    assert "| EfficientViT-B1 (fused) |" in bf16 and "| Swin-T |" not in bf16
+    assert "EfficientViT-B1 unfused latency / fused latency: 64 px" in bf16
+    assert "EfficientViT-B1 fused vs unfused with the same weights, fp32" in text
     assert (tmp_path / "efficient_quick.png").stat().st_size > 10_000

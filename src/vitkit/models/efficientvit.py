@@ -392,9 +392,11 @@ class FusedConv2d(nn.Module):
 
 BAND_BYTES = 2 << 20
 """Row bands of a :class:`BandedConvs` chain hold about this many bytes of its widest map (the input of
-its k x k conv). On one Zen 4 core (1 MiB L2) B1's MBConvs at 1024 px ran 2.5-2.7x faster in bands
-of 1-4 MiB than whole (stage 1's first MBConv 121 -> 45 ms, a residual one at 256 px 150 -> 59 ms),
-best near 2 MiB; 8 MiB bands were slower again."""
+its k x k conv). On one thread of a loaded 2-core Zen 4 (1 MiB L2 per core; interleaved medians)
+B1's fused MBConvs at 1024 px ran 2.5-2.7x faster in bands of 1-4 MiB than whole (stage 1's first
+MBConv 121 -> 45 ms, a residual one on a 256 px map 150 -> 59 ms), best near 2 MiB; 8 MiB bands were
+slower again. In the whole fused model the bands gave ~1.1-1.2x at 1024 px and nothing measurable at
+224 and 512 px."""
 
 
 class BandedConvs(nn.Sequential):
