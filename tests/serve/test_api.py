@@ -3,7 +3,6 @@ each bad input's 4xx (and a good request right after it), the limits, batching."
 from __future__ import annotations
 
 import io
-import json
 import re
 import threading
 import time
@@ -25,22 +24,35 @@ def jpeg_bytes(size: int = 64, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def predict_probs(run_dir, path) -> torch.Tensor:
-    """`vitkit predict RUN IMAGE`'s probabilities: its own code path (cmd_predict's closure through
-    `vitkit.cli.common.rank_images`), recorded instead of rounded for printing."""
-    from vitkit.cli.common import rank_images
-    from vitkit.train.precision import autocast
-    from vitkit.train.run import load_run
-    run = load_run(run_dir)
-    seen = []
+def cli_probs(monkeypatch, argv: list[str]) -> list[torch.Tensor]:
+    """The probabilities a `vitkit predict` / `vitkit zero-shot` command computes, one per image: the
+    command runs as a user runs it, and the ``probs_of`` it hands to `rank_images` is recorded (the
+    printed numbers are rounded to 0.1%)."""
+    import importlib
+    import inspect
 
-    def probs(x):
-        with autocast("cpu", run.amp()):
-            p = run.model(x).float().softmax(-1)[0]
-        seen.append(p)
-        return p
-    assert rank_images([str(path)], run.input_size, run.mean, run.std, probs, run.classes, 3) == 0
-    return seen[0]
+    from vitkit.cli import main
+    from vitkit.cli.common import rank_images as original
+    seen: list[torch.Tensor] = []
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(original).bind(*args, **kwargs)
+        probs_of = bound.arguments["probs_of"]
+
+        def record(x):
+            p = probs_of(x)
+            seen.append(p.detach().float().clone())
+            return p
+        bound.arguments["probs_of"] = record
+        return original(*bound.args, **bound.kwargs)
+    for name in ("vitkit.cli.runs", "vitkit.cli.sample"):
+        monkeypatch.setattr(importlib.import_module(name), "rank_images", spy)
+    assert main(argv) == 0
+    return seen
+
+
+def predict_probs(monkeypatch, run_dir, path) -> torch.Tensor:
+    return cli_probs(monkeypatch, ["predict", str(run_dir), str(path)])[0]
 
 
 def all_probs(response, classes) -> torch.Tensor:
@@ -84,19 +96,20 @@ def test_start_line_health_model_and_openapi(classify_server, serve_runs):
     assert s.client.get("/docs").status_code == 404  # Swagger UI would load from a CDN: not served
 
 
-def test_classify_equals_predict(classify_server, serve_runs, images, capsys):
+def test_classify_equals_predict(classify_server, serve_runs, images, capsys, monkeypatch):
     """The API's probabilities are `vitkit predict`'s to 1e-5, for a digit file and for an image that
     needs predict's conversions (RGB JPEG, another size)."""
     run = serve_runs("classify")["classify"]
     classes = [str(i) for i in range(10)]
     for path in (images(3), images(7, mode="RGB", size=20, fmt="jpg"), images(11, size=32)):
         got = classify_server.post_image(path, topk=10).json()
-        assert torch.allclose(all_probs(got, classes), predict_probs(run, path), atol=1e-5, rtol=0)
+        assert torch.allclose(all_probs(got, classes), predict_probs(monkeypatch, run, path), atol=1e-5, rtol=0)
         # and the printed line of `vitkit predict` names the same classes with the same rounded numbers
         assert main_predict(run, path, capsys) == ", ".join(f"{t['label']} {t['prob']:.1%}" for t in got["topk"][:3])
 
 
 def main_predict(run, path, capsys) -> str:
+    """What `vitkit predict RUN IMAGE` prints for the image (its top-3 with rounded probabilities)."""
     from vitkit.cli import main
     capsys.readouterr()
     assert main(["predict", str(run), str(path)]) == 0
@@ -127,7 +140,7 @@ def test_embed_is_the_pooled_features(classify_server, serve_runs, images):
     from vitkit.train.run import load_run
     run = load_run(serve_runs("classify")["classify"])
     r = classify_server.post_image(images(2), route="/v1/embed").json()
-    x = input_transform(run.input_size, run.mean, run.std)(load_image(images(2), in_chans=1)[None])
+    x = input_transform(None, None, None, run=run)(load_image(images(2), in_chans=1)[None])
     with torch.no_grad():
         want = run.model.forward_head(run.model.forward_features(x), pre_logits=True)[0]
     assert r["dim"] == want.numel() == 64  # vit_nano: width 64
@@ -282,10 +295,7 @@ def test_request_timeout_is_504_and_the_server_goes_on(start_server, serve_runs,
 
 
 # ---------------------------------------------------------------------------------------- other models
-def test_clip_run_zero_shot_and_embed(start_server, serve_runs, images):
-    from vitkit.cli.common import rank_images
-    from vitkit.tasks.clip import zero_shot_predict
-    from vitkit.weights.clip import load_clip
+def test_clip_run_zero_shot_and_embed(start_server, serve_runs, images, monkeypatch):
     run = serve_runs("clip")["clip"]
     server = start_server(run)
     info = server.client.get("/v1/model").json()
@@ -299,12 +309,9 @@ def test_clip_run_zero_shot_and_embed(start_server, serve_runs, images):
     form = server.client.post("/v1/zero-shot", data={"labels": ",".join(labels)},
                               files={"file": ("x.png", images(3).read_bytes(), "image/png")})
     assert {t["label"]: t["prob"] for t in form.json()["topk"]} == got
-    # what `vitkit zero-shot` computes
-    model, cfg = load_clip(run), json.loads((run / "config.json").read_text())
-    seen = []
-    rank_images([str(images(3))], model.input_size, cfg["mean"], cfg["std"],
-                lambda x: seen.append(zero_shot_predict(model, x, labels)[0]) or seen[-1], labels, 3)
-    assert torch.allclose(torch.tensor([got[k] for k in labels]), seen[0], atol=1e-5)
+    # what `vitkit zero-shot RUN IMAGE --labels ...` computes
+    want = cli_probs(monkeypatch, ["zero-shot", str(run), str(images(3)), "--labels", ",".join(labels)])[0]
+    assert torch.allclose(torch.tensor([got[k] for k in labels]), want, atol=1e-5)
     emb = server.post_image(images(3), route="/v1/embed").json()
     assert emb["dim"] == 32 and abs(sum(v * v for v in emb["embedding"]) - 1) < 1e-4  # normalised
     assert_error(server.post_image(images(3), route="/v1/zero-shot", labels="one"), 400)  # needs two labels
@@ -350,7 +357,7 @@ def test_workers(start_server, serve_runs, images):
         assert all(torch.allclose(p, probs[0], atol=1e-5) for p in probs)
 
 
-def test_onnx_classify(start_server, serve_runs, images, tmp_path):
+def test_onnx_classify(start_server, serve_runs, images, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason="--onnx needs the onnx extra")
     pytest.importorskip("onnxscript", reason="the export needs the onnx extra")
     from vitkit.cli import main
@@ -362,7 +369,7 @@ def test_onnx_classify(start_server, serve_runs, images, tmp_path):
     assert info["backend"] == "onnxruntime" and "ONNX" in info["precision"]
     classes = [str(i) for i in range(10)]
     got = all_probs(server.post_image(images(3), topk=10).json(), classes)
-    assert torch.allclose(got, predict_probs(run, images(3)), atol=1e-4)
+    assert torch.allclose(got, predict_probs(monkeypatch, run, images(3)), atol=1e-4)
     assert server.post_image(images(3), route="/v1/embed").status_code == 200  # embed stays in PyTorch
 
 

@@ -5,9 +5,9 @@
     x = served.preprocess(decode_image(body, served.input_size[0]))      # (C, H, W), what the model takes
     results = served.run([Job(x, "classify"), Job(x2, "embed")])         # one forward pass per kind of job
 
-`input_transform` is the one place that says how an image becomes the model's input; `vitkit
-predict` (`vitkit.cli.common.rank_images`) preprocesses with the same `vitkit.data.model_input_transform`,
-so the server's probabilities equal predict's. `ServedModel.run` takes the jobs the batcher gathered
+`input_transform` is the one place that says how an image becomes the model's input: for a run folder
+the run's own ``Run.input_transform()``, which `vitkit predict` calls too, so the server's
+probabilities equal predict's. `ServedModel.run` takes the jobs the batcher gathered
 and answers each: a list as long as ``jobs``, each a dict of tensors or the exception its group raised.
 """
 from __future__ import annotations
@@ -35,14 +35,20 @@ class Job:
     cancelled: bool = False              # set when the request gave up (timeout): the batch skips it
 
 
-def input_transform(input_size, mean, std, crop_pct: float | None = None, interpolation: str | None = None):
-    """Images in [0, 1] (1, C, H, W) -> the model's input: THE preprocessing of the server, as predict's.
+def input_transform(input_size, mean, std, crop_pct: float | None = None, interpolation: str | None = None,
+                    crop_mode: str | None = None, run=None):
+    """Images in [0, 1] (1, C, H, W) -> the model's input: THE preprocessing of the server.
 
-    `vitkit.data.model_input_transform` (resize to the input size, normalise; with ``crop_pct``
-    resize + center crop, where the data package offers it)."""
+    A run folder: the run's own ``Run.input_transform()``, the function `vitkit predict` and the run's test
+    loader use (resize, or resize + centre crop for photo runs). Otherwise (a checkpoint, a CLIP):
+    `vitkit.data.model_input_transform` with the checkpoint's crop_pct / crop_mode / interpolation where
+    it states them."""
+    if run is not None and hasattr(run, "input_transform"):
+        return run.input_transform()
     from ..data import model_input_transform
     _, h, w = input_size
-    extra = {k: v for k, v in (("crop_pct", crop_pct), ("interpolation", interpolation)) if v is not None}
+    extra = {k: v for k, v in (("crop_pct", crop_pct), ("interpolation", interpolation), ("crop_mode", crop_mode))
+             if v is not None}
     return model_input_transform((h, w), mean, std, **extra)
 
 
@@ -59,13 +65,16 @@ class ServedModel:
     amp: torch.dtype | None = None
     crop_pct: float | None = None
     interpolation: str | None = None
+    crop_mode: str | None = None
     onnx: Any = None                         # an ONNX Runtime session for classify, or None
     onnx_path: str | None = None
-    _transform: Any = field(default=None, repr=False)
+    transform: Any = field(default=None, repr=False)   # default: input_transform of the fields above
     _zs_weights: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self):
-        self._transform = input_transform(self.input_size, self.mean, self.std, self.crop_pct, self.interpolation)
+        if self.transform is None:
+            self.transform = input_transform(self.input_size, self.mean, self.std, self.crop_pct,
+                                             self.interpolation, self.crop_mode)
         self.model.eval()
 
     # ---- what it offers
@@ -93,7 +102,7 @@ class ServedModel:
                 "classes": self.classes, "num_classes": len(self.classes) if self.classes else None,
                 "precision": self.precision, "backend": "onnxruntime" if self.onnx is not None else "pytorch",
                 "mean": list(self.mean), "std": list(self.std), "endpoints": [f"/v1/{op}" for op in self.ops],
-                "rollout": self.has_rollout, "crop_pct": self.crop_pct,
+                "rollout": self.has_rollout, "crop_pct": self.crop_pct, "crop_mode": self.crop_mode,
                 "num_params": sum(p.numel() for p in self.model.parameters())}
 
     def warm_up(self) -> None:
@@ -109,7 +118,7 @@ class ServedModel:
     # ---- preprocessing
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """(C, H, W) in [0, 1] -> (C, h, w) normalised at the model's input size."""
-        return self._transform(x[None])[0]
+        return self.transform(x[None])[0]
 
     # ---- a batch
     def _autocast(self):
@@ -253,8 +262,10 @@ def _from_run(source: str, amp: str | None, weights: str | None) -> ServedModel:
         from ..weights.clip import load_clip
         model = load_clip(run.path, weights)
         return ServedModel(name, str(run.path), "clip", model, tuple(model.input_size), run.mean, run.std, None, dtype)
+    crop = run.config.get("eval_crop") or {}
     return ServedModel(name, str(run.path), "classifier", run.model, run.input_size, run.mean, run.std,
-                       list(run.classes), dtype, crop_pct=getattr(run, "crop_pct", None))
+                       list(run.classes), dtype, crop_pct=crop.get("crop_pct"), crop_mode=crop.get("crop_mode"),
+                       interpolation=crop.get("interpolation"), transform=input_transform(None, None, None, run=run))
 
 
 def _from_checkpoint(source: str, dtype) -> ServedModel:
@@ -274,8 +285,8 @@ def _from_checkpoint(source: str, dtype) -> ServedModel:
         [str(i) for i in range(num_classes)] if num_classes else None)
     return ServedModel(source, source, "classifier" if num_classes else "backbone", model,
                        tuple(pc.input_size if pc is not None and pc.input_size else model.input_size),
-                       tuple(mean), tuple(std), classes, dtype,
-                       crop_pct=getattr(pc, "crop_pct", None), interpolation=getattr(pc, "interpolation", None))
+                       tuple(mean), tuple(std), classes, dtype, crop_pct=getattr(pc, "crop_pct", None),
+                       interpolation=getattr(pc, "interpolation", None), crop_mode=getattr(pc, "crop_mode", None))
 
 
 def _check_onnx(served: ServedModel) -> None:

@@ -125,7 +125,9 @@ function drawRollout(rollout) {
   sctx.putImageData(data, 0, 0);
   // the map covers what the model saw: the whole image, or its centre crop (crop_pct)
   let [x0, y0, w, h] = [0, 0, heat.width, heat.height];
-  if (info && info.crop_pct) {
+  if (info && info.crop_pct && info.crop_mode === "squash") {
+    [x0, y0, w, h] = [w * (1 - info.crop_pct) / 2, h * (1 - info.crop_pct) / 2, w * info.crop_pct, h * info.crop_pct];
+  } else if (info && info.crop_pct) {
     const side = Math.min(w, h) * info.crop_pct;
     [x0, y0, w, h] = [(w - side) / 2, (h - side) / 2, side, side];
   }
