@@ -55,14 +55,14 @@ def set_threads(n: int | None) -> None:
         set_(n)
 
 
-def rank_images(paths: list[str], input_size, mean, std, probs_of, names: list[str], topk: int) -> int:
-    """Print each image's top-k ``names`` with probabilities; ``probs_of(x (1, C, H, W)) -> (K,)``.
-    Unreadable files print one error line and are counted; returns the exit code."""
+def rank_images(paths: list[str], in_chans: int, transform, probs_of, names: list[str], topk: int) -> int:
+    """Print each image's top-k ``names`` with probabilities: each file decoded at its own size with
+    ``in_chans`` channels, ``transform`` (one image (1, C, H, W) in [0, 1] -> the model's input), then
+    ``probs_of(x) -> (K,)``. Unreadable files print one error line and are counted; returns the exit code."""
     import torch
 
-    from ..data import load_image, model_input_transform
-    c, h, w = input_size
-    tf = model_input_transform((h, w), mean, std)
+    from ..data import load_image
+    c, tf = in_chans, transform
     failed = 0
     for path in paths:
         try:

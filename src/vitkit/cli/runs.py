@@ -77,7 +77,7 @@ def cmd_predict(args) -> int:
     def probs(x):
         with autocast("cpu", dtype):
             return run.model(x).float().softmax(-1)[0]
-    return rank_images(args.images, run.input_size, run.mean, run.std, probs, run.classes, args.topk)
+    return rank_images(args.images, run.input_size[0], run.input_transform(), probs, run.classes, args.topk)
 
 
 def cmd_info(args) -> int:

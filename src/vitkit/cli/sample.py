@@ -85,4 +85,6 @@ def cmd_zero_shot(args) -> int:
     def probs(x):
         with autocast("cpu", amp):
             return zero_shot_predict(model, x, labels, templates)[0].float()
-    return rank_images(args.images, model.input_size, mean, std, probs, labels, args.topk)
+    from ..data import model_input_transform
+    c, h, w = model.input_size
+    return rank_images(args.images, c, model_input_transform((h, w), mean, std), probs, labels, args.topk)

@@ -14,13 +14,13 @@ import json
 import time
 from pathlib import Path
 
-from .common import AMP_CHOICES, AMP_HELP, CLIError, nonneg_float, one_line, positive_float, positive_int
+from .common import AMP_CHOICES, AMP_HELP, CLIError, nonneg_float, nonneg_int, one_line, positive_float, positive_int
 
 TRAIN_FLAGS = {  # flag -> TrainConfig field
     "model": "model", "data": "data", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
     "img_size": "img_size", "device": "device", "out": "out", "seed": "seed", "ema": "ema_decay",
     "warmup": "warmup_epochs", "weight_decay": "weight_decay", "threads": "num_threads",
-    "task": "task", "init": "init", "labels_per_class": "labels_per_class", "amp": "amp",
+    "task": "task", "init": "init", "labels_per_class": "labels_per_class", "amp": "amp", "workers": "num_workers",
 }
 DEFAULT_OUT = "runs/default"
 
@@ -50,6 +50,8 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--amp", choices=AMP_CHOICES, help=AMP_HELP)
     t.add_argument("--threads", type=positive_int, help="torch CPU threads (at most the cores you have)")
+    t.add_argument("--workers", type=nonneg_int, help="processes decoding an image folder (default: half the CPUs; "
+                   "0 decodes in the training process)")
     t.add_argument("--out", help=f"run folder (default {DEFAULT_OUT})")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true",

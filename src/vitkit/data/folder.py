@@ -125,12 +125,12 @@ def _split_dirs(root: Path) -> tuple[Path, Path] | None:
 
 def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int, int] | None = None,
                 in_memory: bool = False, name: str | None = None, in_chans: int | None = None,
-                keep_original: bool = True) -> DataBundle:
+                keep_original: bool | None = None) -> DataBundle:
     """A `DataBundle` from a folder of class sub-folders (see the module docstring for the layouts).
 
     Every image is converted to one channel count (``in_chans``, else 1 if every file is grayscale,
-    else RGB). keep_original (the default, unless in_memory): files are decoded on each access at their
-    own size, and the bundle's transforms crop each image to the target size on its own: training a
+    else RGB). keep_original (None, the default: when the files are not all of one size, the target
+    size when given, unless in_memory; photos): files are decoded on each access at their own size, and the bundle's transforms crop each image to the target size on its own: training a
     random resized crop of the original, evaluation a resize + centre crop (`vitkit.data.photo`);
     the bundle's `img_size` is `img_size` if given, else the most common file size (a model with a
     fixed input size should use its own: pass it as the transforms' img_size). keep_original=False or
@@ -161,6 +161,9 @@ def imagefolder(path: str | Path, split_seed: int = 0, img_size: int | tuple[int
     else:
         size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
 
+    sizes = {hw for _, hw in headers}
+    if keep_original is None:  # photos: sizes that differ, or differ from the size asked for
+        keep_original = len(sizes) > 1 or (img_size is not None and sizes != {size})
     keep = bool(keep_original) and not in_memory
     train = FolderDataset(train_samples, classes, in_chans, None if keep else size)
     test = FolderDataset(test_samples, classes, in_chans, None if keep else size)

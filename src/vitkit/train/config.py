@@ -19,9 +19,10 @@ OPTIMIZERS = ("adamw", "lars")  # vitkit.train.optim.OPTIMIZERS
 # Field kinds used to coerce and check values (YAML reads "1e-3" as a string, so floats accept numeric strings).
 _FLOATS = {"lr", "min_lr", "warmup_epochs", "weight_decay", "label_smoothing", "mixup", "cutmix",
            "clip_grad", "ema_decay", "layer_decay"}
-_INTS = {"epochs", "batch_size", "accum_steps", "seed", "eval_every", "log_every", "img_size", "num_threads",
+_INTS = {"epochs", "batch_size", "accum_steps", "seed", "eval_every", "log_every", "img_size", "num_threads", "num_workers",
          "labels_per_class"}
-_OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads", "init", "labels_per_class", "layer_decay"}
+_OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads", "num_workers", "init", "labels_per_class",
+             "layer_decay"}
 _STRS = {"model", "data", "device", "out", "amp", "task", "init", "optimizer"}
 _DICTS = {"model_args", "augment", "task_args"}
 _BOOLS = {"resume", "probe"}
@@ -72,6 +73,7 @@ class TrainConfig:
     eval_every: int = 1                             # epochs; the last epoch is always evaluated
     log_every: int = 50                             # optimizer steps
     num_threads: int | None = None                  # torch.set_num_threads; None = torch's default
+    num_workers: int | None = None                  # image-folder decoding processes; None = half the CPUs
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -115,6 +117,8 @@ class TrainConfig:
         need(self.labels_per_class is None or self.labels_per_class >= 1,
              f"labels_per_class must be >= 1 or None, got {self.labels_per_class}")
         need(not self.probe or self.task == "classify", "probe applies to task 'classify' only")
+        need(self.num_workers is None or self.num_workers >= 0,
+             f"num_workers must be >= 0 or None, got {self.num_workers}")
         need(self.num_threads is None or self.num_threads >= 1,
              f"num_threads must be >= 1 or None, got {self.num_threads}")
         if errors:

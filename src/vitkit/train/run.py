@@ -25,19 +25,56 @@ from .tasks import DataInfo, build_task
 from .trainer import seed_everything
 
 
-def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle) -> dict:
-    """Train loader (augmented, shuffled, this rank's shard) and test loader (every image once)."""
+def loader_preprocessing(bundle: vdata.DataBundle, pretrained: Any = None) -> dict[str, Any]:
+    """The normalisation and eval crop the loaders use: a checkpoint's (``pretrained``: its
+    ``PretrainedCfg`` or that as a dict, e.g. ``model.pretrained_cfg``) where it states them, else the
+    bundle's statistics, and for images kept at their own sizes crop_pct 0.875 (timm, DeiT), bicubic."""
+    get = pretrained.get if isinstance(pretrained, dict) else (lambda k: getattr(pretrained, k, None))
+    mean, std = get("mean"), get("std")
+    if mean is None or std is None or len(mean) != bundle.in_chans:
+        mean, std = bundle.mean, bundle.std  # no statistics, or a checkpoint for other channels
+    out = {"mean": tuple(mean), "std": tuple(std), "crop_pct": None, "crop_mode": "center", "interpolation": None}
+    if pretrained is not None:
+        interp = get("interpolation")
+        out.update(crop_pct=get("crop_pct"), crop_mode=get("crop_mode") or "center",
+                   interpolation=interp if interp in vdata.transforms.INTERPOLATIONS else None)
+    return out
+
+
+def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle, img_size: int | tuple[int, int] | None = None,
+                  pretrained: Any = None) -> dict:
+    """Train loader (augmented, shuffled, this rank's shard) and test loader (every image once).
+
+    img_size: the size the model takes (default: ``cfg.img_size``, else the bundle's). pretrained: the
+    checkpoint's preprocessing (`loader_preprocessing`): its mean/std normalise both loaders, its crop_pct /
+    crop_mode / interpolation make the eval crop. Images kept at their own sizes (an image folder of photos)
+    are cropped per image in ``cfg.num_workers`` worker processes (None: `vdata.default_num_workers`).
+    """
     per_rank = cfg.batch_size // dist.world_size()
     if len(bundle.train) < cfg.batch_size:
         raise ValueError(f"the training split has {len(bundle.train)} images, fewer than one batch "
                          f"(batch_size {cfg.batch_size}); lower --batch-size")
-    train = vdata.make_loader(bundle.train, batch_size=per_rank, shuffle=True, drop_last=True,
-                              seed=cfg.seed, transform=vdata.train_transform(bundle, cfg.img_size, **cfg.augment),
-                              rank=dist.rank(), world_size=dist.world_size())
-    # Each rank evaluates its own unpadded shard, so the all-reduced sums count every image once.
+    size = img_size or cfg.img_size
+    pre = loader_preprocessing(bundle, pretrained)
+    augment = dict(cfg.augment)
+    if bundle.keep_original and pre["interpolation"] and "interpolation" not in augment:
+        augment["interpolation"] = pre["interpolation"]  # train with the checkpoint's resampling too
+    workers = getattr(cfg, "num_workers", None)
+    workers = {split: vdata.default_num_workers(ds) if workers is None else int(workers)
+               for split, ds in (("train", bundle.train), ("test", bundle.test))}
+    train = vdata.make_loader(bundle.train, batch_size=per_rank, shuffle=True, drop_last=True, seed=cfg.seed,
+                              transform=vdata.train_transform(bundle, size, mean=pre["mean"], std=pre["std"],
+                                                              **augment),
+                              rank=dist.rank(), world_size=dist.world_size(), num_workers=workers["train"])
+    # One-size data is resized whole, as in training; photos are resized and centre-cropped (the checkpoint's
+    # crop_pct, else 0.875). Each rank evaluates its own unpadded shard, so the all-reduced sums count every
+    # image once.
+    crop = dict(crop_pct=pre["crop_pct"], crop_mode=pre["crop_mode"], interpolation=pre["interpolation"]) \
+        if bundle.keep_original else {}
     test = vdata.make_loader(bundle.test, batch_size=max(per_rank, 256), shuffle=False, drop_last=False,
-                             transform=vdata.eval_transform(bundle, cfg.img_size),
-                             rank=dist.rank(), world_size=dist.world_size(), pad=False)
+                             transform=vdata.eval_transform(bundle, size, mean=pre["mean"], std=pre["std"], **crop),
+                             rank=dist.rank(), world_size=dist.world_size(), pad=False,
+                             num_workers=workers["test"])
     return {"train": train, "test": test}
 
 
@@ -50,29 +87,78 @@ def build_run(cfg: TrainConfig):
     if cfg.probe and not cfg.init:
         raise ValueError("a linear probe freezes its backbone, so it needs pretrained weights: add --init RUN "
                          "(a pretraining or classifier run) or --init WEIGHTS (a file or checkpoint folder)")
-    bundle = vdata.build(cfg.data, split_seed=_split_seed(cfg))
+    bundle = build_data(cfg)
     if cfg.labels_per_class:
         bundle = dataclasses.replace(bundle, train=vdata.labelled_subset(bundle.train, cfg.labels_per_class,
                                                                          seed=cfg.seed))
     seed_everything(cfg.seed)  # the initial weights depend on the run's seed and nothing else
-    info = DataInfo.from_bundle(bundle, cfg.img_size)
+    info = DataInfo.from_bundle(bundle, target_size(cfg, bundle))
     model, task = build_task(cfg, info)
-    meta = run_meta(model, bundle, cfg, info)
+    pretrained = pretrained_cfg_of(model)
+    meta = run_meta(model, bundle, cfg, info, loader_preprocessing(bundle, pretrained))
+    if pretrained is not None:
+        meta["pretrained_cfg"] = pretrained.to_dict()
     if cfg.task == "clip":  # what `vitkit.load_clip` reads from config.json
         from ..weights.clip import clip_meta
         meta.update(clip_meta(model, task))
-    return model, task, build_loaders(cfg, bundle), bundle, meta
+    return model, task, build_loaders(cfg, bundle, info.img_size, pretrained), bundle, meta
 
 
-def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig, info: DataInfo | None = None) -> dict[str, Any]:
-    """What config.json needs beyond the TrainConfig to rebuild and use the model on its own."""
+def build_data(cfg: TrainConfig) -> vdata.DataBundle:
+    """The run's data: an image folder is split by the run's seed and, given --img-size, decoded at it."""
+    extra = {"img_size": cfg.img_size} if cfg.img_size and _is_folder(cfg.data) else {}
+    return vdata.build(cfg.data, split_seed=_split_seed(cfg), **extra)
+
+
+def target_size(cfg: TrainConfig, bundle: vdata.DataBundle) -> tuple[int, int]:
+    """The image size the model is built for: --img-size; else, fine-tuning a vitkit run (--init RUN), that
+    run's size; else, fine-tuning a checkpoint or training on photos of mixed sizes, the registered
+    model's own input size (ViT-Ti/16: 224), which a pretrained checkpoint was made for; else the
+    data's size (a model trained from scratch on 28x28 digits)."""
+    from .tasks import _is_run_folder
+    if cfg.img_size:
+        return cfg.img_size, cfg.img_size
+    if cfg.init and Path(cfg.init).is_dir() and _is_run_folder(Path(cfg.init)):
+        size = ckpt.read_config(cfg.init).get("data_img_size")
+        if size:
+            return tuple(int(v) for v in size)
+    if cfg.init or bundle.keep_original:
+        from ..models import create_model
+        own = getattr(create_model(cfg.model, device="meta", **cfg.model_args), "input_size", None)
+        if own is not None:
+            return tuple(int(v) for v in own[1:])
+    return tuple(bundle.img_size)
+
+
+def pretrained_cfg_of(model: nn.Module):
+    """The `PretrainedCfg` the model (or the backbone a wrapper holds) was loaded with, if any."""
+    for m in (model, getattr(model, "backbone", None)):
+        if getattr(m, "pretrained_cfg", None) is not None:
+            return m.pretrained_cfg
+    return None
+
+
+def _is_folder(spec: str) -> bool:
+    return spec.partition(":")[0].strip().lower() == "imagefolder"
+
+
+def run_meta(model: nn.Module, bundle: vdata.DataBundle, cfg: TrainConfig, info: DataInfo | None = None,
+             preprocess: dict | None = None) -> dict[str, Any]:
+    """What config.json needs beyond the TrainConfig to rebuild and use the model on its own: among it the
+    normalisation the loaders used and, for photos kept at their own sizes, the eval crop
+    (``preprocess``: `loader_preprocessing`), so eval and predict preprocess as training's test loader."""
     from .precision import host, precision_name, resolve_amp
     from .trainer import resolve_device
     info = info or DataInfo.from_bundle(bundle, cfg.img_size)
+    pre = preprocess or loader_preprocessing(bundle)
     device = resolve_device(cfg.device)
     model_cfg = getattr(model, "cfg", None)
+    crop = ({"crop_pct": pre["crop_pct"] or vdata.photo.DEFAULT_CROP_PCT, "crop_mode": pre["crop_mode"],
+             "interpolation": pre["interpolation"] or vdata.photo.DEFAULT_INTERPOLATION}
+            if bundle.keep_original else {})
     return {"model_config": dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else None,
-            "classes": list(bundle.classes), "mean": list(bundle.mean), "std": list(bundle.std),
+            "classes": list(bundle.classes), "mean": list(pre["mean"]), "std": list(pre["std"]),
+            "eval_crop": crop or None,
             "in_chans": bundle.in_chans, "data_img_size": list(info.img_size),
             "input_size": list(getattr(model, "input_size", None) or ()),
             "train_count": len(bundle.train),
@@ -171,12 +257,13 @@ class Run:
         """
         cfg = self.train_cfg
         c, h, w = self.input_size
+        crop = self.config.get("eval_crop")
         if spec is None or spec == cfg.data:
-            bundle = vdata.build(cfg.data, split_seed=_split_seed(cfg))
-            dataset = bundle.test
-        elif spec.partition(":")[0].strip().lower() == "imagefolder":
+            dataset = build_data(cfg).test
+        elif _is_folder(spec):
             from ..data.folder import evaluation_images
-            dataset = evaluation_images(spec.partition(":")[2], self.classes, c, tuple(self.config["data_img_size"]))
+            dataset = evaluation_images(spec.partition(":")[2], self.classes, c,
+                                        None if crop else tuple(self.config["data_img_size"]))
         else:
             bundle = vdata.build(spec)
             unknown = [name for name in bundle.classes if name not in self.classes]
@@ -188,8 +275,18 @@ class Run:
             index = torch.tensor([self.classes.index(name) for name in bundle.classes])
             test = bundle.test
             dataset = vdata.TensorImageDataset(test.images, index[test.labels], test.max_value)
-        return vdata.make_loader(dataset, batch_size=batch_size,
-                                 transform=vdata.model_input_transform((h, w), self.mean, self.std))
+        return vdata.make_loader(dataset, batch_size=batch_size, transform=self.input_transform(),
+                                 num_workers=vdata.default_num_workers(dataset))
+
+    def input_transform(self):
+        """Images in [0, 1] -> what the model takes, as the run's test loader prepared them: resized to the
+        model's size and normalised with the run's statistics; photos resized and centre-cropped (the
+        run's eval crop). Takes a batch (B, C, H, W), or one image of any size for photo runs."""
+        _, h, w = self.input_size
+        crop = self.config.get("eval_crop") or {}
+        return vdata.model_input_transform((h, w), self.mean, self.std, crop_pct=crop.get("crop_pct"),
+                                           interpolation=crop.get("interpolation"),
+                                           crop_mode=crop.get("crop_mode") or "center")
 
     def test_loader(self, spec: str | None = None, batch_size: int = 256):
         """The held-out split of the run's data (or of ``spec``): `eval_loader`."""
@@ -198,7 +295,7 @@ class Run:
 
 def _split_seed(cfg: TrainConfig) -> int:
     """The split seed `build_run` used: an image folder's 80/20 split follows the run's seed."""
-    return cfg.seed if cfg.data.startswith("imagefolder") else 0
+    return cfg.seed if _is_folder(cfg.data) else 0
 
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:

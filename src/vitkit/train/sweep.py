@@ -16,8 +16,12 @@ from pathlib import Path
 
 
 def _same_config(saved: dict, cfg) -> bool:
-    ignore = {"resume", "out", "num_threads", "log_every"}
-    return all(saved.get(k) == v for k, v in cfg.to_dict().items() if k not in ignore)
+    """Whether a run folder's config.json was written for ``cfg``: a key the folder predates counts as
+    its field's default (a field added later does not make every finished run look changed)."""
+    import dataclasses
+    ignore = {"resume", "out", "num_threads", "num_workers", "log_every"}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    return all(saved.get(k, defaults.get(k)) == v for k, v in cfg.to_dict().items() if k not in ignore)
 
 
 def run_one(job: tuple[str, dict]) -> dict:

@@ -38,8 +38,9 @@ class DataInfo:
     train_count: int | None = None  # training images (a run's config.json keeps it)
 
     @classmethod
-    def from_bundle(cls, bundle, img_size: int | None = None) -> DataInfo:
-        size = (img_size, img_size) if img_size else tuple(bundle.img_size)
+    def from_bundle(cls, bundle, img_size: int | tuple[int, int] | None = None) -> DataInfo:
+        size = tuple(bundle.img_size) if not img_size else (img_size, img_size) if isinstance(img_size, int) \
+            else tuple(img_size)
         return cls(bundle.num_classes, bundle.in_chans, size, tuple(bundle.classes),
                    tuple(bundle.mean), tuple(bundle.std), len(bundle.train))
 
@@ -76,7 +77,9 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
     classifier, adapted rather than fine-tuned to new classes). Returns {"loaded": [...],
     "skipped": [...]}; raises ValueError naming what does not fit.
     """
-    state = init_state_dict(source)
+    state, pretrained_cfg = init_state_dict(source, with_cfg=True)
+    if pretrained_cfg is not None:  # a hub / timm / HF checkpoint: its preprocessing and labels travel along
+        model.pretrained_cfg = pretrained_cfg
     if any(k.startswith("backbone.") for k in state):  # a pretraining run or a probe; else a classifier's weights
         state = backbone_state_dict(state)
     own = model.state_dict()
@@ -93,9 +96,10 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
     return {"loaded": sorted(take), "skipped": sorted(set(state) - set(take))}
 
 
-def init_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+def init_state_dict(source: str | Path, with_cfg: bool = False):
     """The weights ``--init`` starts from, in vitkit's names: a run folder's evaluated weights (a run of
-    another kind is refused, naming it), else whatever checkpoint `vitkit.weights.read_checkpoint` reads."""
+    another kind is refused, naming it), else whatever checkpoint `vitkit.weights.read_checkpoint` reads.
+    ``with_cfg``: -> (state dict, the checkpoint's `PretrainedCfg` or None for a run folder)."""
     from ..weights import hub
     from ..weights.load import read_checkpoint
     from ..weights.sources import SOURCES
@@ -109,11 +113,21 @@ def init_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
         if kind not in ("classifier", "pretraining", "clip"):
             raise ValueError(f"--init {source}: a {cfg.get('task')!r} run holds no image backbone; init takes a "
                              "classifier or a pretraining run (mae, simclr, mocov3, clip), or a weights file/folder")
-        return ckpt.load_run_weights(path, "ema" if cfg.get("ema_decay") else "model")
+        state = ckpt.load_run_weights(path, "ema" if cfg.get("ema_decay") else "model")
+        return (state, None) if with_cfg else state
     if path is not None and not path.exists():
         raise FileNotFoundError(f"--init {source}: no such run folder, weights file, hub id (hf:org/name) or "
                                 "model with a default source (`vitkit models --pretrained`)")
-    return read_checkpoint(source).mapped()[0]
+    ck = read_checkpoint(source)
+    state = ck.mapped()[0]
+    if not with_cfg:
+        return state
+    import types
+
+    from ..weights.load import attach_pretrained_cfg
+    holder = types.SimpleNamespace(cfg=None, num_classes=None, input_size=None)
+    attach_pretrained_cfg(holder, ck, str(source))
+    return state, holder.pretrained_cfg
 
 
 def _is_run_folder(path: Path) -> bool:

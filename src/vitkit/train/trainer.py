@@ -426,7 +426,7 @@ def _warn_changed_config(out: Path, cfg: TrainConfig) -> None:
         old = ckpt.read_config(out)
     except (FileNotFoundError, ValueError):
         return
-    benign = {"resume", "out", "device", "num_threads", "log_every", "eval_every"}
+    benign = {"resume", "out", "device", "num_threads", "num_workers", "log_every", "eval_every"}
     changed = sorted(k for k, v in cfg.to_dict().items() if k not in benign and k in old and old[k] != v)
     if changed:
         warnings.warn(f"resuming {out} with changed settings {changed}: the result will differ from an "
