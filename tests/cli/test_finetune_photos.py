@@ -65,8 +65,10 @@ def hub(tmp_path, monkeypatch):
 
 def test_fine_tune_a_hub_vit_on_mixed_photos_then_predict_with_class_names(photos, hub, tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
+    labels = {0: "tabby cat", 1: "golden retriever", 2: "tulip"}  # a hub classifier's own class names
     config = transformers.ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
-                                    intermediate_size=768, image_size=224, patch_size=16, num_labels=1000)
+                                    intermediate_size=768, image_size=224, patch_size=16, id2label=labels,
+                                    label2id={v: k for k, v in labels.items()})
     torch.manual_seed(0)
     transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit-tiny")
     pp = {"do_resize": True, "size": {"height": 224, "width": 224}, "image_mean": [0.5, 0.5, 0.5],
@@ -96,3 +98,16 @@ def test_fine_tune_a_hub_vit_on_mixed_photos_then_predict_with_class_names(photo
     result = json.loads(capsys.readouterr().out)
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x][-1]
     assert code == 0 and result["test_acc"] == last["test_acc"] and result["test_count"] == last["test_count"]
+
+    # the hub classifier itself, before any fine-tuning: its own class names and preprocessing
+    photo = photos / "cat" / "3.jpg"
+    assert main(["predict", "hf:org/vit-tiny", str(photo), "--topk", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    got = {r.rsplit(" ", 1)[0]: float(r.rsplit(" ", 1)[1].rstrip("%")) for r in line.split(": ", 1)[1].split(", ")}
+    assert set(got) == set(labels.values())
+    hf = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit-tiny").eval()
+    pixels = transformers.ViTImageProcessor(**pp)(Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        want = hf(pixels).logits.softmax(-1)[0]
+    for i, name in labels.items():  # PIL's resize vs ours: ~1/255 per pixel, a fraction of a point here
+        assert abs(got[name] - 100 * want[i].item()) < 1.0, (name, got, want)

@@ -96,8 +96,9 @@ def build_parser() -> Parser:
     e.add_argument("--amp", choices=AMP_CHOICES, help=AMP_HELP + " (default: the run's own)")
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("predict", help="classify image files with a trained classifier run")
-    r.add_argument("run", help="run folder")
+    r = sub.add_parser("predict", help="classify image files with a trained classifier run or a hub classifier")
+    r.add_argument("run", help="run folder, hf:org/name (a ViT/DeiT classifier), or a model name with a default "
+                   "source (`vitkit models --pretrained`)")
     r.add_argument("images", nargs="+", help="PNG/JPEG/BMP files")
     r.add_argument("--topk", type=positive_int, default=3, help="how many classes to print per image")
     r.add_argument("--weights", choices=["ema", "model"])

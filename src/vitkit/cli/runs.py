@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import rank_images
+from .common import CLIError, rank_images
 
 
 def _scored(run, spec: str | None) -> str:
@@ -67,8 +67,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def pretrained_classifier(spec: str):
+    """(model, one-image transform, class names) of a classifier straight from the hub: ``hf:org/name``
+    (a ViT or DeiT checkpoint, its architecture read from its config) or a model name with a default
+    source; preprocessed as its own files say (`PretrainedCfg`), classes from its id2label / label_names."""
+    from ..data import model_input_transform
+    from ..weights import hub
+    from ..weights.load import from_checkpoint
+    from ..weights.sources import load_pretrained
+    model = (from_checkpoint(spec) if hub.is_hub_id(spec) else load_pretrained(spec)).eval()
+    pc = model.pretrained_cfg
+    if not getattr(model, "num_classes", 0):
+        raise CLIError(f"{spec} has no classifier head (a backbone): fine-tune it first, "
+                       f"`vitkit train --init {spec} --data imagefolder:DIR --out RUN`")
+    _, h, w = pc.input_size or model.input_size
+    mean, std = pc.mean or (0.5,) * 3, pc.std or (0.5,) * 3
+    tf = model_input_transform((h, w), mean, std, crop_pct=pc.crop_pct, interpolation=pc.interpolation,
+                               crop_mode=pc.crop_mode or "center")
+    names = list(pc.label_names) if pc.label_names else [str(i) for i in range(model.num_classes)]
+    return model, tf, names
+
+
 def cmd_predict(args) -> int:
     from ..train.run import load_run
+    from ..weights import hub
+    from ..weights.sources import SOURCES
+    if hub.is_hub_id(args.run) or (args.run in SOURCES and not Path(args.run).exists()):
+        model, tf, names = pretrained_classifier(args.run)
+        return rank_images(args.images, model.input_size[0], tf,
+                           lambda x: model(x).float().softmax(-1)[0], names, args.topk)
     run = load_run(args.run, args.weights)
     run.needs(("classifier",), "predict")
     from ..train.precision import autocast
