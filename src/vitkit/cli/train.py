@@ -38,7 +38,8 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
                    "model name with a default source (`vitkit models --pretrained`)")
     t.add_argument("--probe", action="store_true",
                    help="linear probe: freeze the --init backbone, train a BatchNorm + linear head")
-    t.add_argument("--teacher", help="DeiT distillation from this trained classifier run (task distill); "
+    t.add_argument("--teacher", help="DeiT distillation from this classifier: a run folder, hf:org/name, or a model "
+                   "name with a default source (task distill); "
                    "tune it with --set task_args.kind=soft|hard, task_args.tau, task_args.alpha")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int, dest="batch_size", help="global batch size")

@@ -170,13 +170,10 @@ def build_distill(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     allowed = {"kind", "tau", "alpha"}
     if set(args) - allowed:
         raise ValueError(f"task 'distill' takes task_args teacher, {sorted(allowed)}; got {sorted(args)}")
-    from .run import load_run
-    teacher_run = load_run(teacher_dir)
-    teacher_run.needs(("classifier",), "train --teacher")
-    if len(teacher_run.classes) != info.num_classes:
-        raise ValueError(f"the teacher {teacher_dir} predicts {len(teacher_run.classes)} classes, the data has "
+    teacher = load_teacher(teacher_dir)
+    if teacher.num_classes != info.num_classes:
+        raise ValueError(f"the teacher {teacher_dir} predicts {teacher.num_classes} classes, the data has "
                          f"{info.num_classes}")
-    teacher = teacher_run.model
     model = build_backbone(cfg, info)
     if cfg.init:
         load_backbone(model, cfg.init)
@@ -184,6 +181,21 @@ def build_distill(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
     task = Distill(teacher, label_smoothing=cfg.label_smoothing, mixup=cfg.mixup, cutmix=cfg.cutmix,
                    num_classes=info.num_classes, **args)
     return model, task
+
+
+def load_teacher(source: str) -> nn.Module:
+    """A distillation teacher: a classifier run folder (its evaluated weights), or a classifier from the
+    hub (``hf:org/name``, or a model name with a default source), in eval mode."""
+    from ..weights import hub
+    from ..weights.sources import SOURCES
+    if hub.is_hub_id(str(source)) or (str(source) in SOURCES and not Path(source).exists()):
+        from ..weights.load import from_checkpoint
+        from ..weights.sources import load_pretrained
+        return (from_checkpoint(source) if hub.is_hub_id(str(source)) else load_pretrained(source)).eval()
+    from .run import load_run
+    run = load_run(source)
+    run.needs(("classifier",), "train --teacher")
+    return run.model
 
 
 def build_sparsevit_adapt(cfg, info: DataInfo) -> tuple[nn.Module, Any]:
