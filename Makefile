@@ -18,13 +18,16 @@ $(VENV)/.core: $(BIN)/activate pyproject.toml
 	@touch $@
 
 # Test extras: pytest, HF transformers (the oracle), the locked MiniLM text tower (CLIP/LiT), ONNX
-# (export + ONNX Runtime, a speed peer), and
+# (export + ONNX Runtime, a speed peer), the server stack (`vitkit serve`) and selenium, and
 # vector-quantize-pytorch (a VQ peer). vit-pytorch is a peer installed without its torchvision
 # dependency (torchvision does not import with this torch, and breaks transformers).
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install -q -e ".[test,hf,text,onnx]" vector-quantize-pytorch
+	$(BIN)/pip install -q -e ".[test,hf,text,onnx,serve]" vector-quantize-pytorch
 	$(BIN)/pip install -q --no-deps vit-pytorch
 	-$(BIN)/pip uninstall -y -q torchvision
+	# the browser tests (`vitkit serve`'s page, the demo's index.html): Debian's Chromium and its driver
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 	@touch $@
 
 venv: $(VENV)/.core

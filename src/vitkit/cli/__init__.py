@@ -17,6 +17,7 @@
     vitkit export RUN --onnx m.onnx [--int8] ONNX graph (dynamic batch; int8 by ONNX Runtime), checked
     vitkit convert SRC DST --to hf|timm|vitkit   ViT weights between layouts (a run folder: its evaluated ViT)
     vitkit sparsevit-search --run RUN --latency-budget MS   SparseViT sparsity search (Pareto table)
+    vitkit serve RUN|hf:ID [--port 8000] [--workers N]   the model behind an HTTP API and a page
 
 Errors the user can fix print one line (``vitkit: error: ...``) and exit non-zero, warnings one line
 each (``vitkit: warning: ...``); set ``VITKIT_DEBUG=1`` to see the traceback. Under ``torchrun``
@@ -66,6 +67,7 @@ def build_parser() -> Parser:
     from .export import cmd_convert, cmd_export
     from .runs import cmd_eval, cmd_info, cmd_predict
     from .sample import cmd_generate, cmd_zero_shot
+    from .serve import add_arguments as serve_arguments
     from .sparsevit_search import add_arguments as sparsevit_arguments
     from .train import add_train_flags, cmd_train
     p = Parser(prog="vitkit", description="Vision Transformers: train, evaluate, predict.")
@@ -172,6 +174,11 @@ def build_parser() -> Parser:
     c.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="layout to write")
     c.add_argument("--model", help="registered model whose config fills what the weights cannot tell (heads)")
     c.set_defaults(func=cmd_convert)
+
+    se = sub.add_parser("serve", help="a classifier or CLIP (run folder, hf:ID or checkpoint folder) behind an HTTP "
+                        "API and a page, with dynamic batching; listens on 127.0.0.1:8000")
+    serve_arguments(se)
+    se.set_defaults(func=_lazy("serve", "cmd_serve"))
     return p
 
 
