@@ -1,6 +1,7 @@
 """Shared test settings: deterministic, quiet, small."""
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,29 @@ def load_benchmark():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium driven by selenium through Debian's chromedriver (`make test` installs both;
+    nothing is downloaded), with the flags a closed network needs; skips with the reason when missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("the browser tests need Debian's chromium and chromium-driver (apt-get install -y chromium "
+                    "chromium-driver; `make test` installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+    os.environ["SE_OFFLINE"] = "true"  # selenium never fetches a driver or a browser
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=900,700"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

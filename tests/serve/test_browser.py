@@ -14,30 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else shutil.which("chromedriver")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "serve_page.png"
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not CHROMIUM or not DRIVER:
-        pytest.skip("the browser test needs Debian's chromium and chromium-driver (apt-get install -y chromium "
-                    "chromium-driver; `make test` installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-    os.environ["SE_OFFLINE"] = "true"  # selenium never fetches a driver or a browser
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_page_uploads_an_image_and_shows_the_apis_top1(browser, serve_runs, start_server, images, tmp_path):

@@ -142,32 +142,73 @@ def task_pictures(run_dir: str | Path) -> dict:
 
 
 def report(run_dir: str | Path, weights: str | None = None) -> dict:
-    """Evaluate a run folder on its test split, write its pictures and report.json; returns the summary.
+    """Evaluate a run folder on its test split, write its pictures, report.json and index.html (one page
+    with every picture, the metrics per epoch and the config); returns the summary.
 
-    A classifier gets curves, confusion matrix, attention rollout and embeddings; other runs their
-    task's pictures (`vitkit.train.pictures`), where it has any.
+    A classifier gets curves, confusion matrix, the held-out images it gets wrong, attention rollout
+    and embeddings; other runs their task's pictures (`vitkit.train.pictures`), where it has any.
     """
     from ..train import checkpoint as ckpt
-    from ..train.run import load_run, predict_batches, top1
-    from ..viz.report import classification_pictures
+    from ..train.precision import precision_name
+    from ..train.run import load_run
+    from ..viz.page import write_run_page
     run = load_run(run_dir, weights)
     if run.kind == "classifier":
-        loader = run.eval_loader()
-        logits, labels = predict_batches(run.model, loader, run.amp())
-        images = next(iter(loader))[0][:8]
-        pictures = classification_pictures(run.path, run.model, logits, labels, images, run.classes,
-                                           run.mean, run.std, run.path / ckpt.METRICS_FILE)
-        summary = {"test_acc": top1(logits, labels), "test_count": len(labels), "weights": run.weights}
+        summary, pictures = _classifier_pictures(run)
     else:
         result = evaluate_run(run)
         summary = {k: v for k, v in result.items() if k.startswith("test_") or k == "weights"}
         from ..train.pictures import task_pictures as draw
         pictures = draw(run.path)
+    summary["precision"] = precision_name(run.amp())
     summary["pictures"] = {k: str(v) for k, v in pictures.items()}
     ckpt.atomic_write_bytes(run.path / "report.json", (json.dumps(summary, indent=2) + "\n").encode())
+    epochs = [r for r in ckpt.read_metrics(run.path) if r.get("kind") == "epoch"]
+    page = write_run_page(run.path, summary, run.config, epochs, pictures)
     if pictures:
-        print(f"vitkit: pictures: {', '.join(str(p) for p in pictures.values())}")
+        print(f"vitkit: pictures: {', '.join(str(p) for p in pictures.values())}; page: {page}")
     else:
         print(f"vitkit: a {run.train_cfg.task} run has no pictures; {run.path / 'report.json'} holds its "
-              "held-out metrics")
+              f"held-out metrics; page: {page}")
     return summary
+
+
+ERROR_GRID = 32
+"""At most this many misclassified held-out images in errors.png."""
+
+
+def _classifier_pictures(run) -> tuple[dict, dict]:
+    """(summary, pictures) of a classifier run: one pass over the test split gives the logits, the
+    first images for the rollout and the misclassified ones for the error grid."""
+    import torch
+
+    from ..train import checkpoint as ckpt
+    from ..train.precision import autocast
+    from ..viz.images import plot_errors
+    from ..viz.report import classification_pictures
+    model, dtype = run.model.eval(), run.amp()
+    logits, labels, wrong, first = [], [], [], None
+    n_wrong = 0
+    with torch.no_grad():
+        for x, y in run.eval_loader():
+            with autocast("cpu", dtype):
+                out = model(x).float()
+            first = x[:8] if first is None else first
+            miss = out.argmax(1) != y
+            n_wrong += int(miss.sum())
+            if miss.any() and sum(len(w[0]) for w in wrong) < ERROR_GRID:
+                wrong.append((x[miss], out[miss].argmax(1), y[miss]))
+            logits.append(out)
+            labels.append(y)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    pictures = classification_pictures(run.path, model, logits, labels, first, run.classes, run.mean, run.std,
+                                       run.path / ckpt.METRICS_FILE)
+    if wrong:
+        images = torch.cat([w[0] for w in wrong])[:ERROR_GRID]
+        pred = [run.classes[i] for i in torch.cat([w[1] for w in wrong])[:ERROR_GRID].tolist()]
+        true = [run.classes[i] for i in torch.cat([w[2] for w in wrong])[:ERROR_GRID].tolist()]
+    else:
+        images, pred, true = first[:0], [], []
+    pictures["errors"] = plot_errors(images, pred, true, run.path / "errors.png", run.mean, run.std, total=n_wrong)
+    acc = int((logits.argmax(1) == labels).sum()) / len(labels)
+    return {"test_acc": acc, "test_count": len(labels), "test_wrong": n_wrong, "weights": run.weights}, pictures

@@ -36,8 +36,8 @@ METRICS_FILE = "metrics.jsonl"
 STATE_FORMAT = 1
 RUN_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, METRICS_FILE)
 """The files `fit` writes: a folder holding any of them holds a run (`vitkit train` will not overwrite it)."""
-REPORT_FILES = ("report.json", "curves.png", "confusion.png", "rollout.png", "pos_embed.png", "patch_filters.png",
-                "reconstructions.png", "samples.png")
+REPORT_FILES = ("report.json", "index.html", "curves.png", "confusion.png", "errors.png", "rollout.png",
+                "pos_embed.png", "patch_filters.png", "reconstructions.png", "samples.png")
 """What `vitkit report` and the pictures after training add to a run folder (replaced with the run)."""
 
 

@@ -106,3 +106,38 @@ def plot_rollout(
         for ax in (ax_img, ax_map, ax_ovl):
             ax.set_axis_off()
     return save_figure(fig, out_png)
+
+
+def plot_errors(
+    images: torch.Tensor,
+    predicted: Sequence[str],
+    true: Sequence[str],
+    out_png: PathLike,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    ncol: int = 8,
+    total: int | None = None,
+) -> Path:
+    """A grid of held-out images the model gets wrong, each titled "pred P / true T".
+
+    images: (B, C, H, W), un-normalised with mean/std; predicted, true: B class names each.
+    total: how many the model got wrong in all (the title says when the grid shows only some).
+    """
+    x = to_display(images, mean, std)
+    b = x.shape[0]
+    if len(predicted) != b or len(true) != b:
+        raise ValueError(f"{len(predicted)} predictions and {len(true)} labels for {b} images")
+    ncol = max(1, min(ncol, b))
+    nrow = max(1, -(-b // ncol))
+    fig = new_figure((1.3 * ncol, 1.5 * nrow + 0.4))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < b:
+            img = hwc(x[i])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
+            ax.set_title(f"pred {predicted[i]}\ntrue {true[i]}", fontsize=8)
+    shown = f"{b} of {total}" if total is not None and total > b else f"{b}"
+    fig.suptitle(f"held-out images the model gets wrong ({shown})" if b else "no held-out image is wrong",
+                 fontsize=10)
+    return save_figure(fig, out_png)
