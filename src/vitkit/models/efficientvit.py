@@ -14,6 +14,9 @@ Dense Prediction"), the B0-B3 classification models.
 Widths, depths and head dims of B0-B3 are those of mit-han-lab/efficientvit
 (``efficientvit/models/efficientvit/backbone.py`` and ``cls.py``). Maps stay channels-first
 (B, C, H, W). Linear attention is O(N) in the number of tokens, so the model takes any resolution.
+Its denominator eps (``attn_eps``) is the official 1e-15; timm's port (``efficientvit_mit.py``
+``LiteMLA``) adds 1e-5, so the default pretrained sources (timm's files, ``weights/efficientvit.py``)
+load with ``attn_eps=1e-5``, timm's function.
 
 Training from scratch follows the official recipe (``applications/efficientvit_cls``):
     zero_last_gamma   the last BatchNorm of every residual branch starts at gamma = 0, so every
@@ -65,6 +68,7 @@ class EfficientViTConfig:
     drop_path_rate: float = 0.05                       # stochastic depth of the stages' residual blocks (official)
     zero_last_gamma: bool = True                       # residual branches start at zero (official init)
     norm_eps: float = 1e-5                             # BatchNorm / LayerNorm eps (PyTorch default)
+    attn_eps: float = 1e-15                            # linear attention's denominator eps (official; timm: 1e-5)
     dynamic_img_size: bool = False                     # accept any H, W
     name: str | None = field(default=None, compare=False)
 
@@ -123,9 +127,10 @@ class EfficientViTBlock(nn.Module):
 
     inplace_add = False  # set by fuse_for_inference
 
-    def __init__(self, dim: int, head_dim: int, expand_ratio: float, scales: tuple[int, ...], norm_eps: float):
+    def __init__(self, dim: int, head_dim: int, expand_ratio: float, scales: tuple[int, ...], norm_eps: float,
+                 attn_eps: float = 1e-15):
         super().__init__()
-        self.context = MultiScaleLinearAttention(dim, dim, head_dim=head_dim, scales=scales)
+        self.context = MultiScaleLinearAttention(dim, dim, head_dim=head_dim, scales=scales, eps=attn_eps)
         self.local = MBConv(dim, dim, expand_ratio, fewer_norm=True, norm_eps=norm_eps)
         self.drop_path_context, self.drop_path_local = DropPath(), DropPath()
 
@@ -174,7 +179,8 @@ class EfficientViT(nn.Module):
         for i in (3, 4):  # attention stages: a downsampling MBConv, then EfficientViT blocks
             self.stages.append(nn.Sequential(
                 MBConv(w[i - 1], w[i], cfg.expand_ratio, stride=s[i], fewer_norm=True, norm_eps=eps),
-                *[EfficientViTBlock(w[i], cfg.head_dim, cfg.expand_ratio, cfg.scales, eps) for _ in range(d[i])]))
+                *[EfficientViTBlock(w[i], cfg.head_dim, cfg.expand_ratio, cfg.scales, eps, cfg.attn_eps)
+                  for _ in range(d[i])]))
 
         h0, h1 = cfg.head_widths
         self.head_conv = ConvNormAct(w[-1], h0, 1, act_layer=nn.Hardswish, norm_eps=eps)

@@ -1,5 +1,5 @@
 """Pyramid Vision Transformer (Wang et al. 2021, "Pyramid Vision Transformer: A Versatile Backbone for
-Dense Prediction without Convolutions"), PVT-Tiny / PVT-Small.
+Dense Prediction without Convolutions"), PVT-Tiny / Small / Medium / Large.
 
     stage i:  patch embedding (P x P conv, P = patch_size for stage 1 and 2 after, then LayerNorm)
               -> + learned position embedding (stage i's grid) -> depths[i] pre-LN blocks whose
@@ -11,7 +11,10 @@ Dense Prediction without Convolutions"), PVT-Tiny / PVT-Small.
 
 So stage i works at 1/(P 2^i) of the input, with widths embed_dims[i] (Sec. 3, Table 1). Names follow
 PVT's code where they can (``q``, ``kv``, ``sr``, ``norm``), and the published sizes are whai362/PVT's
-``pvt_tiny`` / ``pvt_small``: norms eps 1e-6 in blocks and head, 1e-5 in patch embeddings and SR.
+``pvt_tiny`` / ``pvt_small`` / ``pvt_medium`` / ``pvt_large`` (classification/pvt.py): norms eps 1e-6 in
+blocks and head (``norm_eps``), 1e-5 in patch embeddings and SR (``conv_norm_eps``, the LayerNorms after
+a conv). transformers' port (``PvtModel``) uses its one ``layer_norm_eps`` (1e-6) for all of them: the
+default pretrained sources (``weights/pvt.py``) load with ``conv_norm_eps=1e-6`` to compute its function.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ class PVTConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1                       # stochastic depth, linear over all blocks
-    norm_eps: float = 1e-6                            # blocks and head (PVT); patch/SR norms use 1e-5
+    norm_eps: float = 1e-6                            # blocks and head (PVT)
+    conv_norm_eps: float = 1e-5                       # patch-embedding and SR LayerNorms (PVT: the default)
     dynamic_img_size: bool = False                    # any H, W divisible by the total stride
     name: str | None = field(default=None, compare=False)
 
@@ -79,10 +83,11 @@ class PVTStage(nn.Module):
 
     def __init__(self, grid: tuple[int, int], patch_size: int, in_dim: int, dim: int, depth: int,
                  num_heads: int, sr_ratio: int, mlp_ratio: float, qkv_bias: bool, drop: float,
-                 attn_drop: float, drop_path: list[float], norm_eps: float, cls_token: bool):
+                 attn_drop: float, drop_path: list[float], norm_eps: float, cls_token: bool,
+                 conv_norm_eps: float = 1e-5):
         super().__init__()
         self.patch_embed = PatchEmbed(grid, patch_size, in_dim, dim, strict_img_size=False)
-        self.norm = nn.LayerNorm(dim)                                    # PVT: default eps here
+        self.norm = nn.LayerNorm(dim, eps=conv_norm_eps)                 # PVT: default eps here
         self.grid_size = self.patch_embed.grid_size
         self.num_prefix_tokens = int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
@@ -91,7 +96,7 @@ class PVTStage(nn.Module):
         self.blocks = nn.ModuleList([
             Block(dim, num_heads, mlp_ratio, drop=drop, drop_path=drop_path[j], norm_eps=norm_eps,
                   attn=SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop,
-                                                 proj_drop=drop, norm_eps=1e-5))
+                                                 proj_drop=drop, norm_eps=conv_norm_eps))
             for j in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +137,7 @@ class PyramidVisionTransformer(nn.Module):
             stage = PVTStage(grid, p, cfg.in_chans if i == 0 else cfg.embed_dims[i - 1], cfg.embed_dims[i],
                              cfg.depths[i], cfg.num_heads[i], cfg.sr_ratios[i], cfg.mlp_ratios[i], cfg.qkv_bias,
                              cfg.drop_rate, cfg.attn_drop_rate, dpr[first:first + cfg.depths[i]], cfg.norm_eps,
-                             cls_token=i == S - 1)
+                             cls_token=i == S - 1, conv_norm_eps=cfg.conv_norm_eps)
             self.stages.append(stage)
             grid = stage.grid_size
         self.norm = nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
@@ -201,6 +206,18 @@ def pvt_tiny(**kw) -> PyramidVisionTransformer:
 def pvt_small(**kw) -> PyramidVisionTransformer:
     """PVT-Small at 224: PVT-Tiny's widths with depths (3, 4, 6, 3)."""
     return _pvt(PVTConfig(depths=(3, 4, 6, 3), name="pvt_small"), **kw)
+
+
+@register_model
+def pvt_medium(**kw) -> PyramidVisionTransformer:
+    """PVT-Medium at 224: PVT-Tiny's widths with depths (3, 4, 18, 3); drop path 0.3 (configs/pvt/pvt_medium.py)."""
+    return _pvt(PVTConfig(depths=(3, 4, 18, 3), drop_path_rate=0.3, name="pvt_medium"), **kw)
+
+
+@register_model
+def pvt_large(**kw) -> PyramidVisionTransformer:
+    """PVT-Large at 224: PVT-Tiny's widths with depths (3, 8, 27, 3); drop path 0.3 (configs/pvt/pvt_large.py)."""
+    return _pvt(PVTConfig(depths=(3, 8, 27, 3), drop_path_rate=0.3, name="pvt_large"), **kw)
 
 
 @register_model
