@@ -43,11 +43,14 @@ class Checkpoint:
 
     def config_fields(self, keys: set[str] | None = None) -> dict[str, Any]:
         """ViTConfig fields the config.json states, over what the stored tensors reveal (empty when
-        neither says anything, or the config is not a ViT's)."""
+        neither says anything, or the config is not a ViT's). A format with its own reader
+        (``KeyMap.config_fields``: PVT, EfficientViT, ConViT) gives its family's config fields."""
         hints = self.format.hints(self.state_dict) if self.format.hints else {}
         c = self.config
         if not c:
             return hints
+        if self.format.config_fields is not None:
+            return {**hints, **self.format.config_fields(c)}
         if isinstance(c.get("model_config"), dict):  # vitkit: converted folder or training run
             fields = {f.name for f in dataclasses.fields(ViTConfig)}
             mc = c["model_config"]
@@ -192,6 +195,11 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     naming the field and the fix. ``model.pretrained_cfg`` is set (see ``weights.pretrained_cfg``).
     """
     ck = read_checkpoint(src)
+    if ck.format.config_fields is not None and ck.config:
+        try:  # a family's own config reader refuses what the model cannot compute (another activation)
+            ck.format.config_fields(ck.config)
+        except ValueError as e:
+            raise ValueError(f"{ck.path}: {e}") from None
     sd, unmapped, ignored, source = ck.mapped()
     report = LoadReport(ck.path, ck.format.description, ignored=ignored)
     own = model.state_dict()
@@ -206,7 +214,7 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
     if problem and strict:
         raise ValueError(f"{ck.path} ({ck.format.description}) does not fit this "
                          f"{type(model).__name__} (another architecture or size?): {problem}")
-    for note in config_differences(model, known, ck.path):  # loads, but computes another function
+    for note in config_differences(model, known, ck.path, ck.format.function_fields):  # another function
         report.notes.append("note: " + note)
         warnings.warn(note, UserWarning, stacklevel=2)
     fits = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
@@ -225,19 +233,23 @@ def load_weights(model: nn.Module, src: str | Path | Checkpoint, strict: bool = 
 _FUNCTION_FIELDS = (("norm_eps", "LayerNorm eps", "layer_norm_eps"), ("act", "MLP activation", "hidden_act"))
 
 
-def config_differences(model: nn.Module, known: dict[str, Any], path: Path | str) -> list[str]:
-    """One sentence per field where the model differs from the checkpoint's config (eps, activation)."""
+def config_differences(model: nn.Module, known: dict[str, Any], path: Path | str,
+                       extra: tuple[tuple[str, str, str], ...] = ()) -> list[str]:
+    """One sentence per field where the model differs from the checkpoint's config (eps, activation,
+    and the format's ``function_fields``)."""
     cfg = getattr(model, "cfg", None)
     out = []
-    for name, what, theirs in _FUNCTION_FIELDS:
+    for name, what, theirs in _FUNCTION_FIELDS + tuple(extra):
         want = known.get(name)
         have = getattr(cfg, name, None)
         if want is None or have is None or have == want:
             continue
         fmt = (lambda v: f"{v:g}") if isinstance(want, float) else repr
+        by_itself = (" (create_model(name, pretrained=...) does this by itself)"
+                     if name in ("norm_eps", "act") else "")
         out.append(f"{path}: the checkpoint's {what} is {fmt(want)} (its config's {theirs}) but the model's "
-                   f"{name} is {fmt(have)}, so its outputs will differ; build the model with {name}={fmt(want)} "
-                   f"(create_model(name, pretrained=...) does this by itself)")
+                   f"{name} is {fmt(have)}, so its outputs will differ; build the model with {name}={fmt(want)}"
+                   + by_itself)
     return out
 
 

@@ -60,6 +60,11 @@ IDENTITY = Transform("identity", lambda ts, ctx: ts[0], lambda t, ctx: (t,))
 TRANSPOSE = Transform("transpose", lambda ts, ctx: ts[0].t(), lambda t, ctx: (t.t(),))
 # Separate q, k, v projections (rows: heads contiguous) <-> one fused qkv Linear, rows q then k then v.
 FUSE_QKV = Transform("fuse qkv", lambda ts, ctx: torch.cat(ts, dim=0), lambda t, ctx: tuple(t.chunk(3, dim=0)))
+# Separate k, v projections <-> one fused kv Linear, rows k then v (PVT's ``kv``; transformers' PVT splits it).
+FUSE_KV = Transform("fuse kv", lambda ts, ctx: torch.cat(ts, dim=0), lambda t, ctx: tuple(t.chunk(2, dim=0)))
+# A fused q/k Linear (rows q then k) and a separate v <-> one qkv, rows q, k, v (timm ConViT's GPSA ``qk``, ``v``).
+FUSE_QK_V = Transform("fuse qk + v", lambda ts, ctx: torch.cat(ts, dim=0),
+                      lambda t, ctx: (t[:2 * (t.shape[0] // 3)], t[2 * (t.shape[0] // 3):]))
 # Flax conv kernel (P, P, C, D) <-> torch Conv2d weight (D, C, P, P).
 CONV_HWIO = Transform("conv HWIO->OIHW", lambda ts, ctx: ts[0].permute(3, 2, 0, 1),
                       lambda t, ctx: (t.permute(2, 3, 1, 0),))
@@ -81,10 +86,15 @@ FLAX_OUT_KERNEL = Transform(
 
 @dataclass(frozen=True)
 class Rule:
-    """``ours`` <-> ``theirs`` (one or more keys), tensors changed by ``transform``."""
+    """``ours`` <-> ``theirs`` (one or more keys), tensors changed by ``transform``.
+
+    ``when``: a key pattern (the rule's fields filled in) that must be in the dict being mapped, either
+    way, for the rule to apply: e.g. ``blocks.{i}.attn.gating_param``, which timm's ConViT and vitkit
+    name alike, marks the blocks whose attention is GPSA (q/k and v stored apart) and not plain MHSA."""
     ours: str
     theirs: tuple[str, ...]
     transform: Transform = IDENTITY
+    when: str | None = None
 
     def __post_init__(self):
         if isinstance(self.theirs, str):
@@ -107,6 +117,8 @@ def _run(rules: Iterable[Rule], sd: StateDict, forward: bool, ctx: dict) -> tupl
             if m is None:
                 continue
             g = m.groupdict()
+            if rule.when is not None and rule.when.format(**g) not in sd:
+                continue
             if forward:
                 names = [p.format(**g) for p in rule.theirs]
                 if not all(n in sd for n in names):
@@ -135,6 +147,10 @@ class KeyMap:
     dict, run before mapping (strip prefixes, unstack scanned blocks). ``unsupported``: a message
     raised when detected (a layout we recognise but cannot represent yet). ``hints``: ViTConfig
     fields the stored tensors themselves reveal (Flax keeps the number of heads in a kernel's shape).
+    ``config_fields``: the model config fields the checkpoint's ``config.json`` states, for a family
+    other than ViT (None: ``load.Checkpoint.config_fields`` reads it as a ViT's). ``function_fields``:
+    (config field, what it is, the config.json's name) of fields that change the function without
+    changing a shape (PVT's heads): ``load_weights`` warns where the model differs from the config.
     """
     name: str
     description: str
@@ -145,6 +161,8 @@ class KeyMap:
     unsupported: str | None = None
     hints: Callable[[StateDict], dict] | None = None  # config fields the stored tensors reveal (heads)
     priority: int = 50  # detection order: lower is tried first (most specific layouts first)
+    config_fields: Callable[[dict], dict] | None = None
+    function_fields: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "_sig", tuple(re.compile(s) for s in self.signature))
@@ -207,4 +225,4 @@ def get_format(name: str) -> KeyMap:
 
 def _register_all() -> None:
     """Import the format modules; each registers its tables."""
-    from . import google, hf, swin, timm, vitkit_format  # noqa: F401
+    from . import convit, efficientvit, google, hf, pvt, swin, timm, vitkit_format  # noqa: F401

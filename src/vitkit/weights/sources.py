@@ -12,21 +12,27 @@ Every repository id below, its file layout and its config were checked against a
 conversion scripts. Key names: for transformers-layout repositories they are what transformers'
 classes write for that config (``save_pretrained``); for timm repositories they are timm's module
 names (``timm/models/vision_transformer.py`` ``VisionTransformer``; ``deit.py``
-``VisionTransformerDistilled`` adds ``dist_token`` and ``head_dist``). tests/weights/test_sources.py
-serves a random file with those names for every entry through a stand-in hub.
+``VisionTransformerDistilled`` adds ``dist_token`` and ``head_dist``; ``efficientvit_mit.py``
+``EfficientVit``; ``convit.py`` ``ConVit``). tests/weights/test_sources.py serves a random file with
+those names for every ViT entry through a stand-in hub; test_pvt_hf.py, test_efficientvit_timm.py and
+test_convit_timm.py do so for PVT, EfficientViT and ConViT.
+
+Where a port computes another function than the authors' code, the entry's ``overrides`` build the
+port's (the one the file was checked with), and the model family's docstring says what differs:
+- PVT (transformers' ``PvtModel``): one ``layer_norm_eps`` (1e-6) for every LayerNorm, where whai362/PVT
+  leaves the patch-embedding and spatial-reduction norms at 1e-5: ``conv_norm_eps=1e-6``.
+- EfficientViT (timm's ``LiteMLA``): the linear attention's denominator eps is 1e-5, mit-han-lab's
+  1e-15: ``attn_eps=1e-5``.
 
 No revision is pinned in the table (the published ``main``); the commit a download resolved to is
 recorded in ``model.pretrained_cfg.revision`` and ``hf:org/name@<commit>`` loads exactly those bytes.
 
 Families left out, and why:
-- PVT (pvt_tiny, pvt_small): the authors publish on GitHub releases, timm has PVT v2 only, and the
-  transformers port (``PvtForImageClassification``) uses other module names than vitkit's PVT: no
-  mapping yet, so nothing that would load.
-- EfficientViT (efficientvit_b0..b3): the published weights (timm ``efficientvit_mit.py``,
-  ``timm/efficientvit_b*.r*_in1k``; mit-han-lab's own files) use module names vitkit's EfficientViT does
-  not map yet.
-- ConViT (convit_tiny/small/base): timm ``convit.py`` (``timm/convit_*.fb_in1k``) keeps GPSA's q/k and
-  position projections under its own names; no mapping yet.
+- EfficientViT-L (timm ``efficientvit_l*``): another architecture (GELU, fused MBConvs), not in vitkit;
+  timm's ``r256``/``r288`` EfficientViT-B files are the same models fine-tuned at other sizes (the
+  defaults are the ``r224`` ones).
+- PVT v2 (timm ``pvt_v2_*``, ``OpenGVLab/pvt_v2_*``): not in vitkit (overlapping patch embeddings,
+  convolutional FFN).
 - T2T-ViT, CeiT, LocalViT, SparseViT, visual tokens: no weights on the hub in a layout vitkit reads.
 """
 from __future__ import annotations
@@ -68,6 +74,17 @@ _SWIN = ("transformers convert_swin_timm_to_pytorch.py get_swin_config ({size});
          + _HF + "microsoft/swin-{size}-patch4-window7-224 (layer_norm_eps 1e-05, SwinForImageClassification)")
 _DINO = ("transformers convert_dinov2{reg}_to_hf.py (image_size 518, patch 14, {size} sizes); config.json "
          + _HF + "facebook/dinov2-{tag}/blob/main/config.json")
+_PVT = ("transformers models/pvt/convert_pvt_to_pytorch.py convert_pvt_checkpoint (pvt_size '{size}': "
+        "'Zetatech/pvt-{size}-224'; create_rename_keys + read_in_k_v: the PvtForImageClassification names, "
+        "kv split into key, value), tests/models/pvt/test_modeling_pvt.py (from_pretrained('Zetatech/pvt-tiny-224')); "
+        "sizes: whai362/PVT classification/pvt.py pvt_{size} (depths {depths}); modeling_pvt.py: one "
+        "layer_norm_eps (PvtConfig: 1e-6) for every LayerNorm; " + _HF + "Zetatech/pvt-{size}-224")
+_TIMM_EFFICIENTVIT = ("timm/models/efficientvit_mit.py default_cfgs['{tag}'] (hf_hub_id='timm/'; crop_pct 0.95); "
+                      "EfficientVit module names (build_model_with_cfg, no filter); LiteMLA eps 1e-5; listing "
+                      + _HF + "timm/{tag}/tree/main")
+_TIMM_CONVIT = ("timm/models/convit.py default_cfgs['{tag}'] (hf_hub_id='timm/'); ConVit module names "
+                "(build_model_with_cfg, no filter: GPSA attn.qk + attn.v, bare pos_embed); listing "
+                + _HF + "timm/{tag}/tree/main")
 
 
 def _timm_vit(name: str, tag: str, **overrides) -> Source:
@@ -100,6 +117,19 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
              _DINO.format(reg="_with_registers" if reg else "", size=size,
                           tag=("with-registers-" if reg else "") + size))
       for size in ("small", "base") for reg in (False, True)],
+    # PVT (Wang et al.): the authors' weights converted by transformers (PvtForImageClassification); the
+    # port's single LayerNorm eps for every norm (conv_norm_eps: PVT's own code has 1e-5 there)
+    *[Source(f"pvt_{size}", f"Zetatech/pvt-{size}-224", "hf-pvt", _PVT.format(size=size, depths=depths),
+             overrides={"conv_norm_eps": 1e-6})
+      for size, depths in (("tiny", "2, 2, 2, 2"), ("small", "3, 4, 6, 3"), ("medium", "3, 4, 18, 3"),
+                           ("large", "3, 8, 27, 3"))],
+    # EfficientViT (Cai et al.): mit-han-lab's weights in timm's port (its attention eps, 1e-5)
+    *[Source(f"efficientvit_{b}", f"timm/efficientvit_{b}.r224_in1k", "timm-efficientvit",
+             _TIMM_EFFICIENTVIT.format(tag=f"efficientvit_{b}.r224_in1k"), overrides={"attn_eps": 1e-5})
+      for b in ("b0", "b1", "b2", "b3")],
+    # ConViT (d'Ascoli et al.): facebookresearch/convit's weights in timm's port
+    *[Source(f"convit_{size}", f"timm/convit_{size}.fb_in1k", "timm-convit",
+             _TIMM_CONVIT.format(tag=f"convit_{size}.fb_in1k")) for size in ("tiny", "small", "base")],
     # task-level models: MAE (encoder + decoder) and CLIP (both towers)
     Source("mae_vit_base_patch16", "facebook/vit-mae-base", "hf", _HF + "facebook/vit-mae-base (ViTMAEForPreTraining: "
            "hidden 768, 12 layers, decoder 512 x 8 layers, 16 heads, mask_ratio 0.75)", kind="mae"),
