@@ -2,8 +2,11 @@
 import json
 
 import pytest
+import torch
 
+import vitkit.hardware
 import vitkit.layers.linear
+import vitkit.train.precision
 
 pytest.importorskip("transformers", reason="the speed benchmark's peer is HF transformers")
 pytestmark = pytest.mark.slow
@@ -19,7 +22,18 @@ def test_speed_benchmark_quick_runs_and_writes_results(tmp_path, load_benchmark)
     peak = results["matmul_gflops"]
     assert peak["torch.mm"] > 0 and ("onednn" in peak) == vitkit.layers.linear._AVAILABLE
     assert {"vitkit", "hf"} <= set(saved["models"][0]["train"])
-    assert "vitkit / hf" in (tmp_path / "speed_quick.md").read_text()
+    md = (tmp_path / "speed_quick.md").read_text()
+    assert "vitkit / hf" in md and f"Host: **{saved['machine']}**" in md  # the host in the header
+    assert saved["host"]["isa"] == vitkit.hardware.host()["isa"]
+    m = saved["models"][0]
+    assert "onnxruntime int8" in m["infer_b4"] or "onnxruntime" not in m["infer_b4"]
+    if vitkit.train.precision.resolve_amp("auto", "cpu") is torch.bfloat16:  # vitkit's default here: bf16 rows
+        assert saved["precisions"] == ["fp32", "bf16"] and saved["default_precision"] == "bf16"
+        for run in ("infer_b1", "infer_b4", "train"):
+            assert {"vitkit bf16", "hf bf16"} <= set(m[run])
+        assert "vitkit bf16 / hf bf16" in md and "## Out of the box" in md and "## bf16 autocast" in md
+        assert {"vitkit bf16", "hf bf16"} <= set(m["max_abs_diff_vs_fp32"])
+        assert all(d < 0.1 for d in m["max_abs_diff_vs_fp32"].values())  # bf16 and int8 stay near fp32
 
 
 def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):

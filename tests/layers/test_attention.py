@@ -110,19 +110,30 @@ def test_attention_takes_the_short_path_only_where_it_applies(case, monkeypatch)
             assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_short_attention_under_cpu_autocast_runs_in_fp32_forward_and_backward():
+@pytest.mark.parametrize("native", [False, True])
+def test_short_attention_under_cpu_autocast_runs_in_one_dtype_forward_and_backward(native, monkeypatch):
+    """Under CPU bf16 autocast short_attention runs in bf16 where the CPU has native bf16 (vitkit's bf16 fast
+    path) and in fp32 elsewhere (bf16 matmuls are slow without a bf16 unit); forward and backward alike,
+    the backward also when called under autocast."""
+    import vitkit.layers.linear as L
     from vitkit.layers.attention import attend, merge_heads, short_attention, split_heads
+    monkeypatch.setattr(L, "native_bf16", lambda: native)
+    want = torch.bfloat16 if native else torch.float32
+    tol = 3e-2 if native else 1e-6
     qkv = torch.randn(2, 5, 3 * 8, requires_grad=True)
     with torch.autocast("cpu", torch.bfloat16):
         out = short_attention(qkv, 2)
-    out.sum().backward()
+    out.float().sum().backward()
     q, k, v = split_heads(qkv.detach(), 2)
-    assert out.dtype == torch.float32 and qkv.grad is not None
-    assert torch.allclose(out, merge_heads(attend(q, k, v)), atol=1e-6)
+    assert out.dtype == want and qkv.grad is not None and qkv.grad.dtype == torch.float32
+    assert torch.allclose(out.float(), merge_heads(attend(q, k, v)), atol=tol)
     grad, qkv.grad = qkv.grad, None
     with torch.autocast("cpu", torch.bfloat16):                         # backward called under autocast too
-        short_attention(qkv, 2).sum().backward()
+        short_attention(qkv, 2).float().sum().backward()
     assert torch.allclose(qkv.grad, grad, atol=1e-6)
+    ref = qkv.detach().requires_grad_(True)                               # the gradient itself: fp32 reference
+    merge_heads(attend(*split_heads(ref, 2))).sum().backward()
+    assert torch.allclose(grad, ref.grad, atol=tol)
     attn = Attention(16, num_heads=2)                                   # and through the layer (bf16 Linears)
     x = torch.randn(2, 5, 16, requires_grad=True)
     with torch.autocast("cpu", torch.bfloat16):

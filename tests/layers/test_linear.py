@@ -139,12 +139,16 @@ def test_freeze_packs_weights_and_computes_the_same_function():
     assert all(m._packed is None for m in copy.deepcopy(frozen).modules() if isinstance(m, Linear))
 
 
-def test_cpu_autocast_takes_f_linear_in_bf16(onednn_everywhere):
-    """Under CPU autocast the layer is F.linear's (bf16 out, as autocast casts it), forward and backward."""
+def test_cpu_autocast_without_native_bf16_takes_f_linear_in_bf16(onednn_everywhere, monkeypatch):
+    """Under CPU autocast on a CPU without native bf16 the layer is F.linear's (bf16 out, as autocast casts
+    it), forward and backward. (With native bf16: oneDNN's bf16 GEMM, tests/layers/test_bf16.py.)"""
+    import vitkit.layers.linear as L
+    monkeypatch.setattr(L, "native_bf16", lambda: False)
     lin = Linear(32, 48)
     x = torch.randn(8, 32, requires_grad=True)
     with torch.autocast("cpu", torch.bfloat16):
         y = lin(x)
     y.float().sum().backward()
+    assert "OneDNN" not in type(y.grad_fn).__name__
     assert y.dtype == torch.bfloat16 and lin.weight.grad.dtype == torch.float32 and x.grad is not None
     assert torch.allclose(y.float(), F.linear(x, lin.weight, lin.bias), atol=0.1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..layers.linear import _AVAILABLE as ONEDNN, _onednn, fast_linear
-from ..train.precision import host, host_line
+from ..hardware import host, host_line
 
 
 def no_sync() -> None:
@@ -30,9 +30,11 @@ def cuda_sync(device: torch.device | str = "cuda") -> Callable[[], None]:
     return lambda: torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on ``device`` (``bf16``), else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def autocast(device: torch.device, amp: torch.dtype | bool | None):
+    """Autocast on ``device`` to ``amp`` (a dtype; True: bf16), else (None, False) a no-op context."""
+    if amp is True:
+        amp = torch.bfloat16
+    return torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
 
 
 def machine(device: torch.device) -> str:
@@ -197,8 +199,9 @@ def matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, device: torch.device | str
     """GFLOP/s of (M, K) @ (K, N) matmuls by each GEMM library PyTorch has here: the best over ``shapes``
     per library, and the best of all ("peak").
 
-    CPU: ``torch.mm`` (MKL in PyTorch's CPU build) and oneDNN (``torch.ops.mkldnn._linear_pointwise``,
-    what vitkit's Linear uses); CUDA: ``torch.mm`` (cuBLAS). The models' achieved GFLOP/s are quoted
+    CPU: ``torch.mm`` (MKL in PyTorch's CPU build for fp32; oneDNN's matmul for bf16) and oneDNN's inner
+    product (``torch.ops.mkldnn._linear_pointwise``, what vitkit's Linear uses), fp32 or bf16; CUDA:
+    ``torch.mm`` (cuBLAS). The models' achieved GFLOP/s are quoted
     as a fraction of this peak, measured in the same run; the GEMM rate depends on the shape, so the
     peak is taken over the shapes the models run (ViT-S's) and a large square one."""
     device = torch.device(device)
@@ -207,7 +210,7 @@ def matmul_peak(shapes=PEAK_SHAPES, repeats: int = 5, device: torch.device | str
         a = torch.randn(m, k, device=device, dtype=dtype)
         b = torch.randn(k, n, device=device, dtype=dtype)
         fns = {"torch.mm": lambda: torch.mm(a, b)}
-        if device.type == "cpu" and dtype == torch.float32 and ONEDNN:
+        if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and ONEDNN:
             fns["onednn"] = lambda: _onednn(a, b.t())  # a (M, K) @ b (K, N), b read in place
         sync = cuda_sync(device) if device.type == "cuda" else no_sync
         res = interleaved(fns, repeats, calls=3, sync=sync, warmup=2)

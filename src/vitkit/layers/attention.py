@@ -28,10 +28,20 @@ from .linear import Linear
 # matrix, is used (batch 32, 2 threads; `python benchmarks/kernels.py`). Up to Nq * Nk = 128^2 the
 # explicit path and short_attention are used.
 SMALL_ATTENTION = 128 * 128
+# Under bf16 (``linear.bf16_fast_path``) short_attention runs in bf16 and stays ahead of SDPA's bf16 kernel
+# further: at ViT-S/16's 197 tokens forward + backward XX vs XX ms (`python benchmarks/kernels.py`, bf16
+# section). Up to Nq * Nk = 256^2 Attention takes short_attention under bf16.
+SMALL_ATTENTION_BF16 = 256 * 256
 
 
 def _is_short(x: torch.Tensor, nq: int, nk: int) -> bool:
     return x.device.type == "cpu" and nq * nk <= SMALL_ATTENTION
+
+
+def _takes_short(x: torch.Tensor, n: int) -> bool:
+    """Whether self-attention over n tokens of ``x`` takes short_attention (given no bias, no dropout)."""
+    return _linear._ENABLED and (_is_short(x, n, n)
+                                 or (n * n <= SMALL_ATTENTION_BF16 and _linear.bf16_fast_path(x)))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.Tensor | None = None,
@@ -77,43 +87,61 @@ def _heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
 class _ShortAttention(torch.autograd.Function):
     """O = P V with P = softmax(s Q K^T), s = d_h^-1/2, for every head at once from the fused qkv.
 
-    The scores are kept transposed, S^T = s K Q^T, and normalised over dim 1: PyTorch's softmax over a
-    short last dim is its slow case (at the demo's 17 tokens forward + backward 0.039 vs 0.029 ms over
-    dim 1; at 65 tokens the last dim is as fast, 0.34 vs 0.37; ``python benchmarks/kernels.py``), and the bmm's read
-    transposed views at no cost. Backward, from dO: dV = P^T dO; dP^T = V dO^T; dS^T = P^T * (dP^T - colsum(dP^T * P^T))
-    (the softmax Jacobian); dQ = s dS K; dK = s dS^T Q. dQ, dK, dV are written into one
-    (3, B * nh, N, hd) buffer, which one copy rearranges into the qkv Linear's layout (no stack of three
-    gradients).
+    Two layouts of the scores (``rows``): False keeps them transposed, S^T = s K Q^T, normalised over
+    dim 1: in fp32, PyTorch's softmax over a short last dim is its slow case (at the demo's 17 tokens
+    forward + backward 0.039 vs 0.029 ms over dim 1; at 65 tokens the last dim is as fast, 0.34 vs
+    0.37; ``python benchmarks/kernels.py``). True keeps S = s Q K^T, normalised over its last dim:
+    faster in bf16 at ViT-S's 197 tokens (kernels.md, bf16 sections). The bmm's read transposed views
+    at no cost; s is applied inside the GEMMs (``baddbmm``'s alpha), the softmax overwrites the scores.
+    Backward, from dO: dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dP * P)) (the softmax
+    Jacobian); dQ = s dS K; dK = s dS^T Q (transposed alike for ``rows=False``). dQ, dK, dV are
+    written into one (3, B * nh, N, hd) buffer, which one copy rearranges into the qkv Linear's layout
+    (no stack of three gradients).
     """
 
     @staticmethod
-    def forward(ctx, qkv, num_heads):
+    def forward(ctx, qkv, num_heads, rows=False):
         t = _heads(qkv, num_heads)                                        # (3, B*nh, N, hd)
-        pt = torch.softmax(torch.bmm(t[1], t[0].transpose(1, 2)).mul_(t.shape[-1] ** -0.5), dim=1)  # P^T
-        ctx.save_for_backward(t, pt)
-        o = torch.bmm(pt.transpose(1, 2), t[2])                           # (B*nh, N, hd)
+        q, k, v = t
+        a, b = (q, k) if rows else (k, q)
+        p = _scaled_bmm(a, b.transpose(1, 2), q.shape[-1] ** -0.5)        # S, or S^T
+        p = torch._softmax(p, -1 if rows else 1, False, out=p)            # P, or P^T, in place
+        ctx.save_for_backward(t, p)
+        ctx.rows = rows
+        o = torch.bmm(p if rows else p.transpose(1, 2), v)               # (B*nh, N, hd)
         return merge_heads(o.view(qkv.shape[0], -1, *o.shape[1:]))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        if torch.is_autocast_enabled("cpu"):  # a backward called under autocast stays fp32, as the forward
+        if torch.is_autocast_enabled("cpu"):  # a backward called under autocast keeps the forward's dtype
             with torch.autocast("cpu", enabled=False):
-                return _short_attention_backward(*ctx.saved_tensors, g), None
-        return _short_attention_backward(*ctx.saved_tensors, g), None
+                return _short_attention_backward(*ctx.saved_tensors, g, ctx.rows), None, None
+        return _short_attention_backward(*ctx.saved_tensors, g, ctx.rows), None, None
 
 
-def _short_attention_backward(t: torch.Tensor, pt: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """d qkv (B, N, 3 D) from the saved heads t (3, B*nh, N, hd), P^T and dO = g (B, N, D)."""
+def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """alpha * (a @ b), batched, the scale applied by the GEMM (no pass over the product)."""
+    zero = a.new_zeros(()).expand(a.shape[0], a.shape[1], b.shape[2])   # ignored at beta=0
+    return torch.baddbmm(zero, a, b, beta=0, alpha=alpha, out=out)
+
+
+def _short_attention_backward(t: torch.Tensor, p: torch.Tensor, g: torch.Tensor, rows: bool = False) -> torch.Tensor:
+    """d qkv (B, N, 3 D) from the saved heads t (3, B*nh, N, hd), P (``rows``) or P^T, and dO = g (B, N, D)."""
     q, k, v = t
     B, N, D = g.shape
+    scale = q.shape[-1] ** -0.5
     do = g.to(t.dtype).reshape(B, N, -1, q.shape[-1]).transpose(1, 2).reshape(q.shape)  # (B*nh, N, hd)
     dt = torch.empty_like(t)
+    pt = p.transpose(1, 2) if rows else p                                    # P^T
     torch.bmm(pt, do, out=dt[2])                                              # dV = P^T dO
-    dst = torch._softmax_backward_data(torch.bmm(v, do.transpose(1, 2)), pt, 1, pt.dtype)
-    dst.mul_(q.shape[-1] ** -0.5)                                             # dS^T, scaled
-    torch.bmm(dst.transpose(1, 2), k, out=dt[0])                              # dQ = s dS K
-    torch.bmm(dst, q, out=dt[1])                                              # dK = s dS^T Q
+    if rows:
+        ds = torch._softmax_backward_data(torch.bmm(do, v.transpose(1, 2)), p, -1, p.dtype)   # dS
+        dst = ds.transpose(1, 2)
+    else:
+        dst = torch._softmax_backward_data(torch.bmm(v, do.transpose(1, 2)), p, 1, p.dtype)  # dS^T
+    _scaled_bmm(dst.transpose(1, 2), k, scale, out=dt[0])                    # dQ = s dS K
+    _scaled_bmm(dst, q, scale, out=dt[1])                                    # dK = s dS^T Q
     nh = q.shape[0] // B
     return dt.view(3, B, nh, N, -1).permute(1, 3, 0, 2, 4).reshape(B, N, 3 * D)
 
@@ -131,10 +159,23 @@ def short_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     training step is 1.03x faster (``python benchmarks/kernels.py``). For long sequences use SDPA
     (``attend``), which never builds the N x N matrix.
     """
-    if torch.is_autocast_enabled("cpu"):  # in fp32 (bf16 matmuls are slow on CPUs without a bf16 unit, and the
-        with torch.autocast("cpu", enabled=False):  # written-out backward keeps one dtype)
-            return _ShortAttention.apply(qkv.float(), num_heads)
-    return _ShortAttention.apply(qkv, num_heads)
+    if torch.is_autocast_enabled("cpu"):  # the written-out backward keeps one dtype: autocast off inside
+        # bf16 where vitkit's bf16 fast paths run (a CPU with native bf16), else fp32 (bf16 matmuls are
+        # slow on CPUs without a bf16 unit)
+        dtype = torch.bfloat16 if _linear.bf16_fast_path(qkv) else torch.float32
+        with torch.autocast("cpu", enabled=False):
+            return _ShortAttention.apply(qkv.to(dtype), num_heads, _rows(dtype, qkv.shape[1]))
+    return _ShortAttention.apply(qkv, num_heads, _rows(qkv.dtype, qkv.shape[1]))
+
+
+# Scores as S (softmax over the last dim) rather than S^T for bf16 from this many tokens on: at ViT-S's 197
+# tokens forward + backward XX vs XX ms; at the demo's 17 the transposed layout stays ahead, XX vs XX
+# (bf16 softmax backward over a short last dim is slow) (`python benchmarks/kernels.py`, bf16 sections).
+ROWS_FROM_BF16 = 64
+
+
+def _rows(dtype: torch.dtype, n: int) -> bool:
+    return dtype == torch.bfloat16 and n >= ROWS_FROM_BF16
 
 
 class KVCache:
@@ -191,19 +232,23 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
-                return_attention: bool = False, kv_cache: KVCache | None = None):
+                return_attention: bool = False, kv_cache: KVCache | None = None,
+                residual: torch.Tensor | None = None):
+        """``residual`` (x's shape): return ``residual + attention(x)``, the add fused into ``proj``'s GEMM
+        where oneDNN runs it (vitkit's Block passes its residual stream)."""
         *lead, N, D = x.shape
         if kv_cache is not None and len(lead) != 1:
             raise ValueError(f"a KV cache needs tokens (B, N, D), got shape {tuple(x.shape)}")
         if len(lead) != 1:  # fold the leading dims into one batch dim (SDPA's fast kernels are 4D)
             if attn_bias is not None and attn_bias.ndim > 3:
                 attn_bias = attn_bias.expand(*lead, self.num_heads, N, N).reshape(-1, self.num_heads, N, N)
-            out = Attention.forward(self, x.reshape(-1, N, D), attn_bias, return_attention)
+            res = None if residual is None else residual.reshape(-1, N, residual.shape[-1])
+            out = Attention.forward(self, x.reshape(-1, N, D), attn_bias, return_attention, residual=res)
             if return_attention:
-                return out[0].view(*lead, N, D), out[1].view(*lead, self.num_heads, N, N)
-            return out.view(*lead, N, D)
-        if (attn_bias is None and not return_attention and kv_cache is None and _is_short(x, N, N)
-                and not (self.training and self.attn_drop) and _linear._ENABLED):
+                return out[0].view(*lead, N, -1), out[1].view(*lead, self.num_heads, N, N)
+            return out.view(*lead, N, -1)
+        if (attn_bias is None and not return_attention and kv_cache is None and _takes_short(x, N)
+                and not (self.training and self.attn_drop)):
             out = short_attention(self.qkv(x), self.num_heads)             # (B, N, nh*hd)
         else:
             q, k, v = split_heads(self.qkv(x), self.num_heads)         # each (B, nh, N, hd)
@@ -213,5 +258,30 @@ class Attention(nn.Module):
             if return_attention:
                 out, attn = out
             out = merge_heads(out)                                      # (B, N, nh*hd)
-        out = self.proj_drop(self.proj(out))
+        if residual is None:
+            out = self.proj_drop(self.proj(out))
+        elif type(self.proj) is Linear and not (self.training and self.proj_drop.p):
+            out = self.proj(out, residual=residual)                     # residual + proj(out), one GEMM
+        else:
+            out = residual + self.proj_drop(self.proj(out))
         return (out, attn) if return_attention else out
+
+    def forward_first(self, x: torch.Tensor, n: int, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The output for the first ``n`` tokens only: x (B, N, D) -> (B, n, D), every token still a key
+        and a value; the other tokens' queries are not computed. What a head reading the class token
+        needs of the last block (``VisionTransformer.forward``). ``attn_bias`` as in forward."""
+        B, N, D = x.shape
+        dq = self.num_heads * self.head_dim
+        if type(self.qkv) is Linear:
+            w, b = self.qkv.weight, self.qkv.bias
+            q = _linear.linear(x[:, :n].contiguous(), w[:dq], None if b is None else b[:dq])  # (B, n, nh*hd)
+            kv = _linear.linear(x, w[dq:], None if b is None else b[dq:])                      # (B, N, 2 nh*hd)
+        else:                                                             # e.g. quantized: the fused layer
+            qkv = self.qkv(x)
+            q, kv = qkv[:, :n, :dq], qkv[..., dq:]
+        q = q.view(B, n, self.num_heads, -1).transpose(1, 2)                               # (B, nh, n, hd)
+        k, v = kv.view(B, N, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)       # (B, nh, N, hd)
+        if attn_bias is not None and attn_bias.shape[-2] != 1:
+            attn_bias = attn_bias[..., :n, :]
+        out = attend(q, k, v, attn_bias, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(merge_heads(out)))

@@ -10,6 +10,7 @@ from torch import nn
 
 from .attention import Attention
 from .drop import DropPath
+from .linear import bf16_fast_path
 from .mlp import Mlp
 
 
@@ -53,9 +54,38 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None,
                 return_attention: bool = False):
+        if not return_attention and type(self.attn) is Attention and type(self.mlp) is Mlp and bf16_fast_path(x):
+            return self._forward_bf16(x, attn_bias)
         y = self.attn(self.norm1(x), attn_bias=attn_bias, return_attention=return_attention)
         if return_attention:
             y, attn = y
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return (x, attn) if return_attention else x
+
+    def _forward_bf16(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        """The block under vitkit's bf16 fast path (CPU bf16 autocast, ``vitkit.layers.linear.bf16_fast_path``):
+        the residual stream stays bf16 (autocast would promote each residual add to fp32, and the next
+        LayerNorm and GEMM would read fp32 again), and each residual add is a post-op of the GEMM before
+        it (proj, fc2) unless a layer scale or an active drop path sits between them."""
+        x = x.to(torch.bfloat16)
+        if (isinstance(self.ls1, nn.Identity) and isinstance(self.ls2, nn.Identity)
+                and not (self.training and (self.drop_path1.p or self.drop_path2.p))):
+            x = self.attn(self.norm1(x), attn_bias=attn_bias, residual=x)
+            return self.mlp(self.norm2(x), residual=x)
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_bias=attn_bias))).to(x.dtype)
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))).to(x.dtype)
+
+    def forward_first(self, x: torch.Tensor, n: int, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The block's output for the first ``n`` tokens only, (B, N, D) -> (B, n, D); every token still
+        attends as a key and a value. What a class-token head needs of the last block: the other tokens'
+        queries, attention rows and MLP are skipped (``VisionTransformer.forward``). Same numbers as
+        ``forward(x)[:, :n]``."""
+        if type(self.attn) is not Attention:
+            return self.forward(x, attn_bias)[:, :n]
+        if bf16_fast_path(x):
+            x = x.to(torch.bfloat16)
+        y = self.attn.forward_first(self.norm1(x), n, attn_bias)
+        x = x[:, :n]
+        x = x + self.drop_path1(self.ls1(y)).to(x.dtype)
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))).to(x.dtype)

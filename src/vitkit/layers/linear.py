@@ -14,10 +14,19 @@ variable ``VITKIT_ONEDNN=0``) turns it off, e.g. to count FLOPs or compare with 
 
 Backward (the GEMMs of training): dx = g W, dW = g^T x, db = sum over rows of g, the GEMMs on oneDNN,
 which reads transposed operands in place (see ``_weight_grad``).
+
+bf16 (issue 19): under ``torch.autocast("cpu", torch.bfloat16)`` on a CPU with native bf16 (avx512_bf16
+or AMX; elsewhere autocast's ``F.linear`` as before) the layer runs oneDNN's bf16 GEMM, with the bias,
+the MLP's GELU (inference) and a residual add (``residual=``, vitkit's Block) fused into it as
+post-ops, bf16 out, as autocast's ``F.linear`` gives. The weight is cast to bf16 on each call, as
+autocast does (the cast is kept for the backward, the fp32 weight stays the master copy and gets an
+fp32 gradient); a model made by :func:`freeze` keeps a packed bf16 copy instead. Tensors already bf16
+(a model cast with ``.bfloat16()``) take the same GEMMs.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -37,10 +46,11 @@ _AVAILABLE = _available()
 
 @contextlib.contextmanager
 def fast_linear(enabled: bool = True):
-    """Context manager: vitkit's CPU fast paths on (``True``, the default) or off: Linear layers on oneDNN
-    or on ``F.linear``, and short sequences through ``short_attention`` or the split-heads path. Both
-    fast paths are once differentiable; turn them off for a double backward (a gradient penalty) or to
-    compare with the reference ops."""
+    """Context manager: vitkit's fast paths on (``True``, the default) or off: Linear layers on oneDNN
+    or on ``F.linear``, short sequences through ``short_attention`` or the split-heads path, the bf16
+    paths (``bf16_fast_path``), and a class-token ViT's last block computing that token only. The
+    fast paths are once differentiable; turn them off for a double backward (a gradient penalty), to
+    count FLOPs, or to compare with the reference ops."""
     global _ENABLED
     old, _ENABLED = _ENABLED, enabled
     try:
@@ -53,38 +63,79 @@ def fast_linear_enabled() -> bool:
     return _ENABLED and _AVAILABLE
 
 
+def fast_paths_enabled() -> bool:
+    """Whether vitkit's fast paths are on (``fast_linear``), on any device and build: also those that need
+    no oneDNN (a class-token model's last block computing that token only, ``VisionTransformer.forward``)."""
+    return _ENABLED
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX-BF16): where the bf16 fast paths run."""
+    from ..hardware import native_bf16 as native
+    return native("cpu")
+
+
+def bf16_fast_path(x: torch.Tensor) -> bool:
+    """True where vitkit's bf16 fast paths apply to ``x``: CPU bf16 autocast on a CPU with native bf16, the
+    fast paths on (``fast_linear``), eager mode. They keep activations in bf16 (the residual stream of
+    vitkit's Block included), fuse the bias, GELU and residual adds into oneDNN's bf16 GEMMs and run
+    attention in bf16."""
+    return (_ENABLED and _AVAILABLE and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and _eager() and native_bf16())
+
+
+def _eager() -> bool:
+    # tracing first: under torch.export a size test on the symbolic batch would become a guard
+    return (not torch.compiler.is_compiling()                               # dynamo, torch.export, ONNX
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting())  # TorchScript / legacy ONNX
+
+
 def _onednn(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None, post_op: str = "none",
             algorithm: str = "") -> torch.Tensor:
     """post_op(a @ b_t^T + bias) on oneDNN: a (..., K), b_t (N, K) -> (..., N); ``post_op`` "none" or
-    "gelu" (``algorithm`` then "none" = exact or "tanh")."""
+    "gelu" (``algorithm`` then "none" = exact or "tanh"). bf16 a and b_t give bf16 out (the bias may
+    stay fp32)."""
     return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, post_op, [], algorithm)
 
 
+def _onednn_add(a: torch.Tensor, residual: torch.Tensor, b_t: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + a @ b_t^T + bias on oneDNN, the add a post-op of the GEMM (one rounding, no extra pass
+    over the output). residual: the output's shape and dtype; bias: that dtype too."""
+    return torch.ops.mkldnn._linear_pointwise.binary(a, residual.contiguous(), b_t, bias, "add")
+
+
 class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b on oneDNN, with its backward (dx = g W, dW = g^T x, db = 1^T g) on oneDNN too."""
+    """y = x W^T + b (+ residual) on oneDNN, with its backward (dx = g W, dW = g^T x, db = 1^T g,
+    d residual = g) on oneDNN too. x and W of one dtype (fp32 or bf16: the caller casts)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, residual=None):
         # dx needs W and dW needs x: keep only what a gradient will be asked for (a frozen weight's
         # layer does not hold on to its input)
         ctx.save_for_backward(x if weight.requires_grad else None, weight if x.requires_grad else None)
-        ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return _onednn(x, weight, bias) if residual is None else _onednn_add(x, residual, weight, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        g = g.contiguous()
+        saved = weight if weight is not None else x                          # None: only db / d residual
+        g = (g if saved is None else g.to(saved.dtype)).contiguous()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = _onednn(g, weight.t())                                      # (..., N) @ (N, K)
         g2 = g.reshape(-1, g.shape[-1])                                     # (M, N)
         if ctx.needs_input_grad[1]:
-            dw = _weight_grad(g2, x.reshape(-1, x.shape[-1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = g2.sum(0)
-        return dx, dw, db
+            x2 = x.reshape(-1, x.shape[-1])
+            # bf16: ATen's mm (oneDNN's matmul) reads both transposes in place and beats _weight_grad
+            dw = torch.mm(g2.t(), x2) if x2.dtype == torch.bfloat16 else _weight_grad(g2, x2)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            # summed in g's dtype (a bf16 sum accumulates in fp32 on the CPU; sum(dtype=fp32) is 3x slower)
+            db = g2.sum(0).to(ctx.bias_dtype)
+        return dx, dw, db, (g if ctx.needs_input_grad[3] else None)
 
 
 def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -112,28 +163,68 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 MIN_MACS = 1 << 20
 
 
-def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                residual: torch.Tensor | None = None) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
+                                        or (bias is not None and bias.requires_grad)
+                                        or (residual is not None and residual.requires_grad))
+
+
+_FP32, _BF16 = torch.float32, torch.bfloat16
+
+
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype this call runs in on oneDNN (fp32 or bf16), or None for ``F.linear``: CPU fp32 tensors;
+    under CPU bf16 autocast, bf16 (on a CPU with native bf16; elsewhere autocast's ``F.linear``); bf16
+    tensors on such a CPU. Eager mode, and calls big enough for oneDNN (``MIN_MACS``)."""
+    if not (_ENABLED and _AVAILABLE and x.device.type == "cpu" and weight.device.type == "cpu" and _eager()):
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        if not (torch.get_autocast_dtype("cpu") == _BF16 and x.dtype in (_FP32, _BF16)
+                and weight.dtype in (_FP32, _BF16) and native_bf16()):
+            return None
+        dtype = _BF16
+    elif x.dtype == weight.dtype == _FP32 or (x.dtype == weight.dtype == _BF16 and native_bf16()):
+        dtype = x.dtype
+    else:
+        return None
+    return dtype if x.dim() >= 2 and x.numel() * weight.shape[0] >= MIN_MACS else None
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # tracing first: under torch.export a size test on the symbolic batch would become a guard
-    return (_ENABLED and _AVAILABLE
-            and not torch.compiler.is_compiling()                           # dynamo, torch.export, ONNX
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()  # TorchScript / legacy ONNX
-            and x.dtype == torch.float32 and x.device.type == "cpu" and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")                         # bf16 autocast: F.linear casts
-            and x.dim() >= 2 and x.numel() * weight.shape[0] >= MIN_MACS)
+    return _compute_dtype(x, weight) is not None
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, on oneDNN where that applies (see the module docstring)."""
-    if not _use_onednn(x, weight):
-        return F.linear(x, weight, bias)
-    if _needs_grad(x, weight, bias):
-        return _OneDNNLinear.apply(x, weight, bias)
-    return _onednn(x, weight, bias)  # inference: no autograd node
+def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
+         gelu: str | None, packed: _Packed | None = None) -> torch.Tensor:
+    """residual + gelu(x W^T + b) (each part optional: no residual with gelu), on oneDNN where that
+    applies, else the reference ops."""
+    dtype = _compute_dtype(x, weight)
+    if dtype is None:
+        y = F.linear(x, weight, bias)
+        if gelu is not None:
+            y = F.gelu(y, approximate=gelu)
+        return y if residual is None else residual + y
+    x = x.to(dtype)
+    if residual is not None:
+        residual = residual.to(dtype)
+        if bias is not None:
+            bias = bias.to(dtype)                                           # the binary post-op's rule
+    if _needs_grad(x, weight, bias, residual):
+        y = _OneDNNLinear.apply(x, weight.to(dtype), bias, residual)
+        return y if gelu is None else F.gelu(y, approximate=gelu)
+    w = packed.get(weight, dtype) if packed is not None else None           # inference: no autograd node
+    w = weight.to(dtype) if w is None else w
+    if residual is not None:
+        return _onednn_add(x, residual, w, bias)
+    return _onednn(x, w, bias) if gelu is None else _onednn(x, w, bias, "gelu", gelu)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` (+ ``residual``), on oneDNN where that applies (see the module
+    docstring); the residual add is then a post-op of the GEMM."""
+    return _run(x, weight, bias, residual, None)
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -141,26 +232,28 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """``F.gelu(F.linear(x, weight, bias), approximate=approximate)``; in inference on oneDNN, the GELU is
     fused into the GEMM as a post-op (one pass over the MLP's widest activation saved: ViT-S's fc1 +
     GELU at batch 32 takes 27 ms fused vs 37 ms unfused on 2 threads, `python benchmarks/kernels.py`)."""
-    if not _use_onednn(x, weight):
-        return F.gelu(F.linear(x, weight, bias), approximate=approximate)
-    if _needs_grad(x, weight, bias):
-        return F.gelu(_OneDNNLinear.apply(x, weight, bias), approximate=approximate)
-    return _onednn(x, weight, bias, "gelu", approximate)
+    return _run(x, weight, bias, None, approximate)
 
 
 class _Packed:
     """A weight reordered into oneDNN's blocked layout by :func:`freeze`: used while the module still
     holds that very weight tensor, on the same storage, at the same version. Copies and pickles of a
-    module do not carry it (they use the plain weight)."""
+    module do not carry it (they use the plain weight). The fp32 copy is made at once, a bf16 one on
+    the first call under bf16 autocast."""
 
     def __init__(self, weight: torch.Tensor):
         self.source, self.key = weight, (weight.data_ptr(), weight._version)
-        self.tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+        self.tensors = {weight.dtype: torch.ops.mkldnn._reorder_linear_weight(weight.detach())}
 
-    def get(self, weight: torch.Tensor) -> torch.Tensor | None:
-        """The packed weight, or None when ``weight`` is not (or no longer) what it was made from."""
-        fresh = weight is self.source and self.key == (weight.data_ptr(), weight._version)
-        return self.tensor if fresh else None
+    def get(self, weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        """The packed weight in ``dtype`` (default: the weight's), or None when ``weight`` is not (or no
+        longer) what it was made from."""
+        if not (weight is self.source and self.key == (weight.data_ptr(), weight._version)):
+            return None
+        dtype = dtype or weight.dtype
+        if dtype not in self.tensors:
+            self.tensors[dtype] = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype))
+        return self.tensors[dtype]
 
     def __deepcopy__(self, memo):
         return None
@@ -183,20 +276,18 @@ class Linear(nn.Linear):
 
     def _packed_for(self, x: torch.Tensor) -> torch.Tensor | None:
         """The prepacked weight if this call may use it (made by freeze, no gradient wanted, the oneDNN path)."""
-        if self._packed is None or _needs_grad(x, self.weight, self.bias) or not _use_onednn(x, self.weight):
+        dtype = _compute_dtype(x, self.weight)
+        if self._packed is None or _needs_grad(x, self.weight, self.bias) or dtype is None:
             return None
-        return self._packed.get(self.weight)
+        return self._packed.get(self.weight, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._packed_for(x)
-        return linear(x, self.weight, self.bias) if packed is None else _onednn(x, packed, self.bias)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``x W^T + b``, plus ``residual`` (the output's shape) if given: on oneDNN a post-op of the GEMM."""
+        return _run(x, self.weight, self.bias, residual, None, self._packed)
 
     def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
         """``F.gelu(self(x), approximate)``, the GELU fused into the GEMM in inference."""
-        packed = self._packed_for(x)
-        if packed is None:
-            return linear_gelu(x, self.weight, self.bias, approximate)
-        return _onednn(x, packed, self.bias, "gelu", approximate)
+        return _run(x, self.weight, self.bias, None, approximate, self._packed)
 
 
 def freeze(model: nn.Module) -> nn.Module:

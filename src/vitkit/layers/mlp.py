@@ -45,12 +45,19 @@ class Mlp(nn.Module):
         self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual`` (the output's shape): return ``residual + mlp(x)``, the add fused into ``fc2``'s GEMM
+        where oneDNN runs it (vitkit's Block passes its residual stream)."""
         if type(self.act) is nn.GELU and type(self.fc1) is Linear:  # fused fc1 + GELU where oneDNN runs it
             h = self.fc1.forward_gelu(x, self.act.approximate)
         else:
             h = self.act(self.fc1(x))
-        return self.drop(self.fc2(self.drop(h)))
+        h = self.drop(h)
+        if residual is None:
+            return self.drop(self.fc2(h))
+        if type(self.fc2) is Linear and not (self.training and self.drop.p):
+            return self.fc2(h, residual=residual)                       # residual + fc2(h), one GEMM
+        return residual + self.drop(self.fc2(h))
 
 
 class ConvNormAct(nn.Module):
