@@ -26,27 +26,57 @@ layers/linear.py, layers/attention.py quote).
    copy of the same matrix: the part of the weight gradient that oneDNN cannot read in place.
 10. Softmax of the attention scores over their last dim vs over dim 1 of the transposed scores (what
    short_attention does): PyTorch's CPU softmax is slow over a short last dim.
-Medians of interleaved repeats in one run.
+
+bf16 (issue 19; where oneDNN has bf16: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``), what vitkit
+runs under ``torch.autocast("cpu", torch.bfloat16)`` against what autocast alone would run:
+11. bf16 GEMM: ``F.linear`` on bf16 tensors (what autocast calls after casting) vs oneDNN's bf16 inner
+   product (vitkit's Linear), plain and with the weight packed (``freeze``); and, fp32 and bf16, the
+   plain weight vs the weight packed on every call (what Linear does from ``PACK_ROWS`` rows on).
+12. Post-ops in bf16: fc1 + GELU, and proj / fc2 + the residual add: the GEMM then the elementwise op vs
+   one GEMM with the post-op; and autocast's residual add (an fp32 stream plus the bf16 branch).
+13. bf16 backward of a Linear layer: dW by ATen's mm vs ``_weight_grad``; db summed in bf16 vs in fp32.
+14. Attention in bf16 from the fused qkv, forward and forward + backward: SDPA vs short_attention with
+   the scores transposed (S^T, softmax over dim 1) or not (S, softmax over the last dim), and
+   short_attention in fp32 (what vitkit ran under autocast before).
+15. The LayerNorm of each block on the residual stream: fp32 (autocast's) then cast vs bf16 in, bf16 out.
+16. One ViT-S/16 block at batch 32 under bf16 autocast, inference and forward + backward: autocast's
+   ops (vitkit's fast paths off) vs vitkit's bf16 fast paths; and the demo's training step likewise.
+17. A class-token ViT's forward whose last block computes the class token only vs all tokens: ViT-S/16
+   inference at batch 32 and the demo's training step, both in bf16.
+Medians of interleaved repeats in one run. ``--threads 1 --clock cpu`` times CPU time at one thread: on a
+shared, loaded host that estimates what the work costs on a quiet one (the header says which was used).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from vitkit.bench.measure import command, environment, interleaved, write_results
-from vitkit.bench.speed import DEMO
-from vitkit.layers.attention import attend, merge_heads, short_attention, split_heads
-from vitkit.layers.linear import _AVAILABLE, _onednn as onednn, _weight_grad, fast_linear
+import vitkit.bench.measure as measure
+from vitkit.bench.measure import command, environment, write_results
+from vitkit.bench.speed import DEMO, DEMO_BATCH
+from vitkit.layers.attention import _ShortAttention, attend, merge_heads, short_attention, split_heads
+from vitkit.layers.linear import _AVAILABLE, _onednn as onednn, _onednn_add, _weight_grad, fast_linear, native_bf16
 
 RESULTS = Path(__file__).parent / "results"
 GEMMS = [(6304, 384, 1152), (6304, 384, 1536), (6304, 1536, 384), (544, 128, 384), (544, 128, 256),
          (544, 256, 128)]
 SMALL_GEMMS = [(136, 128, 384), (68, 128, 384), (34, 128, 384), (17, 128, 384)]  # around Linear's MIN_MACS
 ATTENTION = [(32, 4, 17, 32), (32, 6, 65, 64), (32, 6, 197, 64)]  # (B, heads, N, head dim)
+BF16 = torch.bfloat16
+BF16_GEMMS = [(6304, 384, 1152), (6304, 384, 384), (6304, 384, 1536), (6304, 1536, 384), (1088, 128, 384),
+              (1088, 128, 256), (1088, 256, 128)]                      # ViT-S/16 at 32, the demo's ViT at 64
+BF16_ATTENTION = [(64, 4, 17, 32), (32, 6, 65, 64), (32, 6, 197, 64)]
+CLOCK = None  # measure.interleaved's clock (--clock): None = wall time
+AUTOCAST_ADD = "autocast's (fp32 stream)"
+
+
+def interleaved(fns, repeats, *args, **kw):
+    return measure.interleaved(fns, repeats, *args, clock=CLOCK, **kw)
 
 
 def gemms(shapes, repeats: int) -> list[dict]:
@@ -172,11 +202,13 @@ def step_breakdown(name: str, overrides: dict, steps: int) -> dict:
     import vitkit.layers.linear as L
     spent: dict[str, float] = {}
 
+    clock = CLOCK or time.perf_counter
+
     def timed(fn, part):
         def run(*args):
-            t = time.perf_counter()
+            t = clock()
             out = fn(*args)
-            spent[part] = spent.get(part, 0.0) + time.perf_counter() - t
+            spent[part] = spent.get(part, 0.0) + clock() - t
             return out
         return run
 
@@ -194,9 +226,9 @@ def step_breakdown(name: str, overrides: dict, steps: int) -> dict:
             setattr(obj, attr, new)
         for i in range(steps + 5):
             spent.clear()
-            t = time.perf_counter()
+            t = clock()
             step()
-            spent["step"] = time.perf_counter() - t
+            spent["step"] = clock() - t
             if i >= 5:                                                   # after a warm-up
                 spent["Linear dx + db"] = spent["Linear backward"] - spent["Linear dW"]
                 spent["everything else"] = spent["step"] - sum(spent[p] for p in parts)
@@ -235,6 +267,163 @@ def softmaxes(shapes, repeats: int) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------- bf16 (issue 19)
+def bf16_gemms(shapes, repeats: int) -> list[dict]:
+    """GFLOP/s of the bf16 GEMM + bias: F.linear on bf16 tensors (autocast's), oneDNN, oneDNN packed."""
+    rows = []
+    for m, k, n in shapes:
+        x, w, b = torch.randn(m, k).to(BF16), (torch.randn(n, k) * 0.05).to(BF16), torch.randn(n)
+        b16, packed = b.to(BF16), torch.ops.mkldnn._reorder_linear_weight(w)
+        fns = {"F.linear bf16": lambda: F.linear(x, w, b16), "oneDNN bf16": lambda: onednn(x, w, b),
+               "oneDNN bf16 packed": lambda: onednn(x, packed, b)}
+        res = interleaved(fns, repeats, calls=3, warmup=2)
+        rows.append({"shape": [m, k, n], **{name: 2 * m * k * n / v["median"] / 1e9 for name, v in res.items()}})
+    return rows
+
+
+def packed_per_call(shapes, repeats: int) -> list[dict]:
+    """ms of the oneDNN GEMM given the plain weight vs the weight reordered into its blocked layout on every
+    call (for that batch size, the reorder timed too), fp32 and bf16: where ``Linear`` packs per call
+    (``layers.linear.PACK_ROWS``)."""
+    rows = []
+    for dtype in (torch.float32, BF16):
+        for m, k, n in shapes:
+            x, w = torch.randn(m, k).to(dtype), torch.randn(n, k)
+            fns = {"plain": lambda: onednn(x, w.to(dtype)),
+                   "packed per call": lambda: onednn(x, torch.ops.mkldnn._reorder_linear_weight(w.to(dtype), m))}
+            res = interleaved(fns, repeats, calls=3, warmup=2)
+            rows.append({"shape": [m, k, n], "dtype": str(dtype).split(".")[1],
+                         **{name: v["median"] * 1e3 for name, v in res.items()}})
+    return rows
+
+
+def bf16_post_ops(shapes, repeats: int) -> list[dict]:
+    """ms of a bf16 GEMM and what follows it, unfused vs as oneDNN post-ops: (M, K, N) of fc1 (GELU) and
+    of proj / fc2 (the residual add; autocast's add: its fp32 residual stream plus the bf16 branch)."""
+    rows = []
+    for i, (m, k, n) in enumerate(shapes):
+        x, w, b = torch.randn(m, k).to(BF16), (torch.randn(n, k) * 0.05).to(BF16), torch.randn(n)
+        if i == 0:
+            fns = {"unfused": lambda: F.gelu(onednn(x, w, b)), "post-op": lambda: onednn(x, w, b, "gelu", "none")}
+            what = "fc1 + GELU"
+        else:
+            r, r32, b16 = torch.randn(m, n).to(BF16), torch.randn(m, n), b.to(BF16)
+            fns = {"unfused": lambda: r + onednn(x, w, b16), "post-op": lambda: _onednn_add(x, r, w, b16),
+                   AUTOCAST_ADD: lambda: r32 + F.linear(x, w, b16)}
+            what = "GEMM + residual"
+        res = interleaved(fns, repeats, calls=3, warmup=2)
+        rows.append({"shape": [m, k, n], "op": what, **{name: v["median"] * 1e3 for name, v in res.items()}})
+    return rows
+
+
+def bf16_backward(shapes, repeats: int) -> list[dict]:
+    """ms of a bf16 Linear's dW = g^T x (ATen's mm vs _weight_grad) and db (bf16 sum vs sum in fp32)."""
+    rows = []
+    for m, k, n in shapes:
+        x, g = torch.randn(m, k).to(BF16), torch.randn(m, n).to(BF16)
+        fns = {"dW: ATen mm": lambda: torch.mm(g.t(), x), "dW: _weight_grad": lambda: _weight_grad(g, x),
+               "db: bf16 sum": lambda: g.sum(0).float(), "db: sum(dtype=fp32)": lambda: g.sum(0, dtype=torch.float32)}
+        res = interleaved(fns, repeats, calls=3, warmup=2)
+        rows.append({"shape": [m, k, n], **{name: v["median"] * 1e3 for name, v in res.items()}})
+    return rows
+
+
+def bf16_attention(shapes, repeats: int, train: bool) -> list[dict]:
+    """ms of attention from the fused qkv (B, N, 3 D) to the merged heads, bf16 (forward, or forward +
+    backward): SDPA, short_attention with S^T and with S, and short_attention in fp32 (casts included)."""
+    rows = []
+    for B, h, N, d in shapes:
+        qkv = torch.randn(B, N, 3 * h * d).to(BF16).requires_grad_(train)
+        g = torch.randn(B, N, h * d).to(BF16)
+        ways = {"SDPA bf16": lambda z: split_heads_attention(z, h, sdpa=True),
+                "short S^T bf16": lambda z: _ShortAttention.apply(z, h, False),
+                "short S bf16": lambda z: _ShortAttention.apply(z, h, True),
+                "short fp32": lambda z: _ShortAttention.apply(z.float(), h, False).to(BF16)}
+        if train:
+            fns = {k: (lambda f=f: torch.autograd.grad(f(qkv), qkv, g)) for k, f in ways.items()}
+        else:
+            fns = {k: (lambda f=f: f(qkv)) for k, f in ways.items()}
+        with torch.set_grad_enabled(train):
+            res = interleaved(fns, repeats, calls=3 if N > 100 else 20, warmup=2)
+        rows.append({"shape": [B, h, N, d], **{k: r["median"] * 1e3 for k, r in res.items()}})
+    return rows
+
+
+def bf16_layer_norm(shapes, repeats: int) -> list[dict]:
+    """ms of a block's LayerNorm on the residual stream: fp32 in (autocast's stream) and the output cast to
+    bf16 for the GEMM, vs bf16 in and out (vitkit's bf16 stream; fp32 statistics inside)."""
+    rows = []
+    for m, d in shapes:
+        x, w, b = torch.randn(m, d), torch.ones(d), torch.zeros(d)
+        x16 = x.to(BF16)
+        fns = {"fp32 stream, then cast": lambda: F.layer_norm(x, (d,), w, b).to(BF16),
+               "bf16 stream": lambda: F.layer_norm(x16, (d,), w, b)}
+        res = interleaved(fns, repeats, calls=5, warmup=2)
+        rows.append({"shape": [m, d], **{k: r["median"] * 1e3 for k, r in res.items()}})
+    return rows
+
+
+def _fast(on: bool, fn):
+    def run():
+        with fast_linear(on):
+            return fn()
+    return run
+
+
+def bf16_block(shape, repeats: int) -> dict:
+    """ms of one transformer block (B, N, D) under bf16 autocast, autocast's ops (fast paths off) vs
+    vitkit's bf16 fast paths: inference, and forward + backward."""
+    from vitkit.layers import Block
+    B, N, D, heads = shape
+    torch.manual_seed(0)
+    blk = Block(D, heads)
+    x = torch.randn(B, N, D, requires_grad=True)
+    g = torch.randn(B, N, D).to(BF16)
+
+    def infer():
+        with torch.inference_mode(), torch.autocast("cpu", BF16):
+            blk(x)
+
+    def train():
+        with torch.autocast("cpu", BF16):
+            y = blk(x)
+        torch.autograd.grad(y, [x, *blk.parameters()], g.to(y.dtype))
+    fns = {"infer: autocast": _fast(False, infer), "infer: vitkit bf16": _fast(True, infer),
+           "train: autocast": _fast(False, train), "train: vitkit bf16": _fast(True, train)}
+    res = interleaved(fns, repeats, warmup=2)
+    return {"shape": list(shape), **{k: r["median"] * 1e3 for k, r in res.items()}}
+
+
+def bf16_model(name: str, overrides: dict, batch: int, repeats: int, block_s: float) -> dict:
+    """ms per training step of ``name`` under bf16 autocast (as `vitkit bench`): autocast's ops vs vitkit's
+    bf16 fast paths, and the fast paths with the last block on all tokens (the class-token-only forward
+    off); and ms per inference call of the same three."""
+    import vitkit
+    import vitkit.models.vit as V
+    from vitkit.bench.speed import infer_fn, train_fn
+    torch.manual_seed(0)
+    model = vitkit.create_model(name, **overrides)
+    x, y = torch.randn(batch, *model.input_size), torch.randint(0, model.num_classes, (batch,))
+    cpu = torch.device("cpu")
+    step, call = train_fn(model, model, x, y, cpu, BF16), infer_fn(model, x, cpu, BF16)
+
+    def all_tokens(fn):
+        def run():
+            V.fast_paths_enabled = lambda: False          # only the class-token-only forward off
+            try:
+                fn()
+            finally:
+                V.fast_paths_enabled = fast_paths
+        return run
+    fast_paths = V.fast_paths_enabled
+    fns = {"train: autocast": _fast(False, step), "train: vitkit bf16, all tokens": all_tokens(step),
+           "train: vitkit bf16": step, "infer: autocast": _fast(False, call),
+           "infer: vitkit bf16, all tokens": all_tokens(call), "infer: vitkit bf16": call}
+    res = interleaved(fns, repeats, warmup=2, min_block_s=block_s)
+    model.eval()
+    return {"model": name, **overrides, "batch": batch, **{k: r["median"] * 1e3 for k, r in res.items()}}
+
+
 def _versus(title: str, shape: str, rows: list[dict] | None, a: str, b: str, heads: tuple[str, str] | None = None,
             ratio: str = "", fmt: str = ".3f", rfmt: str = ".2f") -> list[str]:
     """A report section timing two ways, ``a`` and ``b``, per shape: | shape | a | b | a / b | (none
@@ -247,9 +436,14 @@ def _versus(title: str, shape: str, rows: list[dict] | None, a: str, b: str, hea
 
 
 def report(res: dict) -> str:
-    lines = [f"# CPU kernels behind vitkit's speed ({res['threads']} threads, fp32)\n",
-             f"Machine: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of "
-             f"{res['repeats']} interleaved repeats; do not edit by hand.\n",
+    clock = res.get("clock", "wall")
+    timed = ("wall time" if clock == "wall" else
+             "CPU time of this process (`--clock cpu`: on a shared, loaded host at one thread it estimates "
+             "the time on a quiet one)")
+    lines = [f"# CPU kernels behind vitkit's speed ({res['threads']} threads, fp32"
+             + (" and bf16" if res.get("bf16_gemm") else "") + ")\n",
+             f"Host: {res['machine']}, torch {res['torch']}. Made by `{res['command']}`; medians of "
+             f"{res['repeats']} interleaved repeats, {timed}; do not edit by hand.\n",
              "## GEMM, GFLOP/s ((M x K) @ (K x N) + bias)\n", "| M, K, N | F.linear (MKL) | oneDNN | oneDNN / MKL |",
              "|---|---|---|---|"]
     for r in res["gemm"]:
@@ -292,7 +486,68 @@ def report(res: dict) -> str:
                      "transposed copy", "plain copy", ratio="ratio", rfmt=".1f")
     lines += _versus("Softmax of attention scores, forward + backward (ms)", "batch, N, N", res.get("softmax"),
                      "last dim", "dim 1, transposed", ("over the last dim", "over dim 1, scores transposed"), "ratio")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _report_bf16(res)) + "\n"
+
+
+def _table(rows: list[dict], first: str, names: list[str], fmt: str = ".2f", ratio: tuple[str, str] | None = None,
+           key: str = "shape") -> list[str]:
+    """| first | names... | (a / b) | from rows (each rows[key] and the named values)."""
+    head = f"| {first} | " + " | ".join(names) + (f" | {ratio[0]} / {ratio[1]} |" if ratio else " |")
+    out = [head, "|---|" + "---|" * (len(names) + bool(ratio))]
+    for r in rows:
+        cells = [f"{r[n]:{fmt}}" for n in names] + ([f"{r[ratio[0]] / r[ratio[1]]:.2f}x"] if ratio else [])
+        out.append(f"| {r[key]} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _report_bf16(res: dict) -> list[str]:
+    if not res.get("bf16_gemm"):
+        return []
+    lines = ["", "## bf16: GEMM + bias, GFLOP/s (what autocast runs, `F.linear` on bf16 tensors, vs vitkit's oneDNN)\n"]
+    lines += _table(res["bf16_gemm"], "M, K, N", ["F.linear bf16", "oneDNN bf16", "oneDNN bf16 packed"], ".0f",
+                    ("oneDNN bf16", "F.linear bf16"))
+    pp = res.get("packed_per_call")
+    if pp:
+        lines += ["", "## Weight packed per call (ms; the weight cast and reordered for this batch size on every call "
+                  "vs passed plain; `layers.linear.PACK_ROWS`)\n",
+                  "| M, K, N | dtype | plain | packed per call | plain / packed per call |", "|---|---|---|---|---|"]
+        lines += [f"| {r['shape']} | {r['dtype']} | {r['plain']:.3f} | {r['packed per call']:.3f} | "
+                  f"{r['plain'] / r['packed per call']:.2f}x |" for r in pp]
+    post = res["bf16_post_ops"]
+    lines += ["", "## bf16: post-ops of the GEMM (ms; the unfused residual add is bf16 + bf16, autocast's adds its "
+              "fp32 stream)\n", "| M, K, N | op | unfused | post-op | autocast's (fp32 stream) | unfused / post-op |",
+              "|---|---|---|---|---|---|"]
+    for r in post:
+        ac = f"{r[AUTOCAST_ADD]:.2f}" if AUTOCAST_ADD in r else "-"
+        lines.append(f"| {r['shape']} | {r['op']} | {r['unfused']:.2f} | {r['post-op']:.2f} | {ac} | "
+                     f"{r['unfused'] / r['post-op']:.2f}x |")
+    lines += ["", "## bf16: backward of a Linear layer (ms; x (M, K), g (M, N))\n"]
+    lines += _table(res["bf16_backward"], "M, K, N", ["dW: ATen mm", "dW: _weight_grad", "db: bf16 sum",
+                                                       "db: sum(dtype=fp32)"], ".3f")
+    names = ["SDPA bf16", "short S^T bf16", "short S bf16", "short fp32"]
+    for key, what in (("bf16_attention_infer", "forward"), ("bf16_attention_train", "forward + backward")):
+        lines += ["", f"## bf16: attention from the fused qkv to the merged heads, {what} (ms)\n"]
+        lines += _table(res[key], "B, heads, N, head dim", names, ".3f")
+    lines += ["", "## bf16: the LayerNorm on a block's residual stream (ms)\n"]
+    lines += _table(res["bf16_layer_norm"], "M, D", ["fp32 stream, then cast", "bf16 stream"], ".3f",
+                    ("fp32 stream, then cast", "bf16 stream"))
+    b = res.get("bf16_block")
+    if b:
+        lines += ["", f"## bf16: one transformer block (B, N, D, heads) = {b['shape']} under bf16 autocast (ms)\n",
+                  "| run | autocast's ops (fast paths off) | vitkit bf16 | speed-up |", "|---|---|---|---|"]
+        for run in ("infer", "train"):
+            a, v = b[f"{run}: autocast"], b[f"{run}: vitkit bf16"]
+            lines.append(f"| {'inference' if run == 'infer' else 'forward + backward'} | {a:.2f} | {v:.2f} | "
+                         f"{a / v:.2f}x |")
+    for m in res.get("bf16_models", []):
+        lines += ["", f"## bf16: {m['model']} at batch {m['batch']} under bf16 autocast (ms per call)\n",
+                  "| run | autocast's ops (fast paths off) | vitkit bf16, last block on all tokens | vitkit bf16 | "
+                  "all tokens / class token only | autocast / vitkit bf16 |", "|---|---|---|---|---|---|"]
+        for run in ("infer", "train"):
+            a, f, v = m[f"{run}: autocast"], m[f"{run}: vitkit bf16, all tokens"], m[f"{run}: vitkit bf16"]
+            lines.append(f"| {'inference' if run == 'infer' else 'training step'} | {a:.2f} | {f:.2f} | {v:.2f} | "
+                         f"{f / v:.2f}x | {a / v:.2f}x |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -300,18 +555,57 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time blocks by wall time (default) or by this process's CPU time (a loaded host, 1 thread)")
     args = p.parse_args(argv)
     if not _AVAILABLE:
         sys.exit("kernels: this PyTorch build has no oneDNN")
     quick = args.quick
     repeats = 1 if quick else args.repeats
-    with fast_linear(True):  # the fast paths are what this measures, whatever VITKIT_ONEDNN says
-        res = _measure(quick, repeats, command("python benchmarks/kernels.py", args, p))
+    global CLOCK
+    old_threads, old_clock = torch.get_num_threads(), CLOCK
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CLOCK = time.process_time if args.clock == "cpu" else None
+    try:
+        with fast_linear(True):  # the fast paths are what this measures, whatever VITKIT_ONEDNN says
+            res = _measure(quick, repeats, command("python benchmarks/kernels.py", args, p))
+    finally:
+        torch.set_num_threads(old_threads)
+        CLOCK = old_clock
+    res["clock"] = args.clock
     print(write_results(args.out, "kernels_quick" if quick else "kernels", res, report(res)))
     return res
 
 
 def _measure(quick: bool, repeats: int, cmd: str) -> dict:
+    res = _measure_fp32(quick, repeats, cmd)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        res.update(_measure_bf16(quick, repeats))
+    return res
+
+
+def _measure_bf16(quick: bool, repeats: int) -> dict:
+    tiny = [(64, 32, 48)]
+    out = {"bf16_gemm": bf16_gemms(tiny if quick else BF16_GEMMS, repeats),
+           "packed_per_call": packed_per_call(tiny if quick else [(6304, 384, 1536), (6304, 1536, 384),
+                                                                  (6304, 384, 1152), (3152, 384, 1536),
+                                                                  (1576, 384, 1536), (1088, 128, 384)], repeats),
+           "bf16_post_ops": bf16_post_ops([(64, 32, 128), (64, 128, 32)] if quick else
+                                          [(6304, 384, 1536), (6304, 1536, 384), (6304, 384, 384)], repeats),
+           "bf16_backward": bf16_backward(tiny if quick else BF16_GEMMS, repeats),
+           "bf16_attention_infer": bf16_attention([(2, 2, 9, 8)] if quick else BF16_ATTENTION, repeats, False),
+           "bf16_attention_train": bf16_attention([(2, 2, 9, 8)] if quick else BF16_ATTENTION, repeats, True),
+           "bf16_layer_norm": bf16_layer_norm([(64, 32)] if quick else [(6304, 384), (1088, 128)], repeats)}
+    if native_bf16() or quick:  # the fast paths run only with native bf16 (elsewhere both columns are autocast's)
+        out["bf16_block"] = bf16_block((2, 9, 32, 2) if quick else (32, 197, 384, 6), repeats)
+        models = [("vit_nano_patch4_28", {}, 4)] if quick else [("vit_small_patch16_224", {}, 32), (*DEMO, DEMO_BATCH)]
+        out["bf16_models"] = [bf16_model(name, kw, batch, repeats, 0.0 if quick else 0.5) for name, kw, batch in models]
+    return out
+
+
+def _measure_fp32(quick: bool, repeats: int, cmd: str) -> dict:
     return {**environment(), "repeats": repeats, "command": cmd,
             "gemm": gemms([(64, 32, 48)] if quick else GEMMS + SMALL_GEMMS, repeats),
             "backward": backward_gemms([(64, 32, 48), (64, 48, 32)] if quick else GEMMS, repeats),

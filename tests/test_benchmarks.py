@@ -37,8 +37,11 @@ def test_speed_benchmark_quick_runs_and_writes_results(tmp_path, load_benchmark)
 
 
 def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
-    res = load_benchmark("kernels").main(["--quick", "--out", str(tmp_path)])
+    threads = torch.get_num_threads()
+    res = load_benchmark("kernels").main(["--quick", "--threads", "1", "--clock", "cpu", "--out", str(tmp_path)])
     md = (tmp_path / "kernels_quick.md").read_text()
+    assert res["clock"] == "cpu" and res["threads"] == 1 and "CPU time" in md
+    assert torch.get_num_threads() == threads                  # the process's threads are left as found
     for section, heading in (("gemm", "## GEMM"), ("backward", "## Backward GEMMs"), ("prepacked", "## Prepacked"),
                              ("attention", "## Attention")):
         assert res[section] and all(v > 0 for r in res[section] for k, v in r.items() if k != "shape")
@@ -55,6 +58,16 @@ def test_kernels_benchmark_quick_runs(tmp_path, load_benchmark):
     assert all(r["transposed copy"] > 0 and r["plain copy"] > 0 for r in res["transposes"])
     assert "## Softmax of attention scores" in md and all(
         r["last dim"] > 0 and r["dim 1, transposed"] > 0 for r in res["softmax"])
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the bf16 sections (issue 19)
+        for section, heading in (("bf16_gemm", "## bf16: GEMM"), ("bf16_backward", "## bf16: backward"),
+                                 ("bf16_attention_infer", "## bf16: attention"),
+                                 ("bf16_layer_norm", "## bf16: the LayerNorm")):
+            assert res[section] and all(v > 0 for r in res[section] for k, v in r.items() if k != "shape"), section
+            assert heading in md
+        assert {"SDPA bf16", "short S^T bf16", "short S bf16", "short fp32"} <= set(res["bf16_attention_train"][0])
+        assert [r["op"] for r in res["bf16_post_ops"]] == ["fc1 + GELU", "GEMM + residual"]
+        assert res["bf16_block"]["train: vitkit bf16"] > 0 and "## bf16: one transformer block" in md
+        assert all(v > 0 for k, v in res["bf16_models"][0].items() if k.startswith(("train", "infer")))
 
 
 def test_threads_benchmark_quick_runs_and_restores_mkl(tmp_path, load_benchmark):

@@ -279,3 +279,30 @@ def test_mlp_and_attention_take_the_residual_where_dropout_is_off():
         a = m(x, residual=r)
         torch.manual_seed(3)
         torch.testing.assert_close(a, r + m(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_weights_packed_per_call_for_many_rows_compute_the_same(dtype, bf16_paths, monkeypatch):
+    """From PACK_ROWS rows on a call reorders the weight into oneDNN's blocked layout first: same outputs and
+    gradients as the plain weight (fp32: to float rounding)."""
+    torch.manual_seed(0)
+    m = Linear(64, 96)
+    x, r = torch.randn(4, 30, 64, requires_grad=True), torch.randn(4, 30, 96)
+    g = torch.randn(4, 30, 96).to(dtype)
+    ctx = (lambda: torch.autocast("cpu", BF16)) if dtype == BF16 else (lambda: torch.autocast("cpu", enabled=False))
+
+    def run(residual):
+        with ctx():
+            y = m(x, residual=residual)
+        return (y, *torch.autograd.grad(y, [x, *m.parameters()], g))
+    outs = {}
+    for rows in (10 ** 9, 0):                                  # plain weight; packed on every call
+        monkeypatch.setattr(L, "PACK_ROWS", rows)
+        for residual in (None, r):
+            outs[rows, residual is None] = run(residual)
+            with torch.no_grad(), ctx():
+                outs[rows, residual is None, "infer"] = (m(x, residual=residual),)
+    for key in [k for k in outs if k[0] == 0]:
+        for got, want in zip(outs[key], outs[(10 ** 9, *key[1:])]):
+            torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-2,
+                                       atol=1e-5 if dtype == torch.float32 else 1e-2)

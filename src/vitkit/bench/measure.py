@@ -78,7 +78,7 @@ def write_results(out: Path, stem: str, results: dict, markdown: str) -> str:
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int = 1,
                 sync: Callable[[], None] = no_sync, warmup: int = 1, min_block_s: float = 0.0,
-                settle_s: float = 0.0) -> dict[str, dict]:
+                settle_s: float = 0.0, clock: Callable[[], float] | None = None) -> dict[str, dict]:
     """{name: {"median", "min", "max"} seconds per call, "calls": calls per block} over ``repeats``
     interleaved rounds; in each round every fn runs one block of consecutive calls.
 
@@ -89,7 +89,11 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int =
     another model's would measure a start with cold caches and freshly faulted-in memory instead.
     ``settle_s``: a pause before each block, untimed, so that worker threads still busy-waiting after
     the previous block (ONNX Runtime's spin by default) do not slow the next one down.
+    ``clock``: what a block is timed with (default ``time.perf_counter``, wall time); ``time.process_time``
+    counts this process's CPU time instead, which on a shared, loaded host at one thread estimates the
+    time the work takes on a quiet one (wall time there includes the waits for a core).
     """
+    clock = clock or time.perf_counter
     n = {}
     for k, fn in fns.items():
         for _ in range(warmup):
@@ -110,11 +114,11 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int =
             sync()
             if settle_s:
                 time.sleep(settle_s)
-            t = time.perf_counter()
+            t = clock()
             for _ in range(n[k]):
                 fn()
             sync()
-            times[k].append((time.perf_counter() - t) / n[k])
+            times[k].append((clock() - t) / n[k])
     return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "calls": n[k]}
             for k, v in times.items()}
 

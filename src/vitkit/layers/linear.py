@@ -111,12 +111,13 @@ class _OneDNNLinear(torch.autograd.Function):
     d residual = g) on oneDNN too. x and W of one dtype (fp32 or bf16: the caller casts)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, residual=None):
+    def forward(ctx, x, weight, bias, residual=None, packed=None):
         # dx needs W and dW needs x: keep only what a gradient will be asked for (a frozen weight's
-        # layer does not hold on to its input)
+        # layer does not hold on to its input). ``packed``: W in oneDNN's blocked layout, for this GEMM only.
         ctx.save_for_backward(x if weight.requires_grad else None, weight if x.requires_grad else None)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return _onednn(x, weight, bias) if residual is None else _onednn_add(x, residual, weight, bias)
+        w = weight if packed is None else packed
+        return _onednn(x, w, bias) if residual is None else _onednn_add(x, residual, w, bias)
 
     @staticmethod
     @once_differentiable
@@ -135,7 +136,7 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             # summed in g's dtype (a bf16 sum accumulates in fp32 on the CPU; sum(dtype=fp32) is 3x slower)
             db = g2.sum(0).to(ctx.bias_dtype)
-        return dx, dw, db, (g if ctx.needs_input_grad[3] else None)
+        return dx, dw, db, (g if ctx.needs_input_grad[3] else None), None
 
 
 def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +162,13 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # of F.linear; at 34 rows, 1.7M, 0.85x; at 68 rows 1.08x; at 544 rows 1.79x. The crossover moves with the
 # machine's load: 34 rows ran at 1.09x in the previous run, kernels.md at 6bacc26.)
 MIN_MACS = 1 << 20
+
+# From this many rows on, a call reorders the weight into oneDNN's blocked layout itself (for this batch
+# size) before the GEMM, rather than passing the plain weight: at ViT-S/16's batch 32 (6304 rows) fc1 runs
+# 1.14x faster in bf16 (1.05x in fp32), qkv and fc2 1.02-1.06x, the reorder included; at the demo's 1088
+# rows it loses (0.80x), at 1576-2176 it is even (1 thread; `python benchmarks/kernels.py`, "Weight packed
+# per call").
+PACK_ROWS = 3000
 
 
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -210,14 +218,22 @@ def _run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, resid
         residual = residual.to(dtype)
         if bias is not None:
             bias = bias.to(dtype)                                           # the binary post-op's rule
+    rows = x.numel() // x.shape[-1]
     if _needs_grad(x, weight, bias, residual):
-        y = _OneDNNLinear.apply(x, weight.to(dtype), bias, residual)
+        w = weight.to(dtype)
+        y = _OneDNNLinear.apply(x, w, bias, residual, _pack(w.detach(), rows) if rows >= PACK_ROWS else None)
         return y if gelu is None else F.gelu(y, approximate=gelu)
     w = packed.get(weight, dtype) if packed is not None else None           # inference: no autograd node
-    w = weight.to(dtype) if w is None else w
+    if w is None:
+        w = weight.to(dtype) if rows < PACK_ROWS else _pack(weight.detach().to(dtype), rows)
     if residual is not None:
         return _onednn_add(x, residual, w, bias)
     return _onednn(x, w, bias) if gelu is None else _onednn(x, w, bias, "gelu", gelu)
+
+
+def _pack(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """``weight`` reordered into oneDNN's blocked layout for GEMMs of ``rows`` rows (see PACK_ROWS)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
