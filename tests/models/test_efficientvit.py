@@ -358,9 +358,9 @@ def test_linear_attention_takes_channels_last_maps():
         y, yc = a(x), a(xc)
         qs, qcs = a.multi_scale_qkv(x), a.multi_scale_qkv(xc)
     assert y.is_contiguous() and yc.is_contiguous(memory_format=torch.channels_last)
-    assert _rel(yc, y) < 1e-6
-    for q, qc in zip(qs, qcs):
-        assert q.shape == qc.shape == (2, 3 * 4, 63, 8) and torch.equal(q, qc)
+    assert _rel(yc, y) < 1e-5
+    for q, qc in zip(qs, qcs):  # equal up to rounding: oneDNN may pick another conv kernel for channels-last input
+        assert q.shape == qc.shape == (2, 3 * 4, 63, 8) and _rel(qc, q) < 1e-5
 
 
 @pytest.mark.parametrize("stride,height", [(1, 23), (2, 23), (2, 24)])

@@ -281,11 +281,11 @@ class _Packed:
 class Linear(nn.Linear):
     """``nn.Linear`` with the oneDNN fast path on the CPU. x: (..., in_features) -> (..., out_features).
 
-    The weight is used as it is on every call while the module can train. (A cached copy in oneDNN's
-    blocked layout runs faster, but nothing tells reliably when a trainable weight changed: fused
-    AdamW updates it in place without bumping its version counter, and a stale copy silently
-    evaluated old weights.) :func:`freeze` makes an inference-only copy of a model that does use
-    such packed weights.
+    The weight is read afresh on every call while the module can train (from ``PACK_ROWS`` rows on, a
+    call reorders it into oneDNN's blocked layout first, for that call only). (A copy cached across
+    calls runs faster, but nothing tells reliably when a trainable weight changed: fused AdamW updates
+    it in place without bumping its version counter, and a stale copy silently evaluated old weights.)
+    :func:`freeze` makes an inference-only copy of a model that does keep such packed weights.
     """
 
     _packed: _Packed | None = None
