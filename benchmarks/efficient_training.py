@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vitkit.bench.ablations import RECIPE
-from vitkit.bench.measure import command, environment, write_results
+from vitkit.bench.measure import command, environment, load_before as measure_load_before, write_results
 from vitkit.train.sweep import mean_std, param_count, run_all, train_seconds
 
 RESULTS = Path(__file__).parent / "results"
@@ -150,19 +150,10 @@ def configs(args, work: Path) -> dict[str, dict]:
 
 # ---------------------------------------------------------------------------- before / after
 def load_before(path: Path | None) -> dict | None:
-    """The rows efficient_training.md showed before issue 23's fixes: the "before" a results file carries
-    (a re-run keeps the first one), else the file's own rows; None without a file."""
-    if path is None or not Path(path).is_file():
-        return None
-    saved = json.loads(Path(path).read_text())
-    if saved.get("before"):
-        return saved["before"]
-    try:
-        source = str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
-    except ValueError:
-        source = str(path)
-    return {"source": source, "families": saved["families"], "sparsevit": saved["sparsevit"],
-            "configs": saved["configs"], "quick": saved.get("quick", False)}
+    """The rows efficient_training.md showed before issue 23's fixes (`measure.load_before`)."""
+    return measure_load_before(path, lambda saved: {
+        "families": saved["families"], "sparsevit": saved["sparsevit"], "configs": saved["configs"],
+        "quick": saved.get("quick", False)})
 
 
 def _same_run(a: dict, b: dict) -> bool:

@@ -39,7 +39,7 @@ import statistics
 import time
 from pathlib import Path
 
-from vitkit.bench.measure import write_results
+from vitkit.bench.measure import load_before as measure_load_before, write_results
 from vitkit.train.sweep import mean_std, run_all
 
 RESULTS = Path(__file__).parent / "results"
@@ -268,20 +268,11 @@ def sample_rows(args, gen_res: dict, work: Path) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------------------- before / after
 def load_before(path: Path | None) -> dict | None:
-    """The rows generation.md showed before issue 23's official defaults: the "before" a results file
-    carries (a re-run keeps the first one), else the file's own rows; None without a file."""
-    if path is None or not Path(path).is_file():
-        return None
-    saved = json.loads(Path(path).read_text())
-    if saved.get("before"):
-        return saved["before"]
-    try:
-        source = str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
-    except ValueError:
-        source = str(path)
-    return {"source": source, "args": saved.get("args", {}), "recipe": recipe(saved.get("args", {})),
-            "judge_test_acc": saved.get("judge_test_acc"), "tokenizers": saved.get("tokenizers", {}),
-            "generators": saved.get("generators", {}), "fid_floor": saved.get("fid_floor", {})}
+    """The rows generation.md showed before issue 23's official defaults (`measure.load_before`)."""
+    return measure_load_before(path, lambda saved: {
+        "args": saved.get("args", {}), "recipe": recipe(saved.get("args", {})),
+        "judge_test_acc": saved.get("judge_test_acc"), "tokenizers": saved.get("tokenizers", {}),
+        "generators": saved.get("generators", {}), "fid_floor": saved.get("fid_floor", {})})
 
 
 # The recipe choices issue 23 changed, as a results file written before it had them.

@@ -67,6 +67,22 @@ def command(prog: str, args: argparse.Namespace, parser: argparse.ArgumentParser
     return shlex.join(parts)
 
 
+def load_before(path: Path | str | None, rows: Callable[[dict], dict]) -> dict | None:
+    """The rows a report showed before a change, for a before/after table: the ``"before"`` a results
+    file carries (a re-run keeps the first one), else ``rows(saved)`` of the file itself with its
+    ``"source"`` (the path, relative to the repository when it lies in it); None without a file."""
+    if path is None or not Path(path).is_file():
+        return None
+    saved = json.loads(Path(path).read_text())
+    if saved.get("before"):
+        return saved["before"]
+    try:
+        source = str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[3]))
+    except ValueError:
+        source = str(path)
+    return {"source": source, **rows(saved)}
+
+
 def write_results(out: Path, stem: str, results: dict, markdown: str) -> str:
     """Write ``out/stem.json`` (the numbers) and ``out/stem.md`` (the report made from them); return the
     report. Every benchmark writes its results through this."""

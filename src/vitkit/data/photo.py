@@ -23,7 +23,7 @@ import torch
 
 from .randaugment import rand_augment
 from .transforms import (Compose, Normalize, PerSample, RandomAffine, RandomErasing, RandomHorizontalFlip, Resize,
-                         Transform, _check_interpolation, _pair, _uniform, resize)
+                         Transform, _check_interpolation, _pair, _uniform, crop_range, resize)
 
 DEFAULT_CROP_PCT = 0.875
 """Eval crop fraction: timm's DEFAULT_CROP_PCT and DeiT's ``--eval-crop-ratio`` (resize 256, crop 224)."""
@@ -75,13 +75,8 @@ class RandomCropResize(Transform):
 
     def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), interpolation: str = DEFAULT_INTERPOLATION):
-        if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
-        if not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
         self.size = _pair(size)
-        self.scale = (float(scale[0]), float(scale[1]))
-        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.scale, self.ratio = crop_range(scale, ratio)
         self.interpolation = _check_interpolation(interpolation)
 
     def forward(self, x, generator):

@@ -210,6 +210,15 @@ class RandomAffine(Transform):
         return affine(x, angle, torch.stack([tx, ty], -1), scale, shear)
 
 
+def crop_range(scale: Sequence[float], ratio: Sequence[float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A random resized crop's area range (fractions of the image) and aspect-ratio range (w/h), checked."""
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
+    return (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
+
+
 class RandomResizedCrop(Transform):
     """Crop a random box per sample and resize it to `size`: (B, C, H, W) -> (B, C, *size).
 
@@ -220,13 +229,8 @@ class RandomResizedCrop(Transform):
 
     def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.08, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3)):
-        if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
-        if not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
         self.size = _pair(size)
-        self.scale = (float(scale[0]), float(scale[1]))
-        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.scale, self.ratio = crop_range(scale, ratio)
 
     def forward(self, x, generator):
         b, _, h, w = x.shape
