@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import threading
 import time
 
 import anyio
@@ -40,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .batcher import Batcher
 from .config import ServeConfig
 from .decode import RequestError, decode_image
-from .model import Job, ServedModel
+from .model import Job, ServedModel, set_thread_torch_threads
 
 log = logging.getLogger("vitkit.serve")
 
@@ -212,7 +213,12 @@ def create_app(served: ServedModel, config: ServeConfig) -> FastAPI:
         raise RequestError(415, f"content type {media or '(none)'!r} is not an image upload: send multipart/form-data "
                                 "(field 'file'), or the raw bytes as image/* or application/octet-stream")
 
+    decoder = threading.local()
+
     def prepare(data: bytes):
+        if not getattr(decoder, "ready", False):  # once per worker thread: one intra-op thread (see
+            set_thread_torch_threads(1)           # set_thread_torch_threads): no second OpenMP team
+            decoder.ready = True
         return served.preprocess(decode_image(data, served.input_size[0], config.max_pixels))
 
     async def answer(request: Request, op: str, rollout: bool = False, labels: str | None = None) -> tuple[dict, Job]:

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from .model import Job, ServedModel
+from .model import Job, ServedModel, set_thread_torch_threads
 
 _STOP = object()
 
@@ -60,6 +60,8 @@ class Batcher:
         self.jobs_done = 0
         self.skipped = 0
         self.busy_s = 0.0
+        import torch
+        self.threads = torch.get_num_threads()  # the creating thread's (the server's --threads): the model's
         self._thread = threading.Thread(target=self._loop, name="vitkit-batcher", daemon=True)
 
     # ---- lifecycle
@@ -125,6 +127,7 @@ class Batcher:
     def _loop(self) -> None:
         import torch
         torch.set_grad_enabled(False)
+        set_thread_torch_threads(self.threads)
         while True:
             first = self.queue.get()
             if first is _STOP:

@@ -35,6 +35,19 @@ class Job:
     cancelled: bool = False              # set when the request gave up (timeout): the batch skips it
 
 
+def set_thread_torch_threads(n: int) -> None:
+    """Give the calling thread ``n`` intra-op (OpenMP) threads, whatever other threads set later.
+
+    With PyTorch's OpenMP backend the count is the thread's own (OpenMP's nthreads ICV), but
+    ``torch.set_num_threads`` also records a process-wide default that a thread reads once, on its
+    first parallel op. `torch.get_num_threads` makes that first read happen now, so the ``n`` set after
+    it stays this thread's. The server runs its decoding threads at 1 (their small per-image ops would
+    otherwise each fork a second OpenMP team onto the cores the model's team is using) and the batcher
+    thread at the server's ``--threads``."""
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
 def input_transform(input_size, mean, std, crop_pct: float | None = None, interpolation: str | None = None,
                     crop_mode: str | None = None, run=None):
     """Images in [0, 1] (1, C, H, W) -> the model's input: THE preprocessing of the server.
