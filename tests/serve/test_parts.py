@@ -182,3 +182,38 @@ def test_model_error_is_a_500_without_traceback_and_the_server_goes_on():
         assert again.status_code == 200 and again.json() == ok.json()
         stats = client.get("/v1/stats").json()
         assert stats["requests"]["model_errors"] == 1 and stats["requests"]["ok"] == 2
+
+
+def test_batcher_decodes_jobs_before_the_forward_pass():
+    """Jobs that come as bytes (``Job.prepare``) are decoded by the batcher's threads, one torch thread
+    each, before the batch runs; a job whose image fails gets that error alone, the others their answers."""
+    import threading
+
+    from vitkit.serve.batcher import Batcher
+    served = served_stub()
+    torch.set_num_threads(2)
+    batcher = Batcher(served, max_batch=8, max_wait_ms=200, max_queue=16, decode_threads=2).start()
+    xs = [torch.randn(1, 4, 4) for _ in range(4)]
+    seen = []
+
+    def make(x):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return x
+
+    def bad():
+        raise RequestError(400, "not an image")
+
+    async def go():
+        jobs = [Job(None, prepare=lambda x=x: make(x)) for x in xs] + [Job(None, prepare=bad)]
+        return await asyncio.gather(*[batcher.submit(j) for j in jobs], return_exceptions=True)
+    try:
+        results = asyncio.run(go())
+    finally:
+        batcher.stop()
+    for x, r in zip(xs, results):
+        with torch.no_grad():
+            assert torch.allclose(r["probs"], served.model.fc(x.flatten()[None]).softmax(-1)[0], atol=1e-6)
+    assert isinstance(results[-1], RequestError) and results[-1].status == 400
+    assert served.model.calls == [4] and batcher.stats()["decode_failed"] == 1
+    assert all(name.startswith("vitkit-decode") and n == 1 for name, n in seen)
+    assert batcher.threads == 2

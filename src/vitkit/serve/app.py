@@ -25,9 +25,9 @@ pixel count before an image is decoded (`decode.decode_image`), and the queue is
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
-import threading
 import time
 
 import anyio
@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .batcher import Batcher
 from .config import ServeConfig
 from .decode import RequestError, decode_image
-from .model import Job, ServedModel, set_thread_torch_threads
+from .model import Job, ServedModel
 
 log = logging.getLogger("vitkit.serve")
 
@@ -151,8 +151,7 @@ ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in 
 
 # ---------------------------------------------------------------------------------------- the app
 def create_app(served: ServedModel, config: ServeConfig) -> FastAPI:
-    batcher = Batcher(served, config.max_batch, config.max_wait_ms, config.max_queue)
-    decode_limit = anyio.CapacityLimiter(max(1, config.decode_threads))
+    batcher = Batcher(served, config.max_batch, config.max_wait_ms, config.max_queue, config.decode_threads)
     started = time.time()
     counts = {"ok": 0, "client_errors": 0, "model_errors": 0, "timeouts": 0}
 
@@ -213,12 +212,7 @@ def create_app(served: ServedModel, config: ServeConfig) -> FastAPI:
         raise RequestError(415, f"content type {media or '(none)'!r} is not an image upload: send multipart/form-data "
                                 "(field 'file'), or the raw bytes as image/* or application/octet-stream")
 
-    decoder = threading.local()
-
-    def prepare(data: bytes):
-        if not getattr(decoder, "ready", False):  # once per worker thread: one intra-op thread (see
-            set_thread_torch_threads(1)           # set_thread_torch_threads): no second OpenMP team
-            decoder.ready = True
+    def prepare(data: bytes):  # on the batcher's decoding threads, before the batch's forward pass
         return served.preprocess(decode_image(data, served.input_size[0], config.max_pixels))
 
     async def answer(request: Request, op: str, rollout: bool = False, labels: str | None = None) -> tuple[dict, Job]:
@@ -238,8 +232,9 @@ def create_app(served: ServedModel, config: ServeConfig) -> FastAPI:
                                                 "form field)")
                     if len(label_list) > 1000 or max(len(s) for s in label_list) > 200:
                         raise RequestError(400, "at most 1000 labels of at most 200 characters each")
-                x = await anyio.to_thread.run_sync(prepare, data, limiter=decode_limit, abandon_on_cancel=True)
-                job = Job(x, op, label_list, rollout and served.has_rollout)
+                if not data:
+                    decode_image(data)  # raises its 400 now, without queueing
+                job = Job(None, op, label_list, rollout and served.has_rollout, prepare=functools.partial(prepare, data))
                 try:
                     future = batcher.submit(job)
                 except queue.Full:
@@ -247,6 +242,8 @@ def create_app(served: ServedModel, config: ServeConfig) -> FastAPI:
                                        {"Retry-After": str(RETRY_AFTER_S)}) from None
                 try:
                     result = await future
+                except RequestError:  # the image: empty, unreadable, too large (400 / 413)
+                    raise
                 except Exception as e:  # the model failed on this batch
                     counts["model_errors"] += 1
                     log.error("model error in /v1/%s", op, exc_info=e)

@@ -10,8 +10,15 @@ ran are already queued, so under load a batch fills without waiting; a lone requ
 ``max_wait_ms``. Each answer goes to its own request's future on the event loop
 (``call_soon_threadsafe``). A request that gave up (its timeout) is marked cancelled and skipped.
 The queue is bounded (``max_queue``): `submit` raises `queue.Full` instead of growing memory.
-PyTorch releases the GIL inside its kernels, so the event loop keeps reading and decoding the next
-requests while a batch runs.
+
+A job may come undecoded (``Job.prepare``: the request's bytes -> its preprocessed image). The worker
+decodes the batch's images first, on ``decode_threads`` threads of one torch thread each, then runs the
+model: decoding and the forward pass take turns instead of sharing the cores. Run at the same time, the
+decoding threads preempt the model's OpenMP team, whose other thread then waits at every barrier of the
+forward pass (spinning, then idle): the forward pass slows by more than the decoding costs. A job whose
+image fails to decode gets that exception (a `RequestError`: 400 / 413) and leaves the batch.
+PyTorch releases the GIL inside its kernels, so the event loop keeps reading the next requests while
+a batch runs.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .model import Job, ServedModel, set_thread_torch_threads
@@ -49,9 +57,11 @@ def _deliver(future: asyncio.Future, result) -> None:
 
 
 class Batcher:
-    def __init__(self, served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 128):
-        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+    def __init__(self, served: ServedModel, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 128,
+                 decode_threads: int = 2):
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0 or decode_threads < 1:
+            raise ValueError("max_batch, max_queue and decode_threads must be >= 1 and max_wait_ms >= 0")
+        self.decode_threads = decode_threads
         self.served = served
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1e3
@@ -60,6 +70,8 @@ class Batcher:
         self.jobs_done = 0
         self.skipped = 0
         self.busy_s = 0.0
+        self.decode_s = 0.0
+        self.decode_failed = 0
         import torch
         self.threads = torch.get_num_threads()  # the creating thread's (the server's --threads): the model's
         self._thread = threading.Thread(target=self._loop, name="vitkit-batcher", daemon=True)
@@ -100,6 +112,7 @@ class Batcher:
                 "mean_batch": self.jobs_done / batches if batches else 0.0,
                 "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
                 "queued": self.queue.qsize(), "model_busy_s": round(self.busy_s, 3),
+                "decode_busy_s": round(self.decode_s, 3), "decode_failed": self.decode_failed,
                 "max_batch": self.max_batch, "max_wait_ms": self.max_wait * 1e3}
 
     # ---- the worker thread
@@ -124,15 +137,44 @@ class Batcher:
             batch.append(item)
         return batch, stop
 
+    def _decode(self, batch: list[_Pending], pool: ThreadPoolExecutor) -> list[_Pending]:
+        """Make the images of the batch's undecoded jobs (``Job.prepare``) on the decoding threads; a job
+        whose image fails gets its exception now and leaves the batch."""
+        todo = [p for p in batch if p.job.prepare is not None]
+        if not todo:
+            return batch
+        t = time.perf_counter()
+        failed = set()
+        for p, err in zip(todo, pool.map(_prepare, [p.job for p in todo])):
+            if err is not None:
+                failed.add(id(p))
+                try:
+                    p.loop.call_soon_threadsafe(_deliver, p.future, err)
+                except RuntimeError:  # the event loop has closed (shutdown)
+                    pass
+        self.decode_s += time.perf_counter() - t
+        self.decode_failed += len(failed)
+        return [p for p in batch if id(p) not in failed] if failed else batch
+
     def _loop(self) -> None:
         import torch
         torch.set_grad_enabled(False)
         set_thread_torch_threads(self.threads)
+        pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="vitkit-decode",
+                                  initializer=set_thread_torch_threads, initargs=(1,))
+        try:
+            self._serve(pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _serve(self, pool: ThreadPoolExecutor) -> None:
         while True:
             first = self.queue.get()
             if first is _STOP:
                 return
             live, stop = self._gather(first)
+            if live:
+                live = self._decode(live, pool)
             if live:
                 t = time.perf_counter()
                 try:
@@ -149,3 +191,14 @@ class Batcher:
                         pass
             if stop:
                 return
+
+
+def _prepare(job: Job) -> BaseException | None:
+    """On a decoding thread: ``job.x = job.prepare()``; the exception instead of raising it."""
+    try:
+        job.x = job.prepare()
+    except Exception as e:
+        return e
+    finally:
+        job.prepare = None  # the request's bytes are no longer needed
+    return None

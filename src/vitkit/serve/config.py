@@ -24,7 +24,7 @@ class ServeConfig:
     max_pixels: int = 16_000_000         # largest image, width x height (413 above, before decoding)
     timeout_s: float = 30.0              # per request, from its start to its answer (504 after)
     max_queue: int = 128                 # requests admitted at once; more get 503 + Retry-After
-    decode_threads: int = 2              # threads decoding images while the model runs
+    decode_threads: int = 2              # threads decoding a batch's images before its forward pass
     threads: int | None = None           # torch threads per worker (None: the cores / workers)
     topk: int = 5                        # default top-k of /v1/classify and /v1/zero-shot
 

@@ -17,7 +17,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -27,12 +27,13 @@ OPS = ("classify", "embed", "zero-shot")
 
 @dataclass
 class Job:
-    """One request's share of a batch: its preprocessed image and what to compute."""
-    x: torch.Tensor                      # (C, H, W), preprocessed
+    """One request's share of a batch: its preprocessed image (or how to make it) and what to compute."""
+    x: torch.Tensor | None               # (C, H, W), preprocessed; None until ``prepare`` has made it
     op: str = "classify"                 # classify | embed | zero-shot
     labels: tuple[str, ...] = ()         # zero-shot's labels
     rollout: bool = False                # also the attention rollout map
     cancelled: bool = False              # set when the request gave up (timeout): the batch skips it
+    prepare: Callable[[], torch.Tensor] | None = field(default=None, repr=False)  # -> x, run by the batcher
 
 
 def set_thread_torch_threads(n: int) -> None:
