@@ -143,6 +143,26 @@ class Server:
         except (OSError, IndexError, ValueError):
             return None
 
+    def cpu_by_role(self) -> dict[str, float] | None:
+        """CPU seconds so far by the server's threads' role, from their OS names (`vitkit.serve.batcher`
+        names them): "model" (the batcher and its OpenMP workers), "decode" (the decoding threads), "other"
+        (the event loop: HTTP, routing, JSON; and idle helpers). Threads that ended are not counted."""
+        out = {"model": 0.0, "decode": 0.0, "other": 0.0}
+        try:
+            tasks = list(Path(f"/proc/{self.proc.pid}/task").iterdir())
+        except OSError:
+            return None
+        for task in tasks:
+            try:
+                text = (task / "stat").read_text()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1:text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            role = {"vitkit-batcher": "model", "vitkit-decode": "decode"}.get(name, "other")
+            out[role] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -223,9 +243,9 @@ def serve_rows(source: Path, bodies: list[bytes], args, batching: bool) -> dict:
         rows = []
         for clients, requests in zip(args.clients, args.requests):
             before = server.get("/v1/stats")[1]["batcher"]
-            cpu0, client0 = server.cpu_s(), time.process_time()
+            cpu0, client0, roles0 = server.cpu_s(), time.process_time(), server.cpu_by_role()
             res = load(server.port, bodies, clients, requests, args.row_seconds)
-            cpu1, client1 = server.cpu_s(), time.process_time()
+            cpu1, client1, roles1 = server.cpu_s(), time.process_time(), server.cpu_by_role()
             after = server.get("/v1/stats")[1]["batcher"]
             lat = sorted(res["latencies"])
             jobs, batches = after["jobs"] - before["jobs"], after["batches"] - before["batches"]
@@ -238,6 +258,8 @@ def serve_rows(source: Path, bodies: list[bytes], args, batching: bool) -> dict:
                          "model_busy_s": after["model_busy_s"] - before["model_busy_s"],
                          "server_cpu_ms_per_img": 1e3 * (cpu1 - cpu0) / max(1, len(lat)) if cpu0 is not None else None,
                          "client_cpu_ms_per_img": 1e3 * (client1 - client0) / max(1, len(lat)),
+                         "server_cpu_ms_per_img_by_role": {k: 1e3 * (roles1[k] - roles0[k]) / max(1, len(lat))
+                                                           for k in roles1} if roles0 and roles1 else None,
                          "rss_mb_end": server.rss_mb()})
             print(f"serve: batching {'on ' if batching else 'off'} {clients:>3} clients: {rows[-1]['img_per_s']:7.1f} "
                   f"img/s, p50 {rows[-1]['p50_ms'] or 0:7.1f} ms, p99 {rows[-1]['p99_ms'] or 0:7.1f} ms, "
@@ -334,6 +356,16 @@ def report(res: dict) -> str:
               f"{ref['b1']['cpu_ms_per_img']:.1f} at batch 1. CPU time does not depend on what else the machine runs "
               "as wall time does: the CPU ratio below (in-process batch-32 CPU per image / server + client CPU per "
               "image) is the throughput ratio a machine with nothing else running would show."]
+    split = [(run, r) for run in res["runs"] for r in run["rows"] if r.get("server_cpu_ms_per_img_by_role")]
+    if split:  # reports made before the split was measured have none
+        lines += ["", "The server's CPU ms per image by thread (their OS names): the model (the batcher thread and "
+                  "its OpenMP workers), decoding (JPEG to the model's input, on the batcher's decoding threads), "
+                  "the rest (the event loop: HTTP, routing, JSON):", "",
+                  "| batching | clients | model | decoding | rest |", "|---|---|---|---|---|"]
+        for run, r in split:
+            c = r["server_cpu_ms_per_img_by_role"]
+            lines.append(f"| {'on' if run['batching'] else 'off'} | {r['clients']} | {c['model']:.1f} | "
+                         f"{c['decode']:.1f} | {c['other']:.1f} |")
     v = res["verdicts"]
     lines += ["", "Server memory (VmRSS, sampled every 100 ms over the timed rows, after the warm-up):", "",
               "| batching | after warm-up MB | min MB | peak, first half MB | peak, second half MB | end MB |",

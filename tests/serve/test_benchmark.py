@@ -19,5 +19,9 @@ def test_serve_benchmark_quick(tmp_path, load_benchmark):
     assert res["runs"][1]["rows"][-1]["mean_batch"] == 1.0  # batching off: one request per forward pass
     assert res["in_process"]["b32"]["img_per_s"] > 0 and res["verdicts"]["failed_or_lost"] == 0
     assert all(run["rss_mb"]["samples"] > 0 for run in res["runs"])
-    for text in ("| batching | clients |", "Verdicts:", "Server memory", "in-process"):
+    for r in rows:  # the server's CPU by thread role: the model's threads and the decoding threads are named
+        split = r["server_cpu_ms_per_img_by_role"]
+        assert split["model"] > 0 and split["decode"] > 0
+        assert sum(split.values()) <= r["server_cpu_ms_per_img"] * 1.05 + 0.5
+    for text in ("| batching | clients |", "Verdicts:", "Server memory", "in-process", "| model | decoding |"):
         assert text in md
