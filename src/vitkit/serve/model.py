@@ -39,14 +39,42 @@ class Job:
 def set_thread_torch_threads(n: int) -> None:
     """Give the calling thread ``n`` intra-op (OpenMP) threads, whatever other threads set later.
 
-    With PyTorch's OpenMP backend the count is the thread's own (OpenMP's nthreads ICV), but
-    ``torch.set_num_threads`` also records a process-wide default that a thread reads once, on its
-    first parallel op. `torch.get_num_threads` makes that first read happen now, so the ``n`` set after
-    it stays this thread's. The server runs its decoding threads at 1 (their small per-image ops would
-    otherwise each fork a second OpenMP team onto the cores the model's team is using) and the batcher
-    thread at the server's ``--threads``."""
-    torch.get_num_threads()
+    With PyTorch's OpenMP backend the count is the thread's own (OpenMP's nthreads ICV), read through
+    ``omp_get_max_threads``; ``torch.set_num_threads`` sets it and also a process-wide default that every
+    thread reads once, on its first parallel op. `torch.get_num_threads` makes this thread's first read
+    happen now; then OpenMP's own ``omp_set_num_threads`` (the library torch loaded) sets this thread's
+    count and nothing else, so threads started later keep the process's default. Where that library is
+    not found (another backend, another OS), ``torch.set_num_threads``. The server runs its decoding
+    threads at 1 (their per-image ops would otherwise fork a second OpenMP team onto the cores the model's
+    team uses) and the batcher thread at the server's ``--threads``."""
+    if torch.get_num_threads() == n:
+        return
+    omp_set = _omp_set_num_threads()
+    if omp_set is not None:
+        omp_set(n)
+        if torch.get_num_threads() == n:
+            return
     torch.set_num_threads(n)
+
+
+_OMP: list = []
+
+
+def _omp_set_num_threads():
+    """``omp_set_num_threads`` of the OpenMP runtime loaded in this process (Linux), or None."""
+    if not _OMP:
+        fn = None
+        try:
+            import ctypes
+            with open("/proc/self/maps") as f:
+                paths = [line.split()[-1] for line in f if "libgomp" in line or "libiomp" in line]
+            if paths:
+                fn = ctypes.CDLL(paths[0]).omp_set_num_threads
+                fn.argtypes, fn.restype = [ctypes.c_int], None
+        except (OSError, AttributeError, IndexError):
+            fn = None
+        _OMP.append(fn)
+    return _OMP[0]
 
 
 def input_transform(input_size, mean, std, crop_pct: float | None = None, interpolation: str | None = None,
