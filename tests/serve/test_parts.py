@@ -217,3 +217,8 @@ def test_batcher_decodes_jobs_before_the_forward_pass():
     assert served.model.calls == [4] and batcher.stats()["decode_failed"] == 1
     assert all(name.startswith("vitkit-decode") and n == 1 for name, n in seen)
     assert batcher.threads == 2
+    later = []  # the decoding threads' one thread is their own: a thread started now gets the default
+    t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert later == [2] and torch.get_num_threads() == 2
