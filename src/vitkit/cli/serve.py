@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=positive_int, default=128, dest="max_queue",
                    help="requests in progress at once per worker; more get 503 with Retry-After (default 128)")
     p.add_argument("--decode-threads", type=positive_int, default=2, dest="decode_threads",
-                   help="threads decoding images while the model runs (default 2)")
+                   help="threads decoding each batch's images (one torch thread each) before its forward pass (default 2)")
     p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--topk", type=positive_int, default=5, help="default k of /v1/classify (default 5)")
 
