@@ -254,8 +254,11 @@ def test_8b_more_threads_than_cores_warns(tmp_path, capsys):
 # ---------------------------------------------------------------------------- 9: Ctrl-C
 def _interrupt(args: list, when) -> subprocess.CompletedProcess:
     """Start ``vitkit *args``, wait until ``when()`` is true (or 20 s), then press Ctrl-C (SIGINT)."""
+    # SIGINT's default disposition in the child even when the test runner was started in the background
+    # (a non-interactive shell starts background jobs with SIGINT ignored, and exec keeps that)
     proc = subprocess.Popen([sys.executable, "-m", "vitkit", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not when():
         time.sleep(0.05)
