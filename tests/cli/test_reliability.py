@@ -291,6 +291,23 @@ def test_9b_ctrl_c_after_a_checkpoint_says_how_to_resume(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+def test_9c_ctrl_c_wrapped_by_an_import_is_still_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C during class creation in an import reaches the CLI as a RuntimeError ("Error calling
+    __set_name__ ...") caused by the KeyboardInterrupt: still "interrupted" and 130, not an internal error."""
+    import vitkit.cli
+    import vitkit.cli.download
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as k:
+            raise RuntimeError("Error calling __set_name__ on '_Implementation' instance") from k
+    monkeypatch.setattr(vitkit.cli.download, "cmd_download", interrupted_import)
+    assert vitkit.cli.main(["download", "vit_tiny_patch16_224"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("vitkit: interrupted") and "internal error" not in err and len(err.splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------- 10: the smaller ones
 def test_10a_a_closed_pipe_is_quiet():
     proc = subprocess.Popen([sys.executable, "-m", "vitkit", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -182,6 +182,30 @@ def build_parser() -> Parser:
     return p
 
 
+def _caused_by_ctrl_c(e: BaseException) -> bool:
+    """Whether ``e`` wraps a Ctrl-C: an interrupt during class creation in an import reaches us as a
+    RuntimeError ("Error calling __set_name__ ...") whose cause is the KeyboardInterrupt."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _interrupted(args) -> int:
+    """Ctrl-C: one line (with how to resume a training run that has a checkpoint), exit code 130."""
+    from .train import interrupt_hint
+    print(f"vitkit: interrupted{interrupt_hint(args)}", file=sys.stderr)
+    # An interrupt that landed inside an exec() of source text during an import (dataclasses build
+    # their methods that way) sets CPython's "unhandled KeyboardInterrupt" flag even though it was
+    # handled here, and the interpreter would then kill itself with SIGINT at exit instead of
+    # returning 130. Each exec() of source text clears that flag first (pythonrun.c, run_eval_code_obj).
+    exec("None")
+    return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (0, 1 for an error, 2 for a usage error, 130 for Ctrl-C)."""
     args = None
@@ -195,19 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except KeyboardInterrupt:
-        from .train import interrupt_hint
-        print(f"vitkit: interrupted{interrupt_hint(args)}", file=sys.stderr)
-        # An interrupt that landed inside an exec() of source text during an import (dataclasses build
-        # their methods that way) sets CPython's "unhandled KeyboardInterrupt" flag even though it was
-        # handled here, and the interpreter would then kill itself with SIGINT at exit instead of
-        # returning 130. Each exec() of source text clears that flag first (pythonrun.c, run_eval_code_obj).
-        exec("None")
-        return EXIT_INTERRUPTED
+        return _interrupted(args)
     except BrokenPipeError:  # `vitkit models | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as e:  # one line for the user; the traceback on request
+        if _caused_by_ctrl_c(e):
+            return _interrupted(args)
         if debug_enabled():
             raise
         known = isinstance(e, (CLIError, ValueError, TypeError, FileNotFoundError, OSError, ImportError))
