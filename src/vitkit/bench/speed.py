@@ -306,8 +306,9 @@ def report(results: dict) -> str:
                if not gpu else "`amp=\"auto\"`: bf16 on a GPU that supports it")
         mine = "vitkit" + ("" if default == "fp32" else f" {default}")
         lines += ["## Out of the box: each library's default\n",
-                  f"vitkit's default precision on this host is **{default}** ({why}; `vitkit train` and the other "
-                  f"commands run in it); HF's default is fp32 (`model(x)` as loaded). Rows: `{mine}` vs `hf`.\n",
+                  f"vitkit's `amp=\"auto\"` precision on this host is **{default}** ({why}; `vitkit serve` of a "
+                  f"checkpoint runs in it, `vitkit train --amp auto` asks for it: training still defaults to fp32); "
+                  f"HF's default is fp32 (`model(x)` as loaded). Rows: `{mine}` vs `hf`.\n",
                   "| model | run | vitkit default img/s | hf default img/s | vitkit default / hf default |",
                   "|---|---|---|---|---|"]
         for r in models:
