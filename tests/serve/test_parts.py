@@ -101,23 +101,30 @@ def served_stub() -> ServedModel:
     return ServedModel("stub", "stub", "classifier", Linear8(), (1, 4, 4), (0.0,), (1.0,), ["a", "b", "c"])
 
 
+def answers(batcher, jobs: list) -> list:
+    """Submit every job before the worker gathers, stop the batcher, return the answers (exceptions as
+    values)."""
+    async def go():
+        return await asyncio.gather(*[batcher.submit(j) for j in jobs], return_exceptions=True)
+    try:
+        return asyncio.run(go())
+    finally:
+        batcher.stop()
+
+
+def expected_probs(served: ServedModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return served.model.fc(x.flatten()[None]).softmax(-1)[0]
+
+
 def test_batcher_gathers_and_answers_each_job():
     from vitkit.serve.batcher import Batcher
     served = served_stub()
     batcher = Batcher(served, max_batch=4, max_wait_ms=200, max_queue=16).start()
     xs = [torch.randn(1, 4, 4) for _ in range(10)]
-
-    async def go():
-        futures = [batcher.submit(Job(x, "classify")) for x in xs]  # all queued before the worker gathers
-        return await asyncio.gather(*futures)
-    try:
-        results = asyncio.run(go())
-    finally:
-        batcher.stop()
+    results = answers(batcher, [Job(x, "classify") for x in xs])
     for x, r in zip(xs, results):
-        with torch.no_grad():
-            want = served.model.fc(x.flatten()[None]).softmax(-1)[0]
-        assert torch.allclose(r["probs"], want, atol=1e-6)
+        assert torch.allclose(r["probs"], expected_probs(served, x), atol=1e-6)
     assert max(served.model.calls) <= 4 and sum(served.model.calls) == 10 and len(served.model.calls) <= 4
 
 
@@ -202,17 +209,9 @@ def test_batcher_decodes_jobs_before_the_forward_pass():
 
     def bad():
         raise RequestError(400, "not an image")
-
-    async def go():
-        jobs = [Job(None, prepare=lambda x=x: make(x)) for x in xs] + [Job(None, prepare=bad)]
-        return await asyncio.gather(*[batcher.submit(j) for j in jobs], return_exceptions=True)
-    try:
-        results = asyncio.run(go())
-    finally:
-        batcher.stop()
+    results = answers(batcher, [Job(None, prepare=lambda x=x: make(x)) for x in xs] + [Job(None, prepare=bad)])
     for x, r in zip(xs, results):
-        with torch.no_grad():
-            assert torch.allclose(r["probs"], served.model.fc(x.flatten()[None]).softmax(-1)[0], atol=1e-6)
+        assert torch.allclose(r["probs"], expected_probs(served, x), atol=1e-6)
     assert isinstance(results[-1], RequestError) and results[-1].status == 400
     assert served.model.calls == [4] and batcher.stats()["decode_failed"] == 1
     assert all(name.startswith("vitkit-decode") and n == 1 for name, n in seen)

@@ -16,7 +16,7 @@ import torch
 pytest.importorskip("huggingface_hub", reason="hub ids need huggingface_hub (pip install 'vitkit[hf]')")
 
 import vitkit  # noqa: E402
-from timm_ports import CONVIT_ARGS, ConVit, randomize_, timm_hub_config  # noqa: E402
+from timm_ports import CONVIT_ARGS, ConVit, assert_port_round_trip, randomize_, timm_hub_config  # noqa: E402
 from vitkit.weights import get_format, read_checkpoint  # noqa: E402
 from vitkit.weights.io import save_weights  # noqa: E402
 from vitkit.weights.sources import SOURCES  # noqa: E402
@@ -72,18 +72,9 @@ def test_vitkit_to_timm_names_and_back():
     qkv), loads strictly into the port (same logits), and maps back bit for bit."""
     torch.manual_seed(0)
     model = randomize_(vitkit.create_model("convit_small", **small_vitkit("small")), seed=2).eval()
-    theirs, rest = FMT.from_vitkit(model.state_dict())
-    assert not rest
+    theirs = assert_port_round_trip(FMT, model, small_port("small", seed=1), torch.randn(2, 3, 32, 32), TOL)
     assert {"blocks.0.attn.qk.weight", "blocks.1.attn.v.weight", "blocks.2.attn.qkv.weight"} <= set(theirs)
     assert "blocks.0.attn.qkv.weight" not in theirs and "blocks.2.attn.qk.weight" not in theirs
-    ported = small_port("small", seed=1)
-    ported.load_state_dict(theirs, strict=True)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert (ported(x) - model(x)).abs().max() < TOL
-    back, unmapped, ignored, _ = FMT.to_vitkit(theirs)
-    assert not unmapped and not ignored
-    assert set(back) == set(model.state_dict()) and all(torch.equal(back[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -15,7 +15,8 @@ import torch
 pytest.importorskip("huggingface_hub", reason="hub ids need huggingface_hub (pip install 'vitkit[hf]')")
 
 import vitkit  # noqa: E402
-from timm_ports import EFFICIENTVIT_ARGS, EfficientVit, randomize_, timm_hub_config  # noqa: E402
+from timm_ports import (EFFICIENTVIT_ARGS, EfficientVit, assert_port_round_trip, randomize_,  # noqa: E402
+                        timm_hub_config)
 from vitkit.weights import get_format, load_weights  # noqa: E402
 from vitkit.weights.io import save_weights  # noqa: E402
 from vitkit.weights.sources import SOURCES  # noqa: E402
@@ -98,16 +99,7 @@ def test_vitkit_to_timm_names_and_back():
     torch.manual_seed(0)
     model = randomize_(vitkit.create_model("efficientvit_b2", **small_args("b2"), num_classes=5, img_size=64,
                                            attn_eps=1e-5), seed=3).eval()
-    theirs, rest = FMT.from_vitkit(model.state_dict())
-    assert not rest
-    ported = port("b2", seed=1)
-    ported.load_state_dict(theirs, strict=True)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert (ported(x) - model(x)).abs().max() < TOL
-    back, unmapped, ignored, _ = FMT.to_vitkit(theirs)
-    assert not unmapped and not ignored
-    assert set(back) == set(model.state_dict()) and all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+    assert_port_round_trip(FMT, model, port("b2", seed=1), torch.randn(2, 3, 64, 64), TOL)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -345,3 +345,19 @@ def timm_hub_config(architecture: str, tag: str, num_classes: int, num_features:
     pc.update(pretrained_cfg)
     return {"architecture": architecture, "num_classes": num_classes, "num_features": num_features,
             "global_pool": global_pool, "pretrained_cfg": pc}
+
+
+def assert_port_round_trip(fmt, model: nn.Module, ported: nn.Module, x: torch.Tensor, tol: float) -> dict:
+    """``fmt`` writes ``model``'s weights under the port's names: the port loads them strictly and computes
+    ``model``'s outputs on ``x`` (to ``tol``), and reading them back gives ``model``'s tensors exactly.
+    Returns the port's state dict."""
+    theirs, rest = fmt.from_vitkit(model.state_dict())
+    assert not rest
+    ported.load_state_dict(theirs, strict=True)
+    with torch.no_grad():
+        assert (ported(x) - model(x)).abs().max() < tol
+    back, unmapped, ignored, _ = fmt.to_vitkit(theirs)
+    assert not unmapped and not ignored
+    assert set(back) == set(model.state_dict()) and all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+    return theirs
+
