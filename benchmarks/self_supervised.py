@@ -50,6 +50,7 @@ AUGMENT = {"rotate": 10, "translate": 0.1, "scale": [0.9, 1.1]}
 RECIPE = "reference"  # results["recipe"]: written by this recipe (the reports before it have no "recipe")
 LAYER_DECAY = 0.75    # MAE's main_finetune.py default (the paper's Table 9)
 PROBE_BLR = 0.1       # MAE's main_linprobe.py: lr = blr x batch / 256 (--probe-blr)
+MAE_HEAD = {"fc_norm": True, "pos_embed": "sincos_learn"}  # main_finetune.py: fc_norm(mean(x)), sin-cos table learned
 
 
 # ---------------------------------------------------------------------------- run configs
@@ -73,7 +74,7 @@ def pretrain_configs(args) -> dict[str, dict]:
 
 
 def finetune_config(args, name: str, labels: int, seed: int, init: str | None, probe: bool,
-                    pretrained: bool = True) -> dict:
+                    pretrained: bool = True, mae_head: bool = False) -> dict:
     """Fine-tuning / probing recipe: a fixed number of optimizer steps whatever the label count.
 
     Fine-tuning a pretrained backbone (``pretrained``) decays the lr layer-wise (MAE); the probe is MAE's
@@ -87,11 +88,12 @@ def finetune_config(args, name: str, labels: int, seed: int, init: str | None, p
     results/ssl.md at blr 0.1 vs results/ssl_probe_blr10/ssl.md at --probe-blr 10; only the probe runs retrain):
     MAE 16.3 / 23.7% -> 74.2 / 84.6%, scratch 8.9 / 12.9% -> 41.4 / 52.7% at 10 / 100 labels per class.
 
-    Pooling is kept as vitkit's ViT does it: global_pool="avg" averages the final-normed patch tokens,
-    mean(norm(x)). MAE fine-tunes with global_pool=True as fc_norm(mean(x)), a new LayerNorm after the
-    average, the pretrained norm dropped (models_vit.py), and trains its sin-cos table (loaded into a
-    learned pos_embed), which vitkit keeps fixed. Both are ViTConfig choices (models/vit.py); to measure:
-    the ft rows with an fc_norm pooling against these.
+    Pooling: every method's fine-tuning row shares one head, vitkit's GAP (global_pool="avg" averages the
+    final-normed patch tokens, mean(norm(x))) with the sin-cos table kept fixed, so that the methods are
+    compared on the same classifier. MAE's own fine-tuning (main_finetune.py, models_vit.py with
+    global_pool=True) drops the pretrained final norm, pools as fc_norm(mean(x)) with a new LayerNorm, and
+    trains its sin-cos table as a learned one: ``mae_head`` (ViTConfig ``fc_norm=True``,
+    ``pos_embed="sincos_learn"``), the row "mae_fcnorm" beside "mae" in the report, same seeds and steps.
     """
     batch = 32 if labels <= 10 else 64
     steps_per_epoch = max(labels * 10 // batch, 1)
@@ -105,6 +107,8 @@ def finetune_config(args, name: str, labels: int, seed: int, init: str | None, p
                    clip_grad=None, label_smoothing=0.0, augment={}, model_args={**BACKBONE_ARGS, "global_pool": "avg"})
     elif pretrained:
         cfg["layer_decay"] = LAYER_DECAY
+        if mae_head:
+            cfg["model_args"] = {**cfg["model_args"], **MAE_HEAD}
     if init:
         cfg["init"] = init
     return cfg
@@ -187,6 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
                     name = f"{method}_{'probe' if probe else 'ft'}_{labels}_s{seed}"
                     cfg = finetune_config(args, method, labels, seed, init, probe, pretrained=src is not None)
                     jobs.append((name, {**cfg, "out": str(work / "finetune" / name)}))
+            name = f"mae_fcnorm_ft_{labels}_s{seed}"  # the main MAE backbone with MAE's own fine-tuning head
+            cfg = finetune_config(args, "mae_fcnorm", labels, seed, str(work / "pretrain" / main_mae), False,
+                                  mae_head=True)
+            jobs.append((name, {**cfg, "out": str(work / "finetune" / name)}))
     ft_res = run_all(jobs, args.jobs)
 
     # 3. CLIP
@@ -247,6 +255,29 @@ def zero_shot_accuracy(run_dir: Path) -> dict:
     return {"single": statistics.mean(single), "single_each": dict(zip(task.eval_templates, single)),
             "ensemble": acc(task.classnames, task.eval_templates), "eval_templates": list(task.eval_templates),
             "train_templates": list(task.templates)}
+
+
+def mae_head_section(table: dict, labels: list[int]) -> list[str]:
+    """MAE fine-tuned with the shared GAP head ("mae") and with MAE's own (fc_norm, learned sin-cos table:
+    "mae_fcnorm"), and the computed verdict: a difference within the larger std counts as none."""
+    lines = ["", "## MAE's own fine-tuning head", "",
+             "The MAE backbone fine-tuned with the head every row shares (GAP of the normed tokens, sin-cos table "
+             "fixed) and with MAE's (main_finetune.py: the final norm dropped, fc_norm(mean(x)), the sin-cos "
+             "table trained), same seeds, steps and layer decay.", "",
+             "| labels / class | mae (shared GAP head) | mae, MAE's head | difference (points) |", "|---|---|---|---|"]
+    verdicts = []
+    for lab in labels:
+        a, b = table.get(("mae", "ft", lab)), table.get(("mae_fcnorm", "ft", lab))
+        if not (a and b):
+            continue
+        (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+        d = 100 * (mb - ma)
+        lines.append(f"| {lab} | {100 * ma:.1f} +- {100 * sa:.1f} | {100 * mb:.1f} +- {100 * sb:.1f} | {d:+.1f} |")
+        noise = 100 * max(sa, sb)
+        verdicts.append(f"{lab} labels/class: MAE's head is "
+                        + ("within noise of" if abs(d) <= noise else "better than" if d > 0 else "worse than")
+                        + f" the shared one ({d:+.1f} points, larger std {noise:.1f})")
+    return lines + [""] + [f"- {v}" for v in verdicts]
 
 
 def markdown(results: dict, args, main_mae: str, sweep: list[str], table: dict) -> str:
@@ -318,6 +349,7 @@ def markdown(results: dict, args, main_mae: str, sweep: list[str], table: dict) 
                 best = max(scores, key=scores.get)
                 lines.append(f"- {'fine-tuning' if kind == 'ft' else 'linear probe'}, {lab} labels/class: best mask "
                              f"ratio {best} ({100 * scores[best]:.1f}%); the paper's 0.75 gives {100 * scores.get(0.75, float('nan')):.1f}%")
+    lines += mae_head_section(table, args.labels)
     if results["clip"]:
         lines += ["", "## CLIP zero-shot (held-out digits, templates unseen in training)", "",
                   "| text tower | one template (mean over templates) | prompt ensemble |", "|---|---|---|"]

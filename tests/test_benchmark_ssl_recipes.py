@@ -42,6 +42,10 @@ def test_fine_tuning_decays_the_lr_layer_wise_and_the_probe_is_maes_lars(ssl, tm
     assert (probe["weight_decay"], probe["clip_grad"], probe["min_lr"], probe["probe"]) == (0.0, None, 0.0, True)
     for c in (ft, scratch, probe):
         assert TrainConfig.from_dict(c).model_args["pos_embed"] == "sincos"
+    # MAE's own fine-tuning head (main_finetune.py): fc_norm(mean(x)) and the sin-cos table trained
+    mae_head = ssl.finetune_config(args, "mae_fcnorm", 10, 1, "runs/mae", probe=False, mae_head=True)
+    assert mae_head["model_args"] == {**ft["model_args"], "fc_norm": True, "pos_embed": "sincos_learn"}
+    assert {k: v for k, v in mae_head.items() if k != "model_args"} == {k: v for k, v in ft.items() if k != "model_args"}
     # a probe needs --init: the scratch probe reads a seeded random-init backbone file
     path = ssl.random_init(tmp_path, 3)
     assert path.endswith("s3.safetensors") and ssl.random_init(tmp_path, 3) == path

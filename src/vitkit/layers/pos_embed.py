@@ -130,6 +130,23 @@ class SinCosPosEmbed(nn.Module):
         return x + self.table(grid)
 
 
+class SinCosLearnedPosEmbed(LearnedPosEmbed):
+    """A learned 1D table that starts as the fixed 2D sin-cos one (prefix tokens at zero): how MAE fine-tunes
+    (``models_vit.py`` loads the pretrained sin-cos ``pos_embed`` into timm's learnable one). A pretraining
+    run's sin-cos table is a formula, not a stored weight, so ``starts_from_formula`` tells
+    ``load_backbone`` not to ask a checkpoint for it; a table trained this way is stored and loaded."""
+
+    starts_from_formula = True
+
+    def __init__(self, grid_size: tuple[int, int], dim: int, num_prefix_tokens: int = 1):
+        super().__init__(grid_size, dim, num_prefix_tokens)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.copy_(SinCosPosEmbed(self.grid_size, self.weight.shape[-1], self.num_prefix_tokens).weight)
+
+
 def relative_position_index(grid_size: tuple[int, int], num_prefix_tokens: int = 0) -> torch.Tensor:
     """(N, N) index into a bias table of (2gh-1)(2gw-1) entries (+3 for prefix tokens, as BEiT).
 
@@ -195,4 +212,5 @@ class RelativePositionBias(nn.Module):
         return full
 
 
-POS_EMBEDS = {"learn": LearnedPosEmbed, "learn2d": Learned2dPosEmbed, "sincos": SinCosPosEmbed}
+POS_EMBEDS = {"learn": LearnedPosEmbed, "learn2d": Learned2dPosEmbed, "sincos": SinCosPosEmbed,
+              "sincos_learn": SinCosLearnedPosEmbed}

@@ -40,7 +40,7 @@ from .heads import linear_head, pack_intermediates
 from .registry import build_from_config, register_model
 from .resnet import ResNet, ResNetConfig
 
-POS_KINDS = ("learn", "learn2d", "sincos", "rel", "none")
+POS_KINDS = ("learn", "learn2d", "sincos", "sincos_learn", "rel", "none")
 POS_WHERE = ("input", "every", "every_shared")
 
 
@@ -57,7 +57,8 @@ class ViTConfig:
     qkv_bias: bool = True
     class_token: bool = True
     global_pool: str = "token"          # "token" (class token) or "avg" (GAP over patch tokens)
-    pos_embed: str = "learn"            # one of POS_KINDS
+    fc_norm: bool = False               # with "avg": MAE fine-tuning's fc_norm(mean(x)), no final norm on the tokens
+    pos_embed: str = "learn"            # one of POS_KINDS ("sincos_learn": learned, starting as sin-cos: MAE fine-tuning)
     pos_embed_where: str | None = None  # POS_WHERE; None = "input" ("every" for "rel")
     pre_logits: bool = False            # Linear + tanh before the head, as pre-trained in the paper
     pre_logits_dim: int | None = None   # default: embed_dim
@@ -85,6 +86,8 @@ class ViTConfig:
             raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' (GAP)")
+        if self.fc_norm and self.global_pool != "avg":
+            raise ValueError("fc_norm=True normalises the average of the patch tokens: it needs global_pool='avg'")
         if self.distilled and not (self.class_token and self.global_pool == "token"):
             raise ValueError("distilled=True (DeiT) needs class_token=True and global_pool='token': "
                              "the two heads read the class and the distillation token")
@@ -165,7 +168,10 @@ class VisionTransformer(nn.Module):
                   attn_drop=cfg.attn_drop_rate, drop_path=dpr[i], norm_eps=cfg.norm_eps, act_layer=act_layer,
                   layer_scale=cfg.layer_scale)
             for i in range(cfg.depth)])
-        self.norm = nn.LayerNorm(D, eps=cfg.norm_eps)
+        # MAE's fine-tuning pool (models_vit.py, global_pool=True): no final norm on the tokens, a new
+        # LayerNorm after the average. Registered after the blocks: layer decay puts it with the head.
+        self.norm = nn.Identity() if cfg.fc_norm else nn.LayerNorm(D, eps=cfg.norm_eps)
+        self.fc_norm = nn.LayerNorm(D, eps=cfg.norm_eps) if cfg.fc_norm else nn.Identity()
 
         self.head_hidden_size = (cfg.pre_logits_dim or D) if cfg.pre_logits else D
         self.pre_logits = (nn.Sequential(Linear(D, self.head_hidden_size), nn.Tanh())
@@ -189,6 +195,9 @@ class VisionTransformer(nn.Module):
         for name, p in self.named_parameters():  # learned position tables at std 0.02
             if name.startswith(("pos_embed.", "rel_pos.")):
                 nn.init.trunc_normal_(p, std=0.02)
+        for m in self.modules():  # ... except those that start from a formula (a learned sin-cos table)
+            if getattr(m, "starts_from_formula", False):
+                m.reset_parameters()
         # The head stays at std 0.02 from scratch: a zero head (the paper's fine-tuning head, see
         # reset_classifier) blocks the backbone's gradient at the start and trained mnist5k far slower.
 
@@ -263,7 +272,8 @@ class VisionTransformer(nn.Module):
         return self.norm(x), hidden, attns
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> normed tokens (B, num_prefix_tokens + N, D)."""
+        """(B, C, H, W) -> normed tokens (B, num_prefix_tokens + N, D) (not normed with ``fc_norm``: the
+        norm follows the pooling then)."""
         return self._run(x)[0]
 
     def forward_intermediates(self, x: torch.Tensor, return_attention: bool = False) -> dict:
@@ -277,8 +287,9 @@ class VisionTransformer(nn.Module):
         return pack_intermediates(feats, attns, return_attention, hidden_states=hidden)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, P+N, D) -> (B, D): the class token, or the mean of the patch tokens (GAP)."""
-        return x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(dim=1)
+        """(B, P+N, D) -> (B, D): the class token, or the mean of the patch tokens (GAP), through ``fc_norm``
+        when the model has one (MAE's fine-tuning pool; its tokens then come without the final norm)."""
+        return x[:, 0] if self.global_pool == "token" else self.fc_norm(x[:, self.num_prefix_tokens:].mean(dim=1))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
         """Normed tokens (B, P+N, D) -> logits (B, K), or the pooled features with ``pre_logits``.

@@ -71,8 +71,9 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
     checkpoint `vitkit.load_weights` reads (a weights file, a folder written by ``vitkit convert`` or
     saved by HF / timm, ``hf:org/name``), mapped to vitkit's names.
 
-    Everything but the classifier head must match by name and shape: the head (``head.*``,
-    ``head_dist.*``) is left as the model built it (``reset_classifier`` gives the paper's zero
+    Everything but the classifier head must match by name and shape (a pooling norm ``fc_norm.*`` and a
+    learned sin-cos table, which MAE's fine-tuning adds to a backbone that has neither, start as built
+    when the checkpoint lacks them): the head (``head.*``, ``head_dist.*``) is left as the model built it (``reset_classifier`` gives the paper's zero
     head), unless ``keep_head``: then a head of the same shape in ``source`` is loaded too (the same
     classifier, adapted rather than fine-tuned to new classes). Returns {"loaded": [...],
     "skipped": [...]}; raises ValueError naming what does not fit.
@@ -84,7 +85,12 @@ def load_backbone(model: nn.Module, source: str | Path, keep_head: bool = False)
         state = backbone_state_dict(state)
     own = model.state_dict()
     is_head = lambda k: k.startswith(("head.", "head_dist."))  # noqa: E731
-    missing = [k for k in own if k not in state and not is_head(k)]
+    # not asked of a checkpoint, loaded when it has them: a new pooling norm (MAE's fc_norm) and a table
+    # that starts from a formula (a learned sin-cos table: the pretraining run's sin-cos is not stored)
+    fresh = {f"{n}.{k}" for n, m in model.named_modules() if getattr(m, "starts_from_formula", False)
+             for k in m.state_dict()}
+    optional = lambda k: is_head(k) or k.startswith("fc_norm.") or k in fresh  # noqa: E731
+    missing = [k for k in own if k not in state and not optional(k)]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
              if k in state and state[k].shape != own[k].shape and not is_head(k)]
     if missing or wrong:
