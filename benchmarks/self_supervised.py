@@ -94,6 +94,9 @@ def finetune_config(args, name: str, labels: int, seed: int, init: str | None, p
     global_pool=True) drops the pretrained final norm, pools as fc_norm(mean(x)) with a new LayerNorm, and
     trains its sin-cos table as a learned one: ``mae_head`` (ViTConfig ``fc_norm=True``,
     ``pos_embed="sincos_learn"``), the row "mae_fcnorm" beside "mae" in the report, same seeds and steps.
+    Measured (results/ssl_probe_blr10/ssl.md, 3 seeds): MAE's head 89.5 / 95.3% against the shared head's
+    88.7 / 94.9% at 10 / 100 labels per class, within a seed's spread (std 1.4 / 0.8); the shared head
+    stays the table's, MAE's is reported beside it.
     """
     batch = 32 if labels <= 10 else 64
     steps_per_epoch = max(labels * 10 // batch, 1)
