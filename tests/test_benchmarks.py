@@ -82,3 +82,20 @@ def test_threads_benchmark_quick_runs_and_restores_mkl(tmp_path, load_benchmark)
     assert all(v["median"] > 0 for v in res["ms_per_step"].values())
     md = (tmp_path / "threads_quick.md").read_text()
     assert "hf / vitkit" in md and "python benchmarks/threads.py --quick" in md
+
+
+def test_amp_accuracy_benchmark_quick_runs(tmp_path, load_benchmark):
+    """The demo config in fp32 and bf16 (1 epoch): both runs train, and the verdict is computed from them."""
+    data = load_benchmark("amp_accuracy").main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    rows = data["summary"]["rows"]
+    assert set(rows) == {"none", "bf16"}
+    for amp in rows:  # each run really trained in its precision, from the demo's config
+        saved = json.loads((tmp_path / "runs" / f"{amp}_s0" / "config.json").read_text())
+        assert saved["amp"] == amp and saved["model"] == "vit_mnist_patch7_28" and saved["epochs"] == 1
+        assert 10.0 < rows[amp]["acc"][0] <= 100.0   # one epoch beats chance on the digits
+    diff = rows["bf16"]["acc"][0] - rows["none"]["acc"][0]
+    assert data["summary"]["diff_points"] == pytest.approx(diff)
+    assert data["summary"]["holds"] == (diff >= -0.3 - 1e-6)  # what bf16 costs: a gain is no cost
+    md = (tmp_path / "amp_accuracy_quick.md").read_text()
+    assert md == load_benchmark("amp_accuracy").report(json.loads((tmp_path / "amp_accuracy_quick.json").read_text()))
+    assert "family" in md and ("holds" in md)

@@ -13,7 +13,8 @@ RESULTS = Path(__file__).parent.parent / "benchmarks" / "results"
 # ("speed" is vitkit.bench.speed, which benchmarks/speed.py wraps)
 REPORTS = {"speed": "speed", "speed_cuda": "speed", "speed_cuda_b256": "speed", "efficient": "efficient",
            "efficient_cuda": "efficient", "kernels": "kernels", "int8": "int8",
-           "efficient_training": "efficient_training", "threads": "threads", "serve": "serve", "speed_zen4/speed": "speed"}
+           "efficient_training": "efficient_training", "threads": "threads", "serve": "serve", "speed_zen4/speed": "speed",
+           "amp_accuracy": "amp_accuracy"}
 
 
 @pytest.mark.parametrize("stem", sorted(REPORTS))
