@@ -76,7 +76,7 @@ def row_seeds(args, name: str) -> list[int]:
 
 def configs(args, work: Path) -> tuple[dict, dict, dict]:
     """(judge, tokenizer jobs, generator jobs): TrainConfig dicts by job name (``job(row, seed)``)."""
-    common = dict(data="mnist5k", seed=0, num_threads=1, log_every=10_000, label_smoothing=0.0)
+    common = dict(data="mnist5k", seed=0, num_threads=1, log_every=10_000, label_smoothing=0.0, amp=None)  # fp32
     judge = dict(common, model=JUDGE, epochs=args.judge_epochs, batch_size=64, lr=1e-3, warmup_epochs=2,
                  label_smoothing=0.1, model_args={"drop_path_rate": 0.1}, eval_every=args.judge_epochs,
                  augment={"rotate": 10, "translate": 0.1}, out=str(work / "judge"))

@@ -57,6 +57,7 @@ MAE_HEAD = {"fc_norm": True, "pos_embed": "sincos_learn"}  # main_finetune.py: f
 def pretrain_configs(args) -> dict[str, dict]:
     """name -> TrainConfig dict of every pretraining run."""
     common = dict(model=BACKBONE, model_args=BACKBONE_ARGS, data="mnist5k", epochs=args.pretrain_epochs, seed=0,
+                  amp=None,  # fp32, the precision of the committed results (TrainConfig's default is "auto")
                   num_threads=1, log_every=10_000, eval_every=args.pretrain_epochs, label_smoothing=0.0, clip_grad=1.0)
     out = {}
     for r in args.mask_ratios:
@@ -101,7 +102,7 @@ def finetune_config(args, name: str, labels: int, seed: int, init: str | None, p
     batch = 32 if labels <= 10 else 64
     steps_per_epoch = max(labels * 10 // batch, 1)
     epochs = max(args.finetune_steps // steps_per_epoch, 1)
-    cfg = dict(model=BACKBONE, data="mnist5k", labels_per_class=labels, seed=seed, epochs=epochs,
+    cfg = dict(model=BACKBONE, data="mnist5k", labels_per_class=labels, seed=seed, epochs=epochs, amp=None,
                batch_size=batch, lr=1e-3, warmup_epochs=max(epochs // 10, 1), weight_decay=0.05,
                label_smoothing=0.1, augment=AUGMENT, num_threads=1, log_every=10_000, eval_every=epochs,
                model_args={**BACKBONE_ARGS, "drop_path_rate": 0.1, "global_pool": "avg"})
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
 def clip_zero_shot(args, work: Path) -> dict:
     """Train CLIP with a scratch and a locked text tower; zero-shot with unseen templates, +- ensembling."""
     common = dict(model=BACKBONE, data="mnist5k", task="clip", epochs=args.clip_epochs, batch_size=128, lr=1e-3,
+                  amp=None,
                   warmup_epochs=1, weight_decay=0.05, num_threads=1, log_every=10_000, eval_every=args.clip_epochs,
                   label_smoothing=0.0, augment={"translate": 0.05}, seed=0)
     towers = {"scratch": {"text": "scratch", "embed_dim": 64}, "locked": {"text": "locked", "embed_dim": 64}}

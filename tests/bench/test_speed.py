@@ -41,7 +41,7 @@ def test_report_pairs_rows_in_the_same_precision_and_the_defaults():
            "matmul_gflops_lowp": {"torch.mm": 300.0, "peak": 300.0}, "models": [model]}
     md = speed.report(res)
     assert "Host: **AMD EPYC (AuthenticAMD family 25 model 17; avx512_bf16), 2 cores**" in md
-    assert "`amp=\"auto\"` precision on this host is **bf16**" in md and "training still defaults to fp32" in md
+    assert "`amp=\"auto\"` precision on this host is **bf16**" in md and "`vitkit train` run in it" in md
     out_of_box = md.split("## Out of the box")[1].split("## fp32")[0]
     assert "| vit_small_patch16_224 | infer 32 | 40.0 | 10.0 | 4.00x |" in out_of_box   # vitkit bf16 / hf fp32
     fp32 = md.split("## fp32")[1].split("## bf16")[0]

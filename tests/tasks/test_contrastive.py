@@ -298,7 +298,7 @@ def test_contrastive_task_trains_with_fit_and_evaluates_deterministically(tmp_pa
     result = fit(model, Contrastive(), loaders, cfg)
     assert int(model.step) == steps and model.momentum() == pytest.approx(1.0)
     assert math.isfinite(result["test_loss"]) and 0 <= result["test_acc"] <= 1 and result["test_count"] == 64
-    again = evaluate(model, Contrastive(), loaders["test"])
+    again = evaluate(model, Contrastive(), loaders["test"], amp=cfg.amp)  # in the run's precision
     assert again["loss"] == pytest.approx(result["test_loss"], abs=1e-6)
     assert int(model.step) == steps  # evaluation does not move the momentum encoder
 

@@ -47,7 +47,8 @@ def test_a_tiny_net_learns_and_the_run_folder_is_complete(tmp_path):
 
 
 def test_accumulation_splits_the_batch_without_changing_the_result(tmp_path):
-    base = TrainConfig(model="toy", epochs=1, batch_size=16, lr=1e-2, warmup_epochs=0, clip_grad=None)
+    # fp32: the identity is exact there; bf16 rounds a half batch's sums differently
+    base = TrainConfig(model="toy", epochs=1, batch_size=16, lr=1e-2, warmup_epochs=0, clip_grad=None, amp=None)
     one, two = make_model(), make_model()
     fit(one, Classify(), loaders(), base.replace(out=str(tmp_path / "a")))
     fit(two, Classify(), loaders(), base.replace(out=str(tmp_path / "b"), accum_steps=3))  # uneven: 6+5+5

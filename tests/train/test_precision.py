@@ -37,6 +37,26 @@ def test_a_run_with_auto_on_a_host_without_bf16_trains_in_fp32(monkeypatch, tmp_
     assert seen == []  # never entered autocast: fp32
 
 
+@pytest.mark.parametrize("flags, want", [({"avx512f", "avx512_bf16"}, torch.bfloat16), ({"avx2"}, None)])
+def test_a_run_trains_in_bf16_by_default_where_the_cpu_has_it(monkeypatch, tmp_path, flags, want):
+    """TrainConfig's default amp is "auto" (benchmarks/results/amp_accuracy.md: the demo recipe holds its
+    accuracy under bf16): a run that names no precision autocasts to bf16 on a bf16 CPU, to nothing elsewhere."""
+    assert TrainConfig().amp == "auto"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    seen = []
+    real = torch.autocast
+
+    def spy(*a, **k):
+        seen.append(k.get("dtype"))
+        return real(*a, **k)
+    monkeypatch.setattr(torch, "autocast", spy)
+    x, y = make_data(32)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    cfg = TrainConfig(model="toy", epochs=1, batch_size=8, out=str(tmp_path), num_threads=1)
+    fit(model, Classify(), {"train": ToyLoader(x, y, 8)}, cfg, meta={"num_classes": 4})
+    assert set(seen) == ({want} if want is not None else set())
+
+
 def _step(model, x, y, dtype):
     model.zero_grad(set_to_none=True)
     with precision.autocast("cpu", dtype):

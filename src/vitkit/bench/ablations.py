@@ -41,8 +41,10 @@ DEPTHS = (2, 4, 6)
 # Epochs of the default run: ~15 min for mnist5k (30 runs), ~3 for digits, on 2 single-thread processes
 # (estimated from step times measured on a loaded 2-core machine: 10 distinct rows ~ 23 s an epoch per seed).
 EPOCHS = {"mnist5k": 25, "digits": 40}
+# amp=None: fp32, the precision every committed sweep was trained in (TrainConfig's default became "auto" with
+# issue 19; a sweep keeps its runs reusable and its figures comparable by naming its precision)
 RECIPE = dict(batch_size=64, lr=1e-3, min_lr=1e-5, warmup_epochs=1.0, weight_decay=0.05, label_smoothing=0.1,
-              clip_grad=1.0, augment={"rotate": 10, "translate": 0.1})
+              clip_grad=1.0, augment={"rotate": 10, "translate": 0.1}, amp=None)
 POS = (("none", "none"), ("learn", "learned 1D"), ("learn2d", "learned 2D"), ("rel", "relative"))
 WHERE = (("input", "at the input"), ("every", "every block"), ("every_shared", "every block, shared"))
 

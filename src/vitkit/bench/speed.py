@@ -307,7 +307,7 @@ def report(results: dict) -> str:
         mine = "vitkit" + ("" if default == "fp32" else f" {default}")
         lines += ["## Out of the box: each library's default\n",
                   f"vitkit's `amp=\"auto\"` precision on this host is **{default}** ({why}; `vitkit serve` of a "
-                  f"checkpoint runs in it, `vitkit train --amp auto` asks for it: training still defaults to fp32); "
+                  f"checkpoint and `vitkit train` run in it: TrainConfig's default `amp` is \"auto\"); "
                   f"HF's default is fp32 (`model(x)` as loaded). Rows: `{mine}` vs `hf`.\n",
                   "| model | run | vitkit default img/s | hf default img/s | vitkit default / hf default |",
                   "|---|---|---|---|---|"]

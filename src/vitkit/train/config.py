@@ -63,7 +63,7 @@ class TrainConfig:
     cutmix: float = 0.0                             # Beta(alpha, alpha); 0 = off
     clip_grad: float | None = 1.0                   # max global grad norm; None = no clipping
     accum_steps: int = 1
-    amp: str | None = None                          # None / "none" (fp32) | "auto" | "bf16" | "fp16": autocast on any device
+    amp: str | None = "auto"                        # "auto": bf16 where native, else fp32 | None / "none" | "bf16" | "fp16"
     ema_decay: float | None = None                  # e.g. 0.999; None = no EMA
     # run
     seed: int = 0
