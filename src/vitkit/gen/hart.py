@@ -21,7 +21,9 @@ What the head trains on (``residual_target``): HART's code (``HARTForT2I.forward
 tokens *sampled* from the transformer's own last-scale logits (top-k 600, top-p 0.96, no gradient)
 and targets what they leave of the latent, ``last_layer_gt - embedding(sampled)`` ("sampled"); by
 default here the ground-truth tokens condition it and the target is the tokenizer's residual
-("gt": teacher forcing). Simplifications against HART's code, to keep a toy model short: the head
+("gt": teacher forcing). Measured (benchmarks/results/generation.md, 3 training seeds each, mnist5k):
+classifier-FID 0.91 +- 0.02 with "gt" and 0.93 +- 0.09 with "sampled", class accuracy 89.4 vs 88.0%:
+no difference at this scale, so the default stays "gt". Simplifications against HART's code, to keep a toy model short: the head
 predicts eps only (HART/MAR also learn the variance), and the last scale is generated in one VAR
 pass (HART's default ``num_maskgit_iters=1``).
 """
