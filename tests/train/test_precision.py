@@ -21,40 +21,30 @@ def test_auto_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, flags, wan
     assert precision.resolve_amp("none", "cpu") is None and precision.resolve_amp(None, "cpu") is None
 
 
-def test_a_run_with_auto_on_a_host_without_bf16_trains_in_fp32(monkeypatch, tmp_path):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
-    seen = []
-    real = torch.autocast
-
-    def spy(*a, **k):
-        seen.append(k.get("dtype"))
-        return real(*a, **k)
-    monkeypatch.setattr(torch, "autocast", spy)
-    x, y = make_data(32)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
-    cfg = TrainConfig(model="toy", epochs=1, batch_size=8, amp="auto", out=str(tmp_path), num_threads=1)
-    fit(model, Classify(), {"train": ToyLoader(x, y, 8)}, cfg, meta={"num_classes": 4})
-    assert seen == []  # never entered autocast: fp32
-
-
-@pytest.mark.parametrize("flags, want", [({"avx512f", "avx512_bf16"}, torch.bfloat16), ({"avx2"}, None)])
-def test_a_run_trains_in_bf16_by_default_where_the_cpu_has_it(monkeypatch, tmp_path, flags, want):
-    """TrainConfig's default amp is "auto" (benchmarks/results/amp_accuracy.md: the demo recipe holds its
-    accuracy under bf16): a run that names no precision autocasts to bf16 on a bf16 CPU, to nothing elsewhere."""
-    assert TrainConfig().amp == "auto"
+def autocast_dtypes(monkeypatch, tmp_path, flags: set[str], **cfg) -> set:
+    """The dtypes a toy run's training autocasts to on a CPU with ``flags`` (empty: fp32 throughout)."""
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
-    seen = []
+    seen = set()
     real = torch.autocast
 
     def spy(*a, **k):
-        seen.append(k.get("dtype"))
+        seen.add(k.get("dtype"))
         return real(*a, **k)
     monkeypatch.setattr(torch, "autocast", spy)
     x, y = make_data(32)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
-    cfg = TrainConfig(model="toy", epochs=1, batch_size=8, out=str(tmp_path), num_threads=1)
+    cfg = TrainConfig(model="toy", epochs=1, batch_size=8, out=str(tmp_path), num_threads=1, **cfg)
     fit(model, Classify(), {"train": ToyLoader(x, y, 8)}, cfg, meta={"num_classes": 4})
-    assert set(seen) == ({want} if want is not None else set())
+    return seen
+
+
+@pytest.mark.parametrize("flags, want", [({"avx512f", "avx512_bf16"}, {torch.bfloat16}), ({"avx2"}, set())])
+@pytest.mark.parametrize("amp", [{}, {"amp": "auto"}], ids=["default", "auto"])
+def test_a_run_trains_in_bf16_by_default_where_the_cpu_has_it(monkeypatch, tmp_path, flags, want, amp):
+    """TrainConfig's default amp is "auto" (benchmarks/results/amp_accuracy.md: the demo recipe holds its
+    accuracy under bf16): a run autocasts to bf16 on a bf16 CPU and never enters autocast elsewhere."""
+    assert TrainConfig().amp == "auto"
+    assert autocast_dtypes(monkeypatch, tmp_path, flags, **amp) == want
 
 
 def _step(model, x, y, dtype):
