@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vitkit.data import build, eval_transform, train_transform
-from vitkit.data.transforms import (Compose, Normalize, RandomAffine, RandomErasing, RandomHorizontalFlip,
+from vitkit.data.transforms import (Compose, Normalize, RandomAffine, RandomElastic, RandomErasing, RandomHorizontalFlip,
                                     RandomResizedCrop, Resize, affine)
 
 
@@ -148,3 +148,40 @@ def test_train_transform_with_augmentation(digits):
 def test_train_transform_unknown_key(digits):
     with pytest.raises(TypeError, match="'rotation'.*'rotate'"):
         train_transform(digits, rotation=10)
+
+
+# ---------------------------------------------------------------- elastic distortion (Simard et al. 2003)
+def test_random_elastic_with_zero_alpha_is_identity():
+    x = _rand(3, 1, 28, 28)
+    torch.testing.assert_close(RandomElastic(alpha=0.0)(x, generator=_g()), x, atol=1e-5, rtol=0)
+
+
+def test_random_elastic_displaces_by_a_smooth_field_of_the_papers_size():
+    """On a ramp image x(i, j) = j, bilinear sampling is exact, so output - input is the x-displacement
+    field d = alpha * (G_sigma * u) itself: it must be smooth (neighbours nearly equal) and of the size
+    the formula gives: std(u) = 1/sqrt(3), and a normalised Gaussian of std sigma shrinks i.i.d. noise by
+    sqrt(sum g^2) ~ 1 / (2 sqrt(pi) sigma) in 2-D, so rms(d) ~ alpha / (sqrt(3) 2 sqrt(pi) sigma)."""
+    h = w = 64
+    ramp = torch.arange(w, dtype=torch.float32).expand(8, 1, h, w).contiguous()
+    alpha, sigma = 34.0, 4.0
+    d = (RandomElastic(alpha, sigma)(ramp, generator=_g()) - ramp)[..., 12:-12, 12:-12]  # away from the zero fill
+    expected = alpha / (3 ** 0.5 * 2 * torch.pi ** 0.5 * sigma)  # 1.38 px
+    assert 0.6 * expected < d.pow(2).mean().sqrt().item() < 1.4 * expected
+    step = (d[..., :, 1:] - d[..., :, :-1]).abs().mean() / d.abs().mean()
+    assert step < 0.3  # smooth: a one-pixel step changes d by a small fraction of its size (i.i.d. noise: ~1)
+
+
+def test_random_elastic_draws_per_sample_and_follows_the_generator():
+    x = _rand(1, 1, 28, 28).expand(4, 1, 28, 28).contiguous()
+    a = RandomElastic()(x, generator=_g(1))
+    torch.testing.assert_close(a, RandomElastic()(x, generator=_g(1)))
+    assert not torch.allclose(a[0], a[1])
+    with pytest.raises(ValueError, match="alpha"):
+        RandomElastic(alpha=-1)
+
+
+def test_train_transform_takes_elastic(digits):
+    t = train_transform(digits, elastic=34, elastic_sigma=4)
+    assert any(isinstance(s, RandomElastic) for s in t.transforms)
+    with pytest.raises(TypeError, match="elastic_sigma"):
+        train_transform(digits, elastic=34, elastic_sigma=0)

@@ -14,11 +14,11 @@ from .bundle import DataBundle
 from .photo import (DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, PHOTO_AUGMENT_DEFAULTS, ResizeCenterCrop,
                     photo_eval_transform, photo_train_transform)
 from .randaugment import rand_augment
-from .transforms import (INTERPOLATIONS, Compose, Normalize, PerSample, RandomAffine, RandomErasing,
+from .transforms import (INTERPOLATIONS, Compose, Normalize, PerSample, RandomAffine, RandomElastic, RandomErasing,
                          RandomHorizontalFlip, RandomResizedCrop, Resize, Transform, _pair)
 
-AUGMENT_DEFAULTS = dict(hflip=0.0, rotate=0.0, translate=0.0, scale=None, shear=0.0,
-                        random_resized_crop=None, erase=0.0, erase_mode="const", auto_augment=None)
+AUGMENT_DEFAULTS = dict(hflip=0.0, rotate=0.0, translate=0.0, scale=None, shear=0.0, elastic=0.0,
+                        elastic_sigma=4.0, random_resized_crop=None, erase=0.0, erase_mode="const", auto_augment=None)
 """The keyword arguments `train_transform` accepts for a bundle of one-size images; these defaults
 mean no augmentation. A bundle that keeps its images at their own sizes also takes ``interpolation``,
 and its defaults are DeiT's (`PHOTO_AUGMENT_DEFAULTS`)."""
@@ -35,7 +35,7 @@ def train_transform(bundle: DataBundle, img_size: int | Sequence[int] | None = N
 
     One-size bundles: a batch transform on float batches (B, C, H, W) in [0, 1]. Order:
     RandomResizedCrop (if `random_resized_crop`, output at img_size) -> RandomAffine (if any
-    of rotate/translate/scale/shear) -> RandomHorizontalFlip (if hflip) -> RandAugment (if
+    of rotate/translate/scale/shear) -> RandomElastic (if elastic) -> RandomHorizontalFlip (if hflip) -> RandAugment (if
     auto_augment, per image, filling with the mean) -> RandomErasing (if erase; "const" fills with
     the mean, i.e. 0 after normalising; "pixel" erases after Normalize with N(0, 1) noise) -> Resize
     to img_size (if it differs) -> Normalize with the bundle's train mean/std.
@@ -46,7 +46,8 @@ def train_transform(bundle: DataBundle, img_size: int | Sequence[int] | None = N
 
     augment keys (see AUGMENT_DEFAULTS; the defaults mean no augmentation):
       hflip: flip probability; rotate: max degrees; translate: max shift as a fraction of the side;
-      scale: (lo, hi) zoom range; shear: max degrees; random_resized_crop: (lo, hi) area fraction,
+      scale: (lo, hi) zoom range; shear: max degrees; elastic: Simard's alpha in pixels (0 = off; 34
+      is the paper's for digits) with elastic_sigma (default 4) the smoothing std; random_resized_crop: (lo, hi) area fraction,
       or a float lo meaning (lo, 1.0); erase: probability of erasing one box per image; erase_mode:
       "const" or "pixel"; auto_augment: a RandAugment string ("rand-m9-mstd0.5-inc1", see
       `vitkit.data.randaugment.rand_augment`) or None; interpolation ("bicubic" / "bilinear", only for
@@ -79,6 +80,8 @@ def train_transform(bundle: DataBundle, img_size: int | Sequence[int] | None = N
         steps.append(RandomResizedCrop(size, scale=(float(rrc), 1.0) if isinstance(rrc, (int, float)) else tuple(rrc)))
     if a["rotate"] or a["translate"] or a["scale"] is not None or a["shear"]:
         steps.append(RandomAffine(rotate=a["rotate"], translate=a["translate"], scale=a["scale"], shear=a["shear"]))
+    if a["elastic"]:
+        steps.append(RandomElastic(alpha=a["elastic"], sigma=a["elastic_sigma"]))
     if a["hflip"]:
         steps.append(RandomHorizontalFlip(a["hflip"]))
     if a["auto_augment"]:
@@ -100,8 +103,10 @@ def _check_augment(augment: dict) -> None:
         return isinstance(v, (list, tuple)) and len(v) == 2 and all(number(x) for x in v)
 
     for key, value in augment.items():
-        if key in ("hflip", "rotate", "translate", "shear", "erase"):
+        if key in ("hflip", "rotate", "translate", "shear", "erase", "elastic"):
             ok, want = number(value) and value >= 0, "a number >= 0"
+        elif key == "elastic_sigma":
+            ok, want = number(value) and value > 0, "a number > 0"
         elif key == "scale":
             ok, want = value is None or pair(value), "null or [lo, hi]"
         elif key == "erase_mode":

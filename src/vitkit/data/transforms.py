@@ -400,9 +400,49 @@ class RandomGaussianBlur(Transform):
         k = min(k, 2 * ((min(h, w) - 1) // 2) + 1)  # reflect padding needs k // 2 < side
         if k == 1:
             return x
-        g = gaussian_kernel1d(sigma, k).to(device=x.device, dtype=x.dtype)  # (B, k)
-        g = g.repeat_interleave(c, dim=0)  # (B*C, k): one kernel per (sample, channel) group
-        y = x.reshape(1, b * c, h, w)
-        y = F.conv2d(F.pad(y, (0, 0, k // 2, k // 2), mode="reflect"), g.view(b * c, 1, k, 1), groups=b * c)
-        y = F.conv2d(F.pad(y, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(b * c, 1, 1, k), groups=b * c)
-        return torch.where(apply.to(x.device).view(b, 1, 1, 1), y.view(b, c, h, w), x)
+        y = gaussian_blur(x, sigma, k)
+        return torch.where(apply.to(x.device).view(b, 1, 1, 1), y, x)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """Blur each sample of x (B, C, H, W) with its own Gaussian, sigma (B,) pixels, kernel size k (odd).
+
+    Separable: one depthwise (grouped) conv along H, one along W, for the whole batch; borders are
+    reflected, so k // 2 must be < min(H, W).
+    """
+    b, c, h, w = x.shape
+    g = gaussian_kernel1d(sigma, k).to(device=x.device, dtype=x.dtype)  # (B, k)
+    g = g.repeat_interleave(c, dim=0)  # (B*C, k): one kernel per (sample, channel) group
+    y = x.reshape(1, b * c, h, w)
+    y = F.conv2d(F.pad(y, (0, 0, k // 2, k // 2), mode="reflect"), g.view(b * c, 1, k, 1), groups=b * c)
+    y = F.conv2d(F.pad(y, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(b * c, 1, 1, k), groups=b * c)
+    return y.view(b, c, h, w)
+
+
+class RandomElastic(Transform):
+    """Elastic distortion (Simard, Steinkraus & Platt 2003, Sec. 2): (B, C, H, W) -> same, fill 0.
+
+    Per sample and axis a displacement field u(x) ~ U(-1, 1) i.i.d. per pixel is smoothed by a Gaussian
+    of std `sigma` pixels and scaled by `alpha` pixels: d = alpha * (G_sigma * u), and
+    output(x) = input(x + d(x)) (bilinear). Simard's values for 28x28 digits are sigma 4, alpha 34
+    (displacements of ~1.4 px rms that vary smoothly across the digit: a different hand, not a
+    different pose, which RandomAffine covers). Each sample is distorted with probability p.
+    """
+
+    def __init__(self, alpha: float = 34.0, sigma: float = 4.0, p: float = 1.0):
+        if alpha < 0 or sigma <= 0 or not 0 <= p <= 1:
+            raise ValueError(f"need alpha >= 0, sigma > 0, 0 <= p <= 1; got {alpha}, {sigma}, {p}")
+        self.alpha, self.sigma, self.p = float(alpha), float(sigma), float(p)
+
+    def forward(self, x, generator):
+        b, c, h, w = x.shape
+        apply = (torch.rand(b, generator=generator) < self.p).float()
+        u = torch.rand(b, 2, h, w, generator=generator) * 2 - 1  # (B, [dx, dy], H, W), float32 on the CPU
+        k = min(2 * math.ceil(3 * self.sigma) + 1, 2 * ((min(h, w) - 1) // 2) + 1)
+        d = gaussian_blur(u, torch.full((b,), self.sigma), k) * (self.alpha * apply.view(b, 1, 1, 1))
+        # Pixel displacements -> normalised coordinates (align_corners=False: 2 / side per pixel).
+        d = d * torch.tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)
+        eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(b, 2, 3)
+        grid = F.affine_grid(eye, [b, c, h, w], align_corners=False) + d.permute(0, 2, 3, 1)
+        return F.grid_sample(x, grid.to(device=x.device, dtype=x.dtype), mode="bilinear",
+                             padding_mode="zeros", align_corners=False)
