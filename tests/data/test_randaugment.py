@@ -119,3 +119,21 @@ def test_fill_reads_outside_the_image():
     assert (torch.isclose(rows, torch.tensor(0.2)).sum() >= 8) and (rows == 0).sum() >= 10
     assert torch.allclose(y[:, rows > 0.19].mean((1, 2)), torch.tensor([0.2, 0.4, 0.6]))
     assert F.mse_loss(y, apply_op(x, "TranslateYRel", 10.0, fill=(0.2, 0.4, 0.6), generator=_gen(0))) == 0
+
+
+@pytest.mark.parametrize("channels,interpolation", [(3, "bicubic"), (1, "bilinear")])
+def test_batched_forward_equals_each_image_augmented_in_turn(channels, interpolation):
+    """forward groups the images by op and applies each op once to its group; the draws come image by
+    image in `augment`'s order, so the batch must equal augmenting image 0, then 1, ... with one generator.
+    Every op with every magnitude: p1 (no skipped ops), 3 ops, noisy magnitudes, both op lists."""
+    imgs = [_tensor(_uint8_image(24, 20, seed=s)) for s in range(64)]
+    x = torch.stack(imgs)[:, :channels].contiguous()
+    for spec in ("rand-m9-mstd3-n3-p1", "rand-m7-mstd101-inc1-n3", "rand-m10-n2"):
+        ra = rand_augment(spec, fill=(0.3,) * channels, interpolation=interpolation)
+        batch = ra(x, generator=_gen(5))
+        g = _gen(5)
+        each = torch.stack([ra.augment(x[i], g) for i in range(len(x))])
+        torch.testing.assert_close(batch, each, atol=1e-6, rtol=0)
+        assert not torch.equal(batch, x)
+    drawn = {step[0] for _ in range(200) for step in ra.draw(_gen(_)) if step}
+    assert drawn == set(RAND_OPS)  # the grouping saw every op

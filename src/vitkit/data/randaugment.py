@@ -42,10 +42,11 @@ RAND_INCREASING_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posteriz
 
 # ---------------------------------------------------------------------------- ops on one image (C, H, W)
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) -> (H, W) grey level: ITU-R 601-2 luma for RGB (PIL's convert("L")), else the first channel."""
-    if x.shape[0] == 3:
-        return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
-    return x[0]
+    """(..., C, H, W) -> (..., H, W) grey level: ITU-R 601-2 luma for RGB (PIL's convert("L")), else the
+    first channel."""
+    if x.shape[-3] == 3:
+        return 0.299 * x[..., 0, :, :] + 0.587 * x[..., 1, :, :] + 0.114 * x[..., 2, :, :]
+    return x[..., 0, :, :]
 
 
 def _levels(x: torch.Tensor) -> torch.Tensor:
@@ -58,10 +59,12 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: float) -> torch.Te
     return (degenerate + factor * (x - degenerate)).clamp_(0.0, 1.0)
 
 
+# Every op takes one image (C, H, W) or a batch (B, C, H, W); an op argument is a number or, for a batch, a
+# (B, 1, 1, 1) tensor of one value per image (`RandAugment.forward` applies each op to all its images at once).
 def auto_contrast(x: torch.Tensor) -> torch.Tensor:
     """Stretch each channel to [0, 1] (PIL's ImageOps.autocontrast, cutoff 0); flat channels unchanged."""
-    lo = x.amin(dim=(1, 2), keepdim=True)
-    hi = x.amax(dim=(1, 2), keepdim=True)
+    lo = x.amin(dim=(-2, -1), keepdim=True)
+    hi = x.amax(dim=(-2, -1), keepdim=True)
     flat = hi <= lo
     scale = torch.where(flat, torch.ones_like(hi), 1.0 / (hi - lo).clamp_min(1e-12))
     return torch.where(flat, x, ((x - lo) * scale).clamp_(0.0, 1.0))
@@ -69,6 +72,8 @@ def auto_contrast(x: torch.Tensor) -> torch.Tensor:
 
 def equalize(x: torch.Tensor) -> torch.Tensor:
     """Histogram equalisation per channel on 0-255 levels (PIL's ImageOps.equalize algorithm)."""
+    if x.dim() == 4:
+        return torch.stack([equalize(im) for im in x])
     q = _levels(x).long()
     out = []
     for c in range(q.shape[0]):
@@ -88,12 +93,12 @@ def invert(x: torch.Tensor) -> torch.Tensor:
     return 1.0 - x
 
 
-def posterize(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Keep the top ``bits`` bits of each 0-255 level (0 bits: black), as PIL's ImageOps.posterize."""
-    if bits >= 8:
-        return x
-    mask = (0xFF << (8 - max(bits, 0))) & 0xFF
-    return (_levels(x).long() & mask).to(x.dtype) / 255.0
+def posterize(x: torch.Tensor, bits) -> torch.Tensor:
+    """Keep the top ``bits`` bits of each 0-255 level (0 bits: black; 8 or more: unchanged), as PIL's
+    ImageOps.posterize."""
+    b = torch.as_tensor(bits, dtype=torch.long, device=x.device)
+    mask = torch.bitwise_left_shift(torch.full_like(b, 0xFF), 8 - b.clamp(0, 8)) & 0xFF
+    return torch.where(b >= 8, x, (_levels(x).long() & mask).to(x.dtype) / 255.0)
 
 
 def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -108,15 +113,15 @@ def solarize_add(x: torch.Tensor, add: int, threshold: float = 128) -> torch.Ten
 
 def color(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Saturation (PIL's ImageEnhance.Color): blend with the grey image; a no-op on one channel."""
-    if x.shape[0] != 3:
+    if x.shape[-3] != 3:
         return x
-    return _blend(_luma(x).unsqueeze(0), x, factor)
+    return _blend(_luma(x).unsqueeze(-3), x, factor)
 
 
 def contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
     """PIL's ImageEnhance.Contrast: blend with the image's mean grey level (rounded to a 0-255 level)."""
-    mean = torch.round(_luma(x).mean() * 255.0) / 255.0
-    return _blend(mean, x, factor)
+    mean = torch.round(_luma(x).mean(dim=(-2, -1), keepdim=True) * 255.0) / 255.0
+    return _blend(mean.unsqueeze(-3), x, factor)
 
 
 def brightness(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -127,59 +132,76 @@ def brightness(x: torch.Tensor, factor: float) -> torch.Tensor:
 def sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
     """PIL's ImageEnhance.Sharpness: blend with the image smoothed by [[1,1,1],[1,5,1],[1,1,1]] / 13,
     whose one-pixel border is the original's."""
-    c, h, w = x.shape
+    c, h, w = x.shape[-3:]
     if h < 3 or w < 3:
         return x
     k = torch.ones(3, 3, dtype=x.dtype)
     k[1, 1] = 5.0
     k = (k / 13.0).expand(c, 1, 3, 3)
-    smooth = x.clone()
-    smooth[:, 1:-1, 1:-1] = F.conv2d(x.unsqueeze(0), k, groups=c)[0]
-    return _blend(smooth, x, factor)
+    xb = x.reshape(-1, c, h, w)
+    smooth = xb.clone()
+    smooth[..., 1:-1, 1:-1] = F.conv2d(xb, k, groups=c)
+    return _blend(smooth.view(x.shape), x, factor)
 
 
-def warp(x: torch.Tensor, matrix: Sequence[float], fill: torch.Tensor, interpolation: str = "bilinear") -> torch.Tensor:
-    """Sample x (C, H, W) where PIL's Image.transform(AFFINE, matrix) would: output pixel coordinates
-    (u, v) (origin at the top-left corner, y down) read the input at (a u + b v + c, d u + e v + f).
-    Outside the image reads ``fill`` (C,); bicubic results are clamped to [0, 1]."""
-    _, h, w = x.shape
+def _theta(matrix: Sequence[float], h: int, w: int) -> torch.Tensor:
+    """PIL's AFFINE matrix (a, b, c, d, e, f) -> grid_sample's (2, 3) theta (float64) for an H x W image."""
     a, b, c, d, e, f = (float(v) for v in matrix)
     # pixel u = (n + 1) W / 2 with n grid_sample's normalised coordinate (align_corners=False)
     lin = torch.tensor([[a, b * h / w], [d * w / h, e]], dtype=torch.float64)
     off = torch.tensor([(a * w / 2 + b * h / 2 + c - w / 2) * 2 / w, (d * w / 2 + e * h / 2 + f - h / 2) * 2 / h],
                        dtype=torch.float64)
-    theta = torch.cat([lin, off.view(2, 1)], 1).unsqueeze(0).to(x.dtype)
-    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
+    return torch.cat([lin, off.view(2, 1)], 1)
+
+
+def warp(x: torch.Tensor, matrix, fill: torch.Tensor, interpolation: str = "bilinear") -> torch.Tensor:
+    """Sample x (C, H, W) where PIL's Image.transform(AFFINE, matrix) would: output pixel coordinates
+    (u, v) (origin at the top-left corner, y down) read the input at (a u + b v + c, d u + e v + f).
+    A batch (B, C, H, W) takes one matrix per image (a list). Outside the image reads ``fill`` (C,);
+    bicubic results are clamped to [0, 1]."""
+    batch = x.dim() == 4
+    xb = x if batch else x.unsqueeze(0)
+    h, w = xb.shape[-2:]
+    theta = torch.stack([_theta(m, h, w) for m in (matrix if batch else [matrix])]).to(x.dtype)
+    grid = F.affine_grid(theta, list(xb.shape), align_corners=False)
     fill = fill.to(x.dtype).view(-1, 1, 1)
-    y = F.grid_sample((x - fill).unsqueeze(0), grid, mode=interpolation, padding_mode="zeros",
-                      align_corners=False)[0] + fill  # zero padding of x - fill = fill outside
+    y = F.grid_sample(xb - fill, grid, mode=interpolation, padding_mode="zeros",
+                      align_corners=False) + fill  # zero padding of x - fill = fill outside
+    y = y if batch else y[0]
     return y.clamp_(0.0, 1.0) if interpolation == "bicubic" else y
 
 
-def rotate(x, degrees: float, fill, interpolation="bilinear"):
-    """Counter-clockwise by ``degrees`` about the centre (PIL's Image.rotate)."""
-    _, h, w = x.shape
+def _rotate_matrix(degrees: float, h: int, w: int) -> tuple:
     t = math.radians(degrees)
     cos, sin = math.cos(t), math.sin(t)
     cx, cy = w / 2.0, h / 2.0
     # input = R (output - centre) + centre, R = [[cos, -sin], [sin, cos]] (y down: counter-clockwise on screen)
-    return warp(x, (cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy), fill, interpolation)
+    return (cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy)
 
 
-def shear_x(x, factor: float, fill, interpolation="bilinear"):
-    return warp(x, (1, factor, 0, 0, 1, 0), fill, interpolation)
+_MATRICES = {  # op name -> (its argument, H, W) -> PIL's AFFINE matrix
+    "Rotate": _rotate_matrix,  # counter-clockwise by ``degrees`` about the centre (PIL's Image.rotate)
+    "ShearX": lambda v, h, w: (1, v, 0, 0, 1, 0),
+    "ShearY": lambda v, h, w: (1, 0, 0, v, 1, 0),
+    "TranslateXRel": lambda v, h, w: (1, 0, v * w, 0, 1, 0),
+    "TranslateYRel": lambda v, h, w: (1, 0, 0, 0, 1, v * h),
+}
 
 
-def shear_y(x, factor: float, fill, interpolation="bilinear"):
-    return warp(x, (1, 0, 0, factor, 1, 0), fill, interpolation)
+def _geometric(name: str):
+    def op(x, v, fill, interpolation="bilinear"):
+        h, w = x.shape[-2:]
+        vs = torch.as_tensor(v, dtype=torch.float64).reshape(-1).tolist()
+        matrices = [_MATRICES[name](vi, h, w) for vi in vs]
+        if x.dim() == 4 and len(matrices) == 1:
+            matrices *= x.shape[0]
+        return warp(x, matrices if x.dim() == 4 else matrices[0], fill, interpolation)
+    op.__name__ = op.__qualname__ = name
+    return op
 
 
-def translate_x_rel(x, pct: float, fill, interpolation="bilinear"):
-    return warp(x, (1, 0, pct * x.shape[2], 0, 1, 0), fill, interpolation)
-
-
-def translate_y_rel(x, pct: float, fill, interpolation="bilinear"):
-    return warp(x, (1, 0, 0, 0, 1, pct * x.shape[1]), fill, interpolation)
+rotate, shear_x, shear_y = _geometric("Rotate"), _geometric("ShearX"), _geometric("ShearY")
+translate_x_rel, translate_y_rel = _geometric("TranslateXRel"), _geometric("TranslateYRel")
 
 
 # ---------------------------------------------------------------------------- magnitude -> op argument (timm's)
@@ -228,12 +250,16 @@ _GEOMETRIC_OPS = {"Rotate": rotate, "ShearX": shear_x, "ShearY": shear_y,
 def apply_op(x: torch.Tensor, name: str, magnitude: float, fill=0.5, interpolation: str = "bilinear",
              generator: torch.Generator | None = None) -> torch.Tensor:
     """One RandAugment op on x (C, H, W) in [0, 1] at ``magnitude`` (0-10), its sign drawn from ``generator``."""
-    args = _level_args(name, magnitude, generator)
+    return _apply(x, name, _level_args(name, magnitude, generator), fill, interpolation)
+
+
+def _apply(x: torch.Tensor, name: str, args: tuple, fill, interpolation: str) -> torch.Tensor:
+    """The op ``name`` with its arguments: numbers, or for a batch x (B, C, H, W) (B, 1, 1, 1) tensors."""
     if name in _GEOMETRIC_OPS:
         fill_t = torch.as_tensor(fill, dtype=torch.float32).reshape(-1)
-        if fill_t.numel() not in (1, x.shape[0]):
-            raise ValueError(f"fill has {fill_t.numel()} values but the image has {x.shape[0]} channels")
-        return _GEOMETRIC_OPS[name](x, *args, fill_t.expand(x.shape[0]), interpolation)
+        if fill_t.numel() not in (1, x.shape[-3]):
+            raise ValueError(f"fill has {fill_t.numel()} values but the image has {x.shape[-3]} channels")
+        return _GEOMETRIC_OPS[name](x, *args, fill_t.expand(x.shape[-3]), interpolation)
     return _PIXEL_OPS[name](x, *args)
 
 
@@ -269,17 +295,50 @@ class RandAugment(Transform):
             m = m + self.magnitude_std * float(torch.randn((), generator=generator, dtype=torch.float64))
         return max(0.0, min(m, self.magnitude_max))
 
+    def draw(self, generator: torch.Generator | None = None) -> list[tuple[str, tuple] | None]:
+        """One image's ops in order: (name, op arguments), or None where the op's coin said skip."""
+        plan = []
+        for i in torch.randint(len(self.ops), (self.num_ops,), generator=generator).tolist():
+            if self.prob < 1.0 and float(torch.rand((), generator=generator)) > self.prob:
+                plan.append(None)
+                continue
+            name = self.ops[i]
+            plan.append((name, _level_args(name, self._magnitude(generator), generator)))
+        return plan
+
     def augment(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One image (C, H, W)."""
-        chosen = torch.randint(len(self.ops), (self.num_ops,), generator=generator).tolist()
-        for i in chosen:
-            if self.prob < 1.0 and float(torch.rand((), generator=generator)) > self.prob:
-                continue
-            x = apply_op(x, self.ops[i], self._magnitude(generator), self.fill, self.interpolation, generator)
+        for step in self.draw(generator):
+            if step is not None:
+                x = _apply(x, *step, self.fill, self.interpolation)
         return x
 
     def forward(self, x, generator):
-        return torch.stack([self.augment(x[i], generator) for i in range(x.shape[0])])
+        """The batch's draws image by image (the same as `augment` on each image in turn), then each op
+        step applied to all the images that drew an op, grouped by op: a few batched calls instead of
+        one small call per image and op."""
+        plans = [self.draw(generator) for _ in range(x.shape[0])]
+        out = x.clone()
+        for j in range(self.num_ops):
+            groups: dict[str, list[int]] = {}
+            for i, plan in enumerate(plans):
+                if plan[j] is not None:
+                    groups.setdefault(plan[j][0], []).append(i)
+            for name, idx in groups.items():
+                columns = zip(*(plans[i][j][1] for i in idx))  # the op's k-th argument of every image
+                args = tuple(_per_image(col, name, x.dtype) for col in columns)
+                out[idx] = _apply(out[idx], name, args, self.fill, self.interpolation)
+        return out
+
+
+def _per_image(values: Sequence, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """One op argument per image -> a (B, 1, 1, 1) tensor: integers stay integers, pixel-op factors take
+    the images' dtype (as a Python float does), geometric arguments float64 (as `_theta` reads them)."""
+    if all(isinstance(v, int) for v in values):
+        kind = torch.long
+    else:
+        kind = torch.float64 if name in _GEOMETRIC_OPS else dtype
+    return torch.tensor(list(values), dtype=kind).view(-1, 1, 1, 1)
 
 
 def rand_augment(spec: str, fill: float | Sequence[float] = 0.5, interpolation: str = "bilinear") -> RandAugment:
