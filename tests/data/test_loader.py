@@ -146,3 +146,36 @@ def test_unpadded_shards_hold_every_item_exactly_once():
         assert len(labels) == ld.num_samples
         seen += labels.tolist()
     assert sorted(seen) == list(range(7))
+
+
+def test_repeated_augmentation_shows_each_drawn_image_r_times_differently_augmented():
+    """DeiT's repeated augmentation: the epoch keeps its length, holds ceil(n / 3) images 3 times each in a
+    row (one process: in one batch), each copy with its own augmentation; under DDP the copies go to
+    different ranks; the drawn images change with the epoch."""
+    n = 99
+    loader = make_loader(_indexed(n), batch_size=9, shuffle=True, seed=0, repeats=3,
+                         transform=RandomAffine(rotate=30, translate=0.2))
+    batches = list(loader)
+    labels = torch.cat([y for _, y in batches])
+    assert len(labels) == n and len(set(labels.tolist())) == n // 3
+    assert all(torch.equal(t, t[:1].expand(3)) for t in labels.view(-1, 3))  # each image 3 times in a row
+    x, y = batches[0]
+    assert y[0] == y[1] == y[2] and not torch.equal(x[0], x[1])  # the copies differ: augmented each on its own
+    assert set(_order(loader, 1)) != set(labels.tolist())  # another epoch, other images
+    ranks = [make_loader(_indexed(n), batch_size=11, shuffle=True, seed=0, repeats=3, rank=r, world_size=3)
+             for r in range(3)]
+    per_rank = [_order(rk, 0) for rk in ranks]
+    assert per_rank[0] == per_rank[1] == per_rank[2] == labels.view(-1, 3)[:, 0].tolist()  # the copies, one per rank
+    with pytest.raises(ValueError, match="repeats"):
+        make_loader(_indexed(n), batch_size=9, repeats=3)  # no shuffle: nothing to repeat
+
+
+def test_train_config_repeated_aug_reaches_the_train_loader(tmp_path):
+    from vitkit.data import build
+    from vitkit.train import TrainConfig
+    from vitkit.train.run import build_loaders
+    cfg = TrainConfig(data="digits", batch_size=32, repeated_aug=2, out=str(tmp_path))
+    loaders = build_loaders(cfg, build("digits"))
+    assert loaders["train"].repeats == 2 and loaders["test"].repeats == 1
+    with pytest.raises(ValueError, match="repeated_aug"):
+        TrainConfig(repeated_aug=0)

@@ -139,7 +139,7 @@ class Loader:
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
                  transform: Callable | None, rank: int, world_size: int, num_workers: int = 0,
                  pad: bool = True, sample_transform: Callable | None = None, persistent_workers: bool = True,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, repeats: int = 1):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
@@ -148,6 +148,9 @@ class Loader:
             raise ValueError("cannot load batches from an empty dataset")
         if int(num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if int(repeats) < 1 or (int(repeats) > 1 and not shuffle):
+            raise ValueError(f"repeats must be >= 1, and 1 without shuffle; got {repeats} (shuffle={shuffle})")
+        self.repeats = int(repeats)
         if isinstance(transform, PerSample):
             if sample_transform is not None:
                 raise ValueError("give the per-sample stage once: a PerSample transform or sample_transform, not both")
@@ -196,6 +199,8 @@ class Loader:
         n = len(self.dataset)
         if self.shuffle:
             order = torch.randperm(n, generator=_generator(_ORDER, self.seed, epoch))
+            if self.repeats > 1:  # repeated augmentation: n / r images, each r times in a row
+                order = order[:math.ceil(n / self.repeats)].repeat_interleave(self.repeats)[:n]
         else:
             order = torch.arange(n)
         if not self.pad:
@@ -285,7 +290,7 @@ class Loader:
 def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, drop_last: bool = False,
                 seed: int = 0, transform: Callable | None = None, rank: int = 0, world_size: int = 1,
                 num_workers: int = 0, pad: bool = True, sample_transform: Callable | None = None,
-                persistent_workers: bool = True, pin_memory: bool = False) -> Loader:
+                persistent_workers: bool = True, pin_memory: bool = False, repeats: int = 1) -> Loader:
     """A `Loader` over `dataset` (items `(image (C, H, W) float in [0, 1], label)`).
 
     shuffle: a new permutation each epoch from (seed, epoch), identical on every rank.
@@ -305,6 +310,11 @@ def make_loader(dataset: Dataset, batch_size: int = 128, shuffle: bool = False, 
     pin_memory: batches in pinned memory, for a faster copy to a CUDA device.
     pad: make every rank's shard equal by wrapping around (training under DDP needs equal step
       counts); pad=False gives uneven shards that hold each item exactly once (exact evaluation).
+    repeats: repeated augmentation (Hoffer et al. 2019; DeiT's RASampler, Touvron et al. 2021): each
+      epoch keeps its length but draws ceil(n / repeats) images and yields each `repeats` times in a
+      row, each copy augmented on its own. One process sees the copies in one batch; under DDP the
+      rank striding sends them to different ranks, as DeiT's sampler does. Needs shuffle.
     """
     return Loader(dataset, batch_size, shuffle, drop_last, seed, transform, rank, world_size, num_workers, pad,
-                  sample_transform=sample_transform, persistent_workers=persistent_workers, pin_memory=pin_memory)
+                  sample_transform=sample_transform, persistent_workers=persistent_workers, pin_memory=pin_memory,
+                  repeats=repeats)

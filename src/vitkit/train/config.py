@@ -19,7 +19,7 @@ OPTIMIZERS = ("adamw", "lars")  # vitkit.train.optim.OPTIMIZERS
 # Field kinds used to coerce and check values (YAML reads "1e-3" as a string, so floats accept numeric strings).
 _FLOATS = {"lr", "min_lr", "warmup_epochs", "weight_decay", "label_smoothing", "mixup", "cutmix",
            "clip_grad", "ema_decay", "layer_decay"}
-_INTS = {"epochs", "batch_size", "accum_steps", "seed", "eval_every", "log_every", "img_size", "num_threads", "num_workers",
+_INTS = {"epochs", "batch_size", "accum_steps", "repeated_aug", "seed", "eval_every", "log_every", "img_size", "num_threads", "num_workers",
          "labels_per_class"}
 _OPTIONAL = {"img_size", "clip_grad", "amp", "ema_decay", "num_threads", "num_workers", "init", "labels_per_class",
              "layer_decay"}
@@ -61,6 +61,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     mixup: float = 0.0                              # Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0                             # Beta(alpha, alpha); 0 = off
+    repeated_aug: int = 1                           # DeiT's repeated augmentation: an epoch shows n/r images r times each
     clip_grad: float | None = 1.0                   # max global grad norm; None = no clipping
     accum_steps: int = 1
     amp: str | None = "auto"                        # "auto": bf16 where native, else fp32 | None / "none" | "bf16" | "fp16"
@@ -101,6 +102,7 @@ class TrainConfig:
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.mixup >= 0, f"mixup alpha must be >= 0 (0 = off), got {self.mixup}")
         need(self.cutmix >= 0, f"cutmix alpha must be >= 0 (0 = off), got {self.cutmix}")
+        need(self.repeated_aug >= 1, f"repeated_aug must be >= 1 (1 = off), got {self.repeated_aug}")
         need(self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0 or None, got {self.clip_grad}")
         need(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
         need(self.accum_steps <= self.batch_size,

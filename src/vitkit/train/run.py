@@ -65,7 +65,8 @@ def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle, img_size: int | tu
     train = vdata.make_loader(bundle.train, batch_size=per_rank, shuffle=True, drop_last=True, seed=cfg.seed,
                               transform=vdata.train_transform(bundle, size, mean=pre["mean"], std=pre["std"],
                                                               **augment),
-                              rank=dist.rank(), world_size=dist.world_size(), num_workers=workers["train"])
+                              rank=dist.rank(), world_size=dist.world_size(), num_workers=workers["train"],
+                              repeats=getattr(cfg, "repeated_aug", 1))
     # One-size data is resized whole, as in training; photos are resized and centre-cropped (the checkpoint's
     # crop_pct, else 0.875). Each rank evaluates its own unpadded shard, so the all-reduced sums count every
     # image once.
