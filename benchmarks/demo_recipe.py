@@ -67,6 +67,10 @@ DETOURS: tuple[tuple[str, str, str, dict], ...] = (
     ("elastic_affine5", "b128_e140", "+ elastic distortion with the lighter affine",
      {"augment.elastic": 34, "augment.rotate": 5, "augment.translate": 0.05, "augment.scale": [0.95, 1.05]}),
     ("no_mixup", "b128_e140", "no mixup", {"mixup": 0.0}),
+    ("sincos", "recipe", "fixed 2-D sin-cos position embedding (MAE's) instead of the learned one",
+     {"model_args.pos_embed": "sincos"}),
+    ("repeated_aug", "recipe", "repeated augmentation x3 (DeiT's RASampler: 1,334 images a epoch, 3 copies each)",
+     {"repeated_aug": 3}),
 )
 
 
@@ -136,7 +140,7 @@ def flags(cfg: dict, final: dict) -> str:
             a, b = a or {}, b or {}
             for leaf in list(b) + [k for k in a if k not in b]:
                 if a.get(leaf) != b.get(leaf):
-                    parts.append(f"--set {key}.{leaf}={_value(a.get(leaf, _neutral(key, leaf)))}")
+                    parts.append(f"--set {key}.{leaf}={_value(a[leaf] if leaf in a else _neutral(key, leaf))}")
         elif key == "amp":
             parts.append(f"--amp {a or 'none'}")
         elif key in _FLAGS and a is not None:

@@ -46,7 +46,7 @@ def test_rows_run_from_the_previous_recipe_to_the_config(dr, load_benchmark):
     configs = list(rows.values())
     for a, b in zip(configs, configs[1:]):
         assert a != b
-    for key, cfg in rows.items():
+    for key, cfg in {**rows, **dr.detour_configs()}.items():  # detours too (one adds a model_args key)
         assert _fields(_cli_config(dr.flags(cfg, final)).to_dict()) == _fields(cfg), key
     jobs = dr.jobs(Path("w"))
     last = dr.STEPS[-1][0]
