@@ -313,5 +313,8 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+report = markdown  # tests/test_results.py: the committed report is this function of the committed json
+
+
 if __name__ == "__main__":
     sys.exit(0 if main() else 1)

@@ -247,7 +247,11 @@ def markdown(res: dict, args, stem: str) -> str:
                          f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} | {r['train_seconds']:.1f} | "
                          f"{r['expectation']} | {r['verdict']} |")
         lines.append("")
-    lines += [f"![held-out top-1 per row]({stem}.png)", ""]
+    lines += [f"![held-out top-1 per row]({stem}.png)", "",
+              "The DeiT rows above come from short runs in which the plain ViT is still under-trained: they measure how "
+              "fast a model optimises. DeiT in the regime it was made for (the demo's ViT converged, its distilled "
+              "twin, a CNN teacher on the same split, how often the teacher agrees with the label): "
+              "[deit_converged.md](deit_converged.md), `python benchmarks/deit_converged.py`.", ""]
     return "\n".join(lines)
 
 

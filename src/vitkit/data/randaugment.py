@@ -40,7 +40,7 @@ RAND_INCREASING_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posteriz
 """timm's _RAND_INCREASING_TRANSFORMS ("inc1")."""
 
 
-# ---------------------------------------------------------------------------- ops on one image (C, H, W)
+# ---------------------------------------------------------------------------- ops on one image (C, H, W) or a batch
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """(..., C, H, W) -> (..., H, W) grey level: ITU-R 601-2 luma for RGB (PIL's convert("L")), else the
     first channel."""
