@@ -91,8 +91,13 @@ def test_ema_update_equals_the_formula_on_a_tiny_example():
     assert info["perplexity"] == pytest.approx(2.0)  # two codes, equally often
 
 
-def test_ema_update_matches_vector_quantize_pytorch():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ema_update_matches_vector_quantize_pytorch(seed):
+    """Same codebook, same batch: the same codes and the same EMA update. Seeded (it drew from the global
+    RNG, so its inputs depended on which tests ran before it in the worker), and compared at float32's
+    relative precision: the two implementations sum in another order, 1e-5 apart on codes of size ~2."""
     vqp = pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(seed)
     k, dim = 16, 4
     peer = vqp.VectorQuantize(dim=dim, codebook_size=k, decay=0.9, eps=1e-5, kmeans_init=False).train()
     ours = VectorQuantizer(k, dim, decay=0.9, eps=1e-5, restart_dead=False, data_init=False).train()
@@ -105,8 +110,8 @@ def test_ema_update_matches_vector_quantize_pytorch():
     _, peer_ids, _ = peer(x)
     _, ids, _ = ours(x.transpose(1, 2))
     assert torch.equal(peer_ids, ids)  # nearest neighbours on the same codebook
-    torch.testing.assert_close(ours.embed, peer._codebook.embed[0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(ours.cluster_size, peer._codebook.cluster_size[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours.embed, peer._codebook.embed[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours.cluster_size, peer._codebook.cluster_size[0], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("ema", [False, True])
