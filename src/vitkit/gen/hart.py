@@ -23,8 +23,8 @@ and targets what they leave of the latent, ``last_layer_gt - embedding(sampled)`
 default here the ground-truth tokens condition it and the target is the tokenizer's residual
 ("gt": teacher forcing). Measured (benchmarks/results/generation.md, 3 training seeds each, mnist5k):
 classifier-FID 0.91 +- 0.02 with "gt" and 0.93 +- 0.09 with "sampled", class accuracy 89.4 vs 88.0%:
-no difference at this scale, so the default stays "gt". Simplifications against HART's code, to keep a toy model short: the head
-predicts eps only (HART/MAR also learn the variance), and the last scale is generated in one VAR
+no difference at this scale, so the default stays "gt". Simplifications against HART's code, to keep a
+toy model short: the head predicts eps only (HART/MAR also learn the variance), and the last scale is generated in one VAR
 pass (HART's default ``num_maskgit_iters=1``).
 """
 from __future__ import annotations

@@ -66,7 +66,7 @@ def build_loaders(cfg: TrainConfig, bundle: vdata.DataBundle, img_size: int | tu
                               transform=vdata.train_transform(bundle, size, mean=pre["mean"], std=pre["std"],
                                                               **augment),
                               rank=dist.rank(), world_size=dist.world_size(), num_workers=workers["train"],
-                              repeats=getattr(cfg, "repeated_aug", 1))
+                              repeats=cfg.repeated_aug)
     # One-size data is resized whole, as in training; photos are resized and centre-cropped (the checkpoint's
     # crop_pct, else 0.875). Each rank evaluates its own unpadded shard, so the all-reduced sums count every
     # image once.
