@@ -15,13 +15,27 @@ import time
 from pathlib import Path
 
 
+def _canonical(value):
+    """``value`` with every string that names an existing file or folder made absolute (recursively through
+    dicts and lists): a teacher or ``init`` given as runs/x and as /abs/runs/x is the same config."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_canonical(v) for v in value)
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
 def _same_config(saved: dict, cfg) -> bool:
     """Whether a run folder's config.json was written for ``cfg``: a key the folder predates counts as
-    its field's default (a field added later does not make every finished run look changed)."""
+    its field's default (a field added later does not make every finished run look changed), and a path
+    counts by where it points, not how it is spelled."""
     import dataclasses
     ignore = {"resume", "out", "num_threads", "num_workers", "log_every"}
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    return all(saved.get(k, defaults.get(k)) == v for k, v in cfg.to_dict().items() if k not in ignore)
+    return all(_canonical(saved.get(k, defaults.get(k))) == _canonical(v)
+               for k, v in cfg.to_dict().items() if k not in ignore)
 
 
 def run_one(job: tuple[str, dict]) -> dict:
