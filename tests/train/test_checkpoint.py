@@ -94,3 +94,57 @@ def test_mismatched_pair_is_refused(tmp_path):
     ckpt.save_weights(tmp_path / "model.safetensors", model.state_dict(), {"epoch": "4", "step": "40"})
     with pytest.raises(ValueError, match="different checkpoints"):
         ckpt.load_checkpoint(tmp_path, make_model(), None)
+
+
+def _second_save_killed(tmp_path, monkeypatch, kill_at: str):
+    """A first checkpoint (step 30), then a second (step 40) killed at ``kill_at``: "ema" (while writing
+    model_ema.safetensors), "model" (while writing model.safetensors) or "commit" (every file written,
+    killed before the commit). Returns the models of both checkpoints."""
+    first, opt, ema = _checkpoint(tmp_path)
+    first = {k: v.clone() for k, v in first.state_dict().items()}
+    model = make_model(seed=5)
+    ema = ModelEMA(model, 0.99)
+    real_save, real_replace = ckpt.save_weights, os.replace
+
+    class Killed(BaseException):
+        pass
+
+    def save(path, *a, **kw):
+        if path.name == {"ema": ckpt.EMA_FILE, "model": ckpt.MODEL_FILE}.get(kill_at):
+            raise Killed
+        return real_save(path, *a, **kw)
+
+    def replace(src, dst):
+        if kill_at == "commit" and str(dst).endswith(ckpt.STATE_FILE):
+            raise Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt, "save_weights", save)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(Killed):
+        ckpt.save_checkpoint(tmp_path, model, opt, epoch=4, step=40, ema=ema)
+    monkeypatch.undo()
+    return first, model
+
+
+@pytest.mark.parametrize("kill_at", ["ema", "model"])
+def test_a_save_killed_before_the_model_is_written_resumes_from_the_checkpoint_before(tmp_path, monkeypatch, kill_at):
+    first, _ = _second_save_killed(tmp_path, monkeypatch, kill_at)
+    restored = make_model(seed=9)
+    ema = ModelEMA(restored, 0.5)
+    state = ckpt.load_checkpoint(tmp_path, restored, None, ema=ema)
+    assert state["step"] == 30 and ckpt.saved_epoch(tmp_path) == 3
+    assert all(torch.equal(restored.state_dict()[k], v) for k, v in first.items())
+    # the shipped EMA file is the committed checkpoint's again, and no pending or temp file is left
+    assert ckpt.load_run_weights(tmp_path, "ema").keys() == ema.module.state_dict().keys()
+    assert all(torch.equal(ckpt.load_run_weights(tmp_path, "ema")[k], v) for k, v in ema.module.state_dict().items())
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "model_ema.safetensors", "train_state.pt"]
+
+
+def test_a_save_killed_after_every_file_is_written_resumes_from_the_new_checkpoint(tmp_path, monkeypatch):
+    _, second = _second_save_killed(tmp_path, monkeypatch, "commit")
+    restored = make_model(seed=9)
+    state = ckpt.load_checkpoint(tmp_path, restored, None, ema=ModelEMA(restored, 0.5))
+    assert state["step"] == 40 and state["epoch"] == 4
+    assert all(torch.equal(restored.state_dict()[k], v) for k, v in second.state_dict().items())
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "model_ema.safetensors", "train_state.pt"]

@@ -159,6 +159,7 @@ def resume_base(args, out: Path) -> dict:
     again = f"`vitkit {args.command} --out {out} ...` without --resume"
     if not out.is_dir():
         raise CLIError(f"nothing to resume: {out} does not exist; start the run with {again}")
+    ckpt.recover(out)  # a checkpoint whose save was killed: committed or rolled back
     if not (out / ckpt.STATE_FILE).is_file():
         what = "was stopped before its first checkpoint" if (out / ckpt.CONFIG_FILE).is_file() else "holds no run"
         fix = " --overwrite" if holds_run(out) else ""

@@ -11,11 +11,16 @@ A run folder holds
 
 Every file except metrics.jsonl is written to a temporary file in the same folder, fsynced, and
 moved over the old one with os.replace, so a kill at any moment leaves either the old file or the
-new one, never a torn one. train_state.pt is written last: it is the commit mark of a checkpoint.
+new one, never a torn one. A checkpoint is several files, so it is saved in two phases: the new
+training state goes to train_state.next.pt first, then the EMA weights, then the model weights, and
+the commit renames train_state.next.pt onto train_state.pt. A save killed midway is settled by
+`recover` the next time the folder is read: rolled forward when model.safetensors already holds the
+pending step, rolled back (the EMA file rewritten from the committed state) when it does not.
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -25,16 +30,17 @@ import torch
 from torch import nn
 
 # The one safe reader and atomic writer live in vitkit.weights.io; re-exported here for the trainer.
-from ..weights.io import (atomic_write, atomic_write_bytes, load_model_state, load_weights_file,  # noqa: F401
+from ..weights.io import (_fsync_dir, atomic_write, atomic_write_bytes, load_model_state, load_weights_file,  # noqa: F401
                           save_weights)
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "model_ema.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "train_state.pt"
+PENDING_STATE_FILE = "train_state.next.pt"  # a checkpoint being saved (see the module docstring)
 METRICS_FILE = "metrics.jsonl"
 STATE_FORMAT = 1
-RUN_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, METRICS_FILE)
+RUN_FILES = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE, PENDING_STATE_FILE, METRICS_FILE)
 """The files `fit` writes: a folder holding any of them holds a run (`vitkit train` will not overwrite it)."""
 REPORT_FILES = ("report.json", "index.html", "curves.png", "confusion.png", "errors.png", "rollout.png",
                 "pos_embed.png", "patch_filters.png", "reconstructions.png", "samples.png")
@@ -125,12 +131,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---- the checkpoint ----------------------------------------------------------------------------
 def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int,
                     step: int, ema=None, scaler=None, best: dict | None = None) -> None:
-    """Write model.safetensors, then train_state.pt (the commit mark). `epoch` = epochs completed."""
+    """Save a checkpoint in two phases (module docstring): train_state.next.pt, model_ema.safetensors,
+    model.safetensors, then the commit (train_state.next.pt -> train_state.pt). `epoch` = epochs completed."""
     run_dir = Path(run_dir)
     metadata = {"epoch": str(epoch), "step": str(step)}
-    save_weights(run_dir / MODEL_FILE, model.state_dict(), metadata=metadata)
-    if ema is not None:  # the evaluated weights, shipped as safetensors too (convert / export read them)
-        save_weights(run_dir / EMA_FILE, ema.module.state_dict(), metadata=metadata)
     state = {
         "format": STATE_FORMAT,
         "epoch": int(epoch),
@@ -141,12 +145,64 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
         "rng": rng_state(),
         "best": best,
     }
-    atomic_write(run_dir / STATE_FILE, lambda f: torch.save(state, f))
+    atomic_write(run_dir / PENDING_STATE_FILE, lambda f: torch.save(state, f))
+    if ema is not None:  # the evaluated weights, shipped as safetensors too (convert / export read them)
+        save_weights(run_dir / EMA_FILE, ema.module.state_dict(), metadata=metadata)
+    save_weights(run_dir / MODEL_FILE, model.state_dict(), metadata=metadata)
+    os.replace(run_dir / PENDING_STATE_FILE, run_dir / STATE_FILE)  # the commit
+    _fsync_dir(run_dir)
+
+
+def _weights_step(path: Path) -> str | None:
+    """The "step" in a safetensors file's metadata (None when the file is missing or unreadable)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("step")
+    except Exception:
+        return None
+
+
+def recover(run_dir: str | Path) -> str | None:
+    """Settle a checkpoint whose save was killed midway; returns "forward", "back" or None (nothing to do).
+
+    train_state.next.pt is complete on disk before any weights file is replaced. If model.safetensors
+    (written last) holds its step, every file of the new checkpoint is there: commit it. Otherwise the
+    committed checkpoint is still whole except, perhaps, model_ema.safetensors: rewrite that from the
+    committed state and drop the pending one. Temp files of killed writes are removed either way."""
+    run_dir = Path(run_dir)
+    for tmp in run_dir.glob(".*.tmp") if run_dir.is_dir() else ():
+        if any(tmp.name.startswith(f".{name}.") for name in RUN_FILES):
+            tmp.unlink(missing_ok=True)
+    pending = run_dir / PENDING_STATE_FILE
+    if not pending.is_file():
+        return None
+    try:
+        step = str(_load_state_file(pending)["step"])
+    except ValueError:  # cannot happen after an fsynced atomic write; treat it as never written
+        step = None
+    if step is not None and _weights_step(run_dir / MODEL_FILE) == step:
+        os.replace(pending, run_dir / STATE_FILE)
+        _fsync_dir(run_dir)
+        return "forward"
+    pending.unlink()
+    committed = run_dir / STATE_FILE
+    if committed.is_file() and (run_dir / EMA_FILE).is_file():
+        state = _load_state_file(committed)
+        if state["ema"] is not None and _weights_step(run_dir / EMA_FILE) != str(state["step"]):
+            save_weights(run_dir / EMA_FILE, state["ema"]["module"],
+                         metadata={"epoch": str(state["epoch"]), "step": str(state["step"])})
+    return "back"
 
 
 def load_train_state(run_dir: str | Path) -> dict[str, Any]:
-    """train_state.pt through torch.load(weights_only=True), with a clear error when it is damaged."""
-    path = Path(run_dir) / STATE_FILE
+    """train_state.pt through torch.load(weights_only=True), with a clear error when it is damaged (a
+    checkpoint whose save was killed is settled first: `recover`)."""
+    recover(run_dir)
+    return _load_state_file(Path(run_dir) / STATE_FILE)
+
+
+def _load_state_file(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -171,10 +227,10 @@ def load_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
     from safetensors import safe_open
     with safe_open(str(weights_path), framework="pt") as f:
         meta = f.metadata() or {}
-    if meta.get("step") != str(state["step"]):
+    if meta.get("step") != str(state["step"]):  # not a killed save (recover settles those): files mixed by hand
         raise ValueError(f"{run_dir}: {MODEL_FILE} (step {meta.get('step')}) and {STATE_FILE} "
-                         f"(step {state['step']}) are from different checkpoints; the run was killed while "
-                         "saving. Start it again without resume.")
+                         f"(step {state['step']}) are from different checkpoints (a file copied from another "
+                         "run?). Start it again without resume.")
     load_model_state(model, weights)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -224,5 +280,6 @@ def check_weights_file(path: str | Path) -> None:
 
 def saved_epoch(run_dir: str | Path) -> int | None:
     """Epochs completed by the run folder's last checkpoint (None when it holds none)."""
+    recover(run_dir)
     path = Path(run_dir) / STATE_FILE
     return int(load_train_state(run_dir)["epoch"]) if path.is_file() else None

@@ -276,6 +276,9 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
 
     # ---- resume or start fresh
     start_epoch, step, best, last = 0, 0, None, {}
+    if main:
+        ckpt.recover(out)  # a checkpoint whose save was killed: committed or rolled back
+    dist.barrier()
     has_ckpt = (out / ckpt.STATE_FILE).is_file()
     if cfg.resume and has_ckpt:
         state = ckpt.load_checkpoint(out, model, optimizer, ema=ema, scaler=scaler)
@@ -289,7 +292,7 @@ def fit(model: nn.Module, task, loaders: dict, cfg: TrainConfig, meta: dict | No
     elif main:
         if has_ckpt:
             warnings.warn(f"{out} holds a checkpoint and resume is off: starting a new run there", stacklevel=2)
-        for name in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.EMA_FILE, ckpt.METRICS_FILE):
+        for name in (ckpt.STATE_FILE, ckpt.PENDING_STATE_FILE, ckpt.MODEL_FILE, ckpt.EMA_FILE, ckpt.METRICS_FILE):
             (out / name).unlink(missing_ok=True)
     if main:
         out.mkdir(parents=True, exist_ok=True)
