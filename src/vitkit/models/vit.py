@@ -75,6 +75,7 @@ class ViTConfig:
     layer_scale: float | None = None    # CaiT/DINOv2 layer scale: each residual branch x gamma (init value); None: off
     reg_tokens: int = 0                 # register tokens (Darcet et al. 2024) after the class token, no position
     pos_embed_antialias: bool = False   # resample a loaded table with antialiasing (DINOv2 with registers does)
+    patch_drop: float = 0.0             # PatchDropout (Liu et al. 2022): training keeps a random (1 - p) of the patch tokens
     name: str | None = field(default=None, compare=False)  # registered name, for reports only
 
     def __post_init__(self):
@@ -106,6 +107,11 @@ class ViTConfig:
         if self.reg_tokens and self.where != "input":
             raise ValueError("register tokens join after the position embedding at the input; "
                              f"pos_embed_where={self.pos_embed_where!r} adds tables inside the encoder")
+        if not 0.0 <= self.patch_drop < 1.0:
+            raise ValueError(f"patch_drop is the share of patch tokens dropped in training, in [0, 1), got {self.patch_drop}")
+        if self.patch_drop and self.where != "input":
+            raise ValueError("patch_drop drops tokens after the position embedding at the input; "
+                             f"pos_embed_where={self.pos_embed_where!r} (or a relative bias) needs every token's place")
         if self.hybrid is not None and not self.patch_bias:
             raise ValueError("patch_bias=False removes the patch conv's bias; a hybrid stem has no patch conv "
                              "(its 1x1 projection keeps its bias): leave patch_bias=True with hybrid")
@@ -245,6 +251,16 @@ class VisionTransformer(nn.Module):
             x = torch.cat([*prefix, x], dim=1)                          # (B, P + N, D), class token first
         return x, grid
 
+    def _patch_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """PatchDropout (Liu et al. 2022): keep the prefix tokens and a random round((1 - p) N) of the N
+        positioned patch tokens of each image (a fresh draw per image and step; training only)."""
+        k = self.num_prefix_tokens - self.cfg.reg_tokens  # registers join after this
+        patches = x[:, k:]
+        B, N, D = patches.shape
+        keep = max(1, round((1.0 - self.cfg.patch_drop) * N))
+        idx = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :keep]
+        return torch.cat([x[:, :k], torch.gather(patches, 1, idx[..., None].expand(-1, -1, D))], dim=1)
+
     def _run(self, x: torch.Tensor, collect: bool = False, return_attention: bool = False, first: int = 0):
         """``first`` > 0: the last block computes (and the result holds) only the first ``first`` tokens."""
         x, grid = self._embed(x)
@@ -254,6 +270,8 @@ class VisionTransformer(nn.Module):
             if pos is not None:
                 x = pos(x, grid)
             if i == 0:
+                if self.training and self.cfg.patch_drop:
+                    x = self._patch_dropout(x)
                 if self.reg_token is not None:  # registers join after the class/distillation tokens, unpositioned
                     k = self.num_prefix_tokens - self.cfg.reg_tokens
                     x = torch.cat([x[:, :k], self.reg_token.expand(x.shape[0], -1, -1), x[:, k:]], dim=1)
