@@ -40,7 +40,7 @@ import statistics
 import time
 from pathlib import Path
 
-from vitkit.bench.measure import write_results
+from vitkit.bench.measure import command, write_results
 from vitkit.train.sweep import mean_std, run_all
 
 RESULTS = Path(__file__).parent / "results"
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny settings, for the test suite")
     args = p.parse_args(argv)
+    args.command = command("python benchmarks/self_supervised.py", args, p, skip=("work",))  # before --quick's changes
     if args.quick:  # one contrastive method, the first given
         args.seeds, args.labels, args.mask_ratios = [0], [10], [0.75]
         args.pretrain_epochs, args.finetune_steps, args.clip_epochs, args.jobs = 1, 6, 1, 1
@@ -302,7 +303,7 @@ def markdown(results: dict, args, main_mae: str, sweep: list[str], table: dict) 
     methods = ["scratch", "mae", *args.contrastive]
     with_old = [m for m in methods if any(f"{m}|{k}|{lab}" in old for k in ("ft", "probe") for lab in args.labels)]
     lines = ["# Self-supervised pretraining with few labels (mnist5k)", "",
-             f"Written by `python benchmarks/self_supervised.py{' --quick' if args.quick else ''}` in "
+             f"Written by `{args.command}` in "
              f"{results['minutes']:.0f} min ({results['train_minutes']:.0f} min of training summed over the runs, one "
              f"thread each, 2 at a time; finished runs are reused). Backbone `{BACKBONE}` (0.8M params) with the fixed "
              f"2D sin-cos position table; held-out top-1 (%) on the 1,000 test digits, mean +- std over seeds "

@@ -16,6 +16,8 @@ def test_self_supervised_benchmark_quick(tmp_path, load_benchmark):
     assert set(res["clip"]) == {"scratch", "locked"}
     text = (tmp_path / "ssl_quick.md").read_text()
     assert "Gain over scratch" in text and (tmp_path / "ssl_quick_finetune.png").is_file()
+    # the report names the command that wrote it, non-default flags included (--probe-blr 10 once went unsaid)
+    assert f"Written by `python benchmarks/self_supervised.py --out {tmp_path} --quick` in" in text
     assert "## MAE's own fine-tuning head" in text and "10 labels/class: MAE's head is" in text
     head = json.loads((tmp_path / "runs" / "finetune" / "mae_fcnorm_ft_10_s0" / "config.json").read_text())
     assert head["model_args"]["fc_norm"] is True and head["model_args"]["pos_embed"] == "sincos_learn"
