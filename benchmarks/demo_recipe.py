@@ -9,7 +9,8 @@ Protocol. The data is mnist5k (4,000 real 28x28 MNIST training digits, 1,000 hel
 one thread; each run is scored once, on the EMA weights after its last epoch (no early stopping, nothing
 chosen on the held-out digits). The first row is the previous recipe (configs/demo_mnist_v1.yaml: P=7,
 90 epochs, batch 64, fp32); each following row changes one thing more; the last row is configs/demo_mnist.yaml
-itself, and it is also trained with seeds 1 and 2 (mean +- std over the three seeds).
+itself. It and the row before it (configs/demo_mnist_v2.yaml, the recipe before PatchDropout, which
+benchmarks/deit_converged.py trains from) are also trained with seeds 1 and 2 (mean +- std over the three seeds).
 
 Cost. ``--cost`` trains the first and the last row side by side in this process (``--threads``, default 1),
 alternating one epoch of each for ``--rounds`` rounds, and reports the median epoch time of each (the
@@ -44,6 +45,8 @@ SEEDS = (0, 1, 2)
 REFERENCE_S = 403.0  # the previous recipe's training time (`make demo`, fp32, 2 threads) on an idle 2-core Zen 4
 
 PREVIOUS_CONFIG = ROOT / "configs" / "demo_mnist_v1.yaml"  # the previous recipe: the first row
+V2_CONFIG = ROOT / "configs" / "demo_mnist_v2.yaml"  # the recipe before PatchDropout: row V2
+V2 = "recipe"  # its row (and run folder) key
 
 
 # (key, label, the fields this row changes over the row before it). Dotted keys change one entry of a dict
@@ -55,9 +58,13 @@ STEPS: tuple[tuple[str, str, dict], ...] = (
      {"batch_size": 128, "epochs": 140}),
     ("affine5", "+ a lighter random affine: rotate 5, translate 0.05, scale 0.95-1.05 (was 10, 0.1, 0.9-1.1)",
      {"augment.rotate": 5, "augment.translate": 0.05, "augment.scale": [0.95, 1.05]}),
-    ("recipe", "configs/demo_mnist.yaml: 130 epochs (~5 min on 2 cores), amp auto (bf16 on this host)",
+    (V2, "configs/demo_mnist_v2.yaml: 130 epochs (~5 min on 2 cores), amp auto (bf16 on this host)",
      {"epochs": 130, "amp": "auto"}),
+    ("patch_drop", "+ PatchDropout 0.25 (Liu et al. 2022: training sees 12 of the 16 patch tokens; an epoch costs "
+     "~0.88x): 145 epochs for the same time; configs/demo_mnist.yaml",
+     {"model_args.patch_drop": 0.25, "epochs": 145}),
 )
+SEEDED = (V2, STEPS[-1][0])  # the rows also trained with seeds 1 and 2
 
 # Tried and not kept: (key, the row it starts from, label, changes). Reported in their own table.
 DETOURS: tuple[tuple[str, str, str, dict], ...] = (
@@ -71,6 +78,12 @@ DETOURS: tuple[tuple[str, str, str, dict], ...] = (
      {"model_args.pos_embed": "sincos"}),
     ("repeated_aug", "recipe", "repeated augmentation x3 (DeiT's RASampler: 1,334 images a epoch, 3 copies each)",
      {"repeated_aug": 3}),
+    ("lr2e3", "recipe", "peak lr 2e-3 (was 1e-3)", {"lr": 2e-3}),
+    ("drop_path02", "recipe", "stochastic depth 0.2 (was 0.1)", {"model_args.drop_path_rate": 0.2}),
+    ("patch_drop50", "recipe", "PatchDropout 0.5 (8 of 16 tokens; an epoch ~0.65x) for 210 epochs (~1.05x the time)",
+     {"model_args.patch_drop": 0.5, "epochs": 210}),
+    ("patch_drop25_e170", "recipe", "PatchDropout 0.25 for 170 epochs (~1.15x the time: over the budget)",
+     {"model_args.patch_drop": 0.25, "epochs": 170}),
 )
 
 
@@ -152,10 +165,17 @@ def flags(cfg: dict, final: dict) -> str:
 
 def _neutral(field: str, leaf: str):
     """The value that turns off a dict entry the row does not have (augment keys: their no-augmentation
-    default; model_args: the model's own default, which only None leaves to it)."""
+    default; model_args: the demo ViT's ``ViTConfig`` default, e.g. patch_drop 0)."""
     if field == "augment":
         from vitkit.data.pipeline import AUGMENT_DEFAULTS
         return AUGMENT_DEFAULTS[leaf]
+    if field == "model_args":
+        import dataclasses
+
+        from vitkit.models.vit import ViTConfig
+        defaults = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
+        if leaf in defaults:
+            return defaults[leaf]
     raise ValueError(f"row drops {field}.{leaf}, which a --set flag cannot do: give it its value instead")
 
 
@@ -168,19 +188,27 @@ def jobs(work: Path, quick: bool = False) -> dict[str, dict]:
         out[key] = dict(cfg, out=str(work / key), num_threads=1, log_every=1_000_000)
     for key, cfg in detour_configs().items():
         out[f"detour/{key}"] = dict(cfg, out=str(work / "detour" / key), num_threads=1, log_every=1_000_000)
-    for seed, folder in seed_runs(work).items():
-        if seed != SEEDS[0]:
-            out[f"{last}/s{seed}"] = dict(rows[last], seed=seed, out=str(folder), num_threads=1, log_every=1_000_000)
+    for key in SEEDED:
+        for seed, folder in seed_runs(work, key).items():
+            if seed != SEEDS[0]:
+                out[f"{key}/s{seed}"] = dict(rows[key], seed=seed, out=str(folder), num_threads=1, log_every=1_000_000)
     if quick:  # one epoch on 20 images per class, every row
         for name, c in out.items():
             c.update(epochs=1, warmup_epochs=0, labels_per_class=20, batch_size=min(c["batch_size"], 64))
     return out
 
 
-def seed_runs(work: Path) -> dict[int, Path]:
-    """Seed -> run folder of the recipe's seed runs (what benchmarks/deit_converged.py reuses as its ViT rows)."""
-    last = STEPS[-1][0]
-    return {seed: work / (last if seed == SEEDS[0] else f"{last}_s{seed}") for seed in SEEDS}
+def seed_runs(work: Path, key: str | None = None) -> dict[int, Path]:
+    """Seed -> run folder of a row's seed runs (default the last row; benchmarks/deit_converged.py reuses
+    row V2's as its ViT rows)."""
+    key = key or STEPS[-1][0]
+    return {seed: work / (key if seed == SEEDS[0] else f"{key}_s{seed}") for seed in SEEDS}
+
+
+def v2_config() -> dict:
+    """configs/demo_mnist_v2.yaml (the recipe before PatchDropout) as a TrainConfig dict."""
+    from vitkit.train import TrainConfig
+    return TrainConfig.from_file(V2_CONFIG).to_dict()
 
 
 # ---------------------------------------------------------------------------- cost
@@ -257,13 +285,15 @@ def main(argv: list[str] | None = None) -> dict:
         detours.append({"key": key, "start": start, "label": label, "changes": changes, "flags": flags(cfg, final),
                         "epochs": cfg["epochs"], "test_acc": res[name]["test_acc"],
                         "start_acc": res[start]["test_acc"], "train_s": train_seconds(js[name]["out"])})
-    seed_names = [last] + [f"{last}/s{s}" for s in SEEDS[1:]]
-    accs = [res[n]["test_acc"] for n in seed_names]
-    m, s = mean_std(accs)
+    def seeded(key):
+        names = [key] + [f"{key}/s{s}" for s in SEEDS[1:]]
+        accs = [res[n]["test_acc"] for n in names]
+        m, s = mean_std(accs)
+        return {"key": key, "config": rows[key], "seeds": list(SEEDS), "accs": accs, "mean": m, "std": s,
+                "train_s": [train_seconds(js[n]["out"]) for n in names]}
+
     results = {"protocol": __doc__, "args": vars(args), "environment": environment(), "rows": table, "detours": detours,
-               "final": {"config": final, "seeds": list(SEEDS), "accs": accs, "mean": m, "std": s,
-                         "train_s": [train_seconds(js[n]["out"]) for n in seed_names]},
-               "quick": args.quick}
+               "final": seeded(last), "seeded": {key: seeded(key) for key in SEEDED}, "quick": args.quick}
     if args.cost:
         first = list(rows)[0]
         cost = measure_cost({"previous": rows[first], "recipe": final}, args.rounds, args.threads, work)
@@ -297,9 +327,14 @@ def markdown(res: dict) -> str:
         for d in res["detours"]:
             lines.append(f"| {d['label']} | {d['start']} | `{d['flags']}` | {d['epochs']} | {100 * d['test_acc']:.1f}% "
                          f"| {100 * d['start_acc']:.1f}% |")
-    lines += ["", f"The recipe over seeds {f['seeds']}: "
-              + ", ".join(f"{100 * a:.2f}%" for a in f["accs"])
-              + f"; mean {100 * f['mean']:.2f} +- {100 * f['std']:.2f}% (std over seeds).", ""]
+    names = {V2: "configs/demo_mnist_v2.yaml (before PatchDropout)", STEPS[-1][0]: "configs/demo_mnist.yaml (`make demo`)"}
+    lines += ["", "Over seeds (one thread each; std over seeds):", "",
+              "| config | " + " | ".join(f"seed {s}" for s in f["seeds"]) + " | mean +- std |",
+              "|---|" + "---|" * (len(f["seeds"]) + 1)]
+    for key, r in res.get("seeded", {f.get("key", V2): f}).items():
+        lines.append(f"| {names.get(key, key)} | " + " | ".join(f"{100 * a:.2f}%" for a in r["accs"])
+                     + f" | **{100 * r['mean']:.2f} +- {100 * r['std']:.2f}%** |")
+    lines.append("")
     if "cost" in res:
         c = res["cost"]
         pr, rc = c["runs"]["previous"], c["runs"]["recipe"]

@@ -30,7 +30,16 @@ def _cli_config(flags: str):
 
 
 def _fields(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("out", "num_threads", "num_workers", "log_every", "resume")}
+    """The config's fields that make the result: run-only fields left out, and a model_args entry at the ViT's
+    own default left out too (a row without patch_drop is the row's flags with patch_drop=0)."""
+    import dataclasses
+
+    from vitkit.models.vit import ViTConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
+    out = {k: v for k, v in d.items() if k not in ("out", "num_threads", "num_workers", "log_every", "resume")}
+    if "model_args" in out:
+        out["model_args"] = {k: v for k, v in out["model_args"].items() if k not in defaults or v != defaults[k]}
+    return out
 
 
 def test_rows_run_from_the_previous_recipe_to_the_config(dr, load_benchmark):
@@ -41,6 +50,7 @@ def test_rows_run_from_the_previous_recipe_to_the_config(dr, load_benchmark):
     assert (prev["amp"], prev["epochs"], prev["batch_size"], prev["model"]) == ("none", 90, 64, "vit_mnist_patch7_28")
     assert _fields(prev) == _fields(TrainConfig.from_file(load_benchmark("amp_accuracy").CONFIG).to_dict())
     assert _fields(list(rows.values())[-1]) == _fields(dr.final_config())  # the last row is the shipped config
+    assert _fields(rows[dr.V2]) == _fields(dr.v2_config())  # and row V2 the recipe before PatchDropout
     # each row changes something, and its printed flags give its config through the real CLI
     final = dr.final_config()
     configs = list(rows.values())
@@ -50,8 +60,10 @@ def test_rows_run_from_the_previous_recipe_to_the_config(dr, load_benchmark):
         assert _fields(_cli_config(dr.flags(cfg, final)).to_dict()) == _fields(cfg), key
     jobs = dr.jobs(Path("w"))
     last = dr.STEPS[-1][0]
-    assert {n for n in jobs if n.startswith(f"{last}/s")} == {f"{last}/s1", f"{last}/s2"}
-    assert {jobs[f"{last}/s{s}"]["seed"] for s in (1, 2)} == {1, 2}
+    for key in (dr.V2, last):  # both trained with seeds 1 and 2
+        assert {n for n in jobs if n.startswith(f"{key}/s")} == {f"{key}/s1", f"{key}/s2"}
+        assert {jobs[f"{key}/s{s}"]["seed"] for s in (1, 2)} == {1, 2}
+        assert _fields(dict(jobs[f"{key}/s1"], seed=0)) == _fields(rows[key])
     assert dr.seed_runs(Path("w")) == {0: Path("w") / last, 1: Path("w") / f"{last}_s1", 2: Path("w") / f"{last}_s2"}
 
 
@@ -71,11 +83,11 @@ def test_demo_config_is_a_plain_vit(dr):
 
 def test_deit_rows_are_the_demo_vit_with_tokens_and_a_teacher(dc, dr, tmp_path):
     jobs = dc.configs(tmp_path / "w", tmp_path / "demo")
-    final = dr.final_config()
+    final = dr.v2_config()  # the DeiT table measured the recipe before PatchDropout
     for seed in (0, 1, 2):
         vit = jobs[f"demo/vit/s{seed}"]
         assert _fields(vit) == _fields(dict(final, seed=seed))
-        assert vit["out"] == str(dr.seed_runs(tmp_path / "demo")[seed])  # the demo's own seed runs
+        assert vit["out"] == str(dr.seed_runs(tmp_path / "demo", dr.V2)[seed])  # demo_recipe.py's seed runs of v2
         teacher = jobs[f"teacher/s{seed}"]
         assert teacher["model"] == "resnet_small_28" and teacher["epochs"] == dc.TEACHER_EPOCHS
         for setting in dc.SETTINGS:
