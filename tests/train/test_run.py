@@ -31,3 +31,29 @@ def test_a_distilled_model_trains_from_the_cli_path(tmp_path):
     model, task, loaders, bundle, meta = build_run(cfg)
     result = fit(model, task, loaders, cfg, meta)
     assert result["test_count"] == len(bundle.test)
+
+
+def test_a_checkpoint_folder_is_not_taken_for_a_run(tmp_path, capsys):
+    """`vitkit convert` (and HF / timm) folders hold config.json + model.safetensors too: `eval` on one used
+    to fail with an internal KeyError ('input_size'); it names what the folder is and what to do instead."""
+    import json
+
+    import pytest
+
+    from vitkit.cli import main
+    from vitkit.models import create_model
+    from vitkit.train.run import load_run
+    model = create_model("vit_nano_patch4_28")
+    for name, config in {"vitkit": {"format": "vitkit", "model": "vit_nano_patch4_28", "model_config": {}},
+                         "hf": {"model_type": "vit", "hidden_size": 64},
+                         "timm": {"architecture": "vit_tiny_patch16_224", "num_classes": 10}}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        from safetensors.torch import save_file
+        save_file(model.state_dict(), str(folder / "model.safetensors"))
+        with pytest.raises(ValueError, match=f"{name} checkpoint folder, not a training run.*--init {folder}"):
+            load_run(folder)
+        assert main(["eval", str(folder)]) != 0
+        err = capsys.readouterr().err
+        assert "not a training run" in err and "internal error" not in err

@@ -318,6 +318,19 @@ def resolve_run_dir(path: str | Path) -> Path:
     return path
 
 
+def _check_is_run(path: Path, config: dict) -> None:
+    """A ValueError naming the kind of a checkpoint folder (`vitkit convert`'s, HF's, timm's) given where a
+    run folder is expected: both hold config.json and model.safetensors, only a run has a training config."""
+    kind = ("vitkit" if config.get("format") == "vitkit" else "hf" if "model_type" in config
+            else "timm" if "architecture" in config or "pretrained_cfg" in config else None)
+    if kind is None and "epochs" in config:
+        return
+    what = f"a {kind} checkpoint folder" if kind else "not a folder written by `vitkit train`"
+    raise ValueError(f"{path} is {what}, not a training run, which this reads (eval, predict, report, serve, "
+                     f"--teacher: the folder of a `vitkit train` run). Start a run from its weights: `vitkit train "
+                     f"--init {path} --data ...`")
+
+
 def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") -> Run:
     """Load a run folder written by `fit`. ``weights``: "ema", "model" or None (the evaluated ones).
 
@@ -328,6 +341,7 @@ def load_run(path: str | Path, weights: str | None = None, device: str = "cpu") 
     """
     path = resolve_run_dir(path)
     config = ckpt.read_config(path)
+    _check_is_run(path, config)
     try:
         train_cfg = TrainConfig.from_run_config(config)
     except ValueError as e:
