@@ -145,3 +145,17 @@ def test_quick_runs(dr, dc, tmp_path):
     # one setting, no control: the finished runs are reused and the report covers that setting only
     res = dc.main(["--quick", "--settings", "demo", "--work", str(tmp_path / "dc"), "--out", str(tmp_path / "out")])
     assert list(res["settings"]) == ["demo"] and "deit_none" not in res["settings"]["demo"]["rows"]
+
+
+def test_shipped_deit_configs_are_the_measured_rows(dc, tmp_path):
+    """configs/demo_teacher.yaml and configs/demo_deit.yaml train what deit_converged.md measured (seed 0):
+    the teacher row and DeiT's-augmentation hard-distillation row, the teacher read from runs/demo_teacher."""
+    from vitkit.train import TrainConfig
+    jobs = dc.configs(tmp_path / "w", tmp_path / "demo")
+    teacher = TrainConfig.from_file(ROOT / "configs" / "demo_teacher.yaml").to_dict()
+    assert _fields(teacher) == _fields(jobs["teacher/s0"])
+    deit = TrainConfig.from_file(ROOT / "configs" / "demo_deit.yaml").to_dict()
+    assert deit["task_args"].pop("teacher") == "runs/demo_teacher"
+    row = jobs["deit/deit_hard/s0"]
+    assert row["task_args"].pop("teacher") == str(tmp_path / "w" / "teacher" / "s0")
+    assert _fields(deit) == _fields(row)
