@@ -303,7 +303,7 @@ def markdown(results: dict, args, main_mae: str, sweep: list[str], table: dict) 
     methods = ["scratch", "mae", *args.contrastive]
     with_old = [m for m in methods if any(f"{m}|{k}|{lab}" in old for k in ("ft", "probe") for lab in args.labels)]
     lines = ["# Self-supervised pretraining with few labels (mnist5k)", "",
-             f"Written by `{args.command}` in "
+             f"Written by `{getattr(args, 'command', 'python benchmarks/self_supervised.py')}` in "
              f"{results['minutes']:.0f} min ({results['train_minutes']:.0f} min of training summed over the runs, one "
              f"thread each, 2 at a time; finished runs are reused). Backbone `{BACKBONE}` (0.8M params) with the fixed "
              f"2D sin-cos position table; held-out top-1 (%) on the 1,000 test digits, mean +- std over seeds "

@@ -57,3 +57,11 @@ def test_a_checkpoint_folder_is_not_taken_for_a_run(tmp_path, capsys):
         assert main(["eval", str(folder)]) != 0
         err = capsys.readouterr().err
         assert "not a training run" in err and "internal error" not in err
+
+
+def test_a_run_fine_tuned_from_a_checkpoint_is_still_a_run(tmp_path):
+    # a run's config.json carries its --init source's keys (timm's "architecture", HF's "model_type") beside
+    # its TrainConfig fields: it stays a run (this once refused a run fine-tuned from a timm hub ViT)
+    from vitkit.train.run import _check_is_run
+    for extra in ({"architecture": "vit_tiny_patch16_224"}, {"model_type": "vit"}, {"format": "vitkit"}):
+        _check_is_run(tmp_path, {"task": "classify", "data": "mnist5k", "epochs": 2, **extra})

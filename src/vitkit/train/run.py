@@ -321,10 +321,10 @@ def resolve_run_dir(path: str | Path) -> Path:
 def _check_is_run(path: Path, config: dict) -> None:
     """A ValueError naming the kind of a checkpoint folder (`vitkit convert`'s, HF's, timm's) given where a
     run folder is expected: both hold config.json and model.safetensors, only a run has a training config."""
+    if all(k in config for k in ("task", "data", "epochs")):  # TrainConfig fields: a run (which may also
+        return                                                # carry its --init source's config keys)
     kind = ("vitkit" if config.get("format") == "vitkit" else "hf" if "model_type" in config
             else "timm" if "architecture" in config or "pretrained_cfg" in config else None)
-    if kind is None and "epochs" in config:
-        return
     what = f"a {kind} checkpoint folder" if kind else "not a folder written by `vitkit train`"
     raise ValueError(f"{path} is {what}, not a training run, which this reads (eval, predict, report, serve, "
                      f"--teacher: the folder of a `vitkit train` run). Start a run from its weights: `vitkit train "
