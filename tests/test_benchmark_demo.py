@@ -130,7 +130,7 @@ def test_verdicts_are_computed_from_the_numbers(dc):
 def test_quick_runs(dr, dc, tmp_path):
     res = dr.main(["--quick", "--work", str(tmp_path / "dr"), "--out", str(tmp_path / "out"), "--cost"])
     assert len(res["rows"]) == len(dr.STEPS) and len(res["final"]["accs"]) == 3
-    assert res["cost"]["ratio"] > 0
+    assert res["cost"]["ratio"] > 0 and set(res["cost"]["vs_v2"]) == {"previous", "v2", "recipe", *dr.COST_DETOURS}
     md = (tmp_path / "out" / "demo_recipe_quick.md").read_text()
     assert "| run | flags |" in md and "## Cost" in md
     assert json.loads((tmp_path / "out" / "demo_recipe_quick.json").read_text())["quick"] is True

@@ -127,9 +127,21 @@ def _second_save_killed(tmp_path, monkeypatch, kill_at: str):
     return first, model
 
 
+def _readers_leave_it(run_dir):
+    """Reading a folder whose save was killed (or is still under way: the run may be training) changes
+    nothing: readers see the last committed checkpoint, only a writer settles the pending one."""
+    before = sorted(os.listdir(run_dir))
+    assert ckpt.PENDING_STATE_FILE in before
+    assert ckpt.saved_epoch(run_dir) == 3 and ckpt.load_train_state(run_dir)["step"] == 30
+    ckpt.load_run_weights(run_dir, "ema")
+    assert sorted(os.listdir(run_dir)) == before
+
+
 @pytest.mark.parametrize("kill_at", ["ema", "model"])
 def test_a_save_killed_before_the_model_is_written_resumes_from_the_checkpoint_before(tmp_path, monkeypatch, kill_at):
     first, _ = _second_save_killed(tmp_path, monkeypatch, kill_at)
+    _readers_leave_it(tmp_path)
+    assert ckpt.recover(tmp_path) == "back"  # what fit and --resume do first
     restored = make_model(seed=9)
     ema = ModelEMA(restored, 0.5)
     state = ckpt.load_checkpoint(tmp_path, restored, None, ema=ema)
@@ -143,6 +155,9 @@ def test_a_save_killed_before_the_model_is_written_resumes_from_the_checkpoint_b
 
 def test_a_save_killed_after_every_file_is_written_resumes_from_the_new_checkpoint(tmp_path, monkeypatch):
     _, second = _second_save_killed(tmp_path, monkeypatch, "commit")
+    _readers_leave_it(tmp_path)
+    assert ckpt.recover(tmp_path) == "forward"
+    assert ckpt.recover(tmp_path) is None  # settled
     restored = make_model(seed=9)
     state = ckpt.load_checkpoint(tmp_path, restored, None, ema=ModelEMA(restored, 0.5))
     assert state["step"] == 40 and state["epoch"] == 4

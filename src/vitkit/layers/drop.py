@@ -1,4 +1,5 @@
-"""Stochastic depth (Huang et al. 2016), as used by DeiT and every ViT recipe since."""
+"""Dropping in training: stochastic depth (Huang et al. 2016), as used by DeiT and every ViT recipe since,
+and random token subsets (MAE's masking, PatchDropout: `keep_random_tokens`)."""
 from __future__ import annotations
 
 import torch
@@ -31,3 +32,19 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def keep_random_tokens(x: torch.Tensor, len_keep: int, noise: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep ``len_keep`` random tokens of each sample (MAE's per-sample shuffle): x (B, N, D), noise (B, N),
+    default uniform in [0, 1); the tokens with the smallest noise stay.
+
+    Returns the kept tokens (B, len_keep, D), in order of increasing noise, and ``ids_shuffle`` (B, N) =
+    argsort(noise), whose first ``len_keep`` columns index them."""
+    B, N, D = x.shape
+    if noise is None:
+        noise = torch.rand(B, N, device=x.device)
+    if noise.shape != (B, N):
+        raise ValueError(f"noise must be (B, N) = ({B}, {N}), got {tuple(noise.shape)}")
+    ids_shuffle = torch.argsort(noise.to(x.device), dim=1)
+    return torch.gather(x, 1, ids_shuffle[:, :len_keep, None].expand(-1, -1, D)), ids_shuffle

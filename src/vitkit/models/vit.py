@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..layers import POS_EMBEDS, Block, HybridEmbed, Linear, PatchEmbed, RelativePositionBias
+from ..layers.drop import keep_random_tokens
 from ..layers.init import init_patch_embed_, init_transformer_
 from ..layers.linear import fast_paths_enabled
 from ..layers.mlp import get_act_layer
@@ -255,11 +256,9 @@ class VisionTransformer(nn.Module):
         """PatchDropout (Liu et al. 2022): keep the prefix tokens and a random round((1 - p) N) of the N
         positioned patch tokens of each image (a fresh draw per image and step; training only)."""
         k = self.num_prefix_tokens - self.cfg.reg_tokens  # registers join after this
-        patches = x[:, k:]
-        B, N, D = patches.shape
-        keep = max(1, round((1.0 - self.cfg.patch_drop) * N))
-        idx = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :keep]
-        return torch.cat([x[:, :k], torch.gather(patches, 1, idx[..., None].expand(-1, -1, D))], dim=1)
+        n = x.shape[1] - k
+        kept, _ = keep_random_tokens(x[:, k:], max(1, round((1.0 - self.cfg.patch_drop) * n)))
+        return torch.cat([x[:, :k], kept], dim=1)
 
     def _run(self, x: torch.Tensor, collect: bool = False, return_attention: bool = False, first: int = 0):
         """``first`` > 0: the last block computes (and the result holds) only the first ``first`` tokens."""

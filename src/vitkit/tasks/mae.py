@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from ..layers import Block, Linear, PatchEmbed, SinCosPosEmbed
+from ..layers.drop import keep_random_tokens
 from ..models.vit import VisionTransformer
 from .pretrained import LinearProbe, backbone_state_dict  # noqa: F401  (re-exported)
 
@@ -68,15 +69,9 @@ def random_masking(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | Non
     Feeding the same ``noise`` as HF's ``ViTMAEForPreTraining(noise=...)`` gives HF's mask (rule "floor").
     """
     B, N, D = x.shape
-    if noise is None:
-        noise = torch.rand(B, N, device=x.device)
-    if noise.shape != (B, N):
-        raise ValueError(f"noise must be (B, N) = ({B}, {N}), got {tuple(noise.shape)}")
     len_keep = num_keep(N, mask_ratio, rule)
-    ids_shuffle = torch.argsort(noise.to(x.device), dim=1)             # (B, N)
+    x_masked, ids_shuffle = keep_random_tokens(x, len_keep, noise)     # (B, len_keep, D), (B, N)
     ids_restore = torch.argsort(ids_shuffle, dim=1)                    # (B, N)
-    ids_keep = ids_shuffle[:, :len_keep]                               # (B, len_keep)
-    x_masked = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, D))
     mask = torch.ones(B, N, device=x.device)                           # in shuffled order: 0 for the kept
     mask[:, :len_keep] = 0
     mask = torch.gather(mask, 1, ids_restore)                          # back to the original order

@@ -14,8 +14,9 @@ moved over the old one with os.replace, so a kill at any moment leaves either th
 new one, never a torn one. A checkpoint is several files, so it is saved in two phases: the new
 training state goes to train_state.next.pt first, then the EMA weights, then the model weights, and
 the commit renames train_state.next.pt onto train_state.pt. A save killed midway is settled by
-`recover` the next time the folder is read: rolled forward when model.safetensors already holds the
-pending step, rolled back (the EMA file rewritten from the committed state) when it does not.
+`recover` when a writer next opens the folder (`fit`, `--resume`): rolled forward when model.safetensors
+already holds the pending step, rolled back (the EMA file rewritten from the committed state) when it
+does not. Readers (eval, info, ...) never settle: the folder may belong to a run still training.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ import torch
 from torch import nn
 
 # The one safe reader and atomic writer live in vitkit.weights.io; re-exported here for the trainer.
-from ..weights.io import (_fsync_dir, atomic_write, atomic_write_bytes, load_model_state, load_weights_file,  # noqa: F401
-                          save_weights)
+from ..weights.io import (atomic_write, atomic_write_bytes, load_model_state, load_weights_file,  # noqa: F401
+                          fsync_dir, save_weights)
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "model_ema.safetensors"
@@ -150,7 +151,7 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
         save_weights(run_dir / EMA_FILE, ema.module.state_dict(), metadata=metadata)
     save_weights(run_dir / MODEL_FILE, model.state_dict(), metadata=metadata)
     os.replace(run_dir / PENDING_STATE_FILE, run_dir / STATE_FILE)  # the commit
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
 
 
 def _weights_step(path: Path) -> str | None:
@@ -183,7 +184,7 @@ def recover(run_dir: str | Path) -> str | None:
         step = None
     if step is not None and _weights_step(run_dir / MODEL_FILE) == step:
         os.replace(pending, run_dir / STATE_FILE)
-        _fsync_dir(run_dir)
+        fsync_dir(run_dir)
         return "forward"
     pending.unlink()
     committed = run_dir / STATE_FILE
@@ -196,9 +197,8 @@ def recover(run_dir: str | Path) -> str | None:
 
 
 def load_train_state(run_dir: str | Path) -> dict[str, Any]:
-    """train_state.pt through torch.load(weights_only=True), with a clear error when it is damaged (a
-    checkpoint whose save was killed is settled first: `recover`)."""
-    recover(run_dir)
+    """train_state.pt (the last committed checkpoint) through torch.load(weights_only=True), with a clear
+    error when it is damaged."""
     return _load_state_file(Path(run_dir) / STATE_FILE)
 
 
@@ -279,7 +279,6 @@ def check_weights_file(path: str | Path) -> None:
 
 
 def saved_epoch(run_dir: str | Path) -> int | None:
-    """Epochs completed by the run folder's last checkpoint (None when it holds none)."""
-    recover(run_dir)
+    """Epochs completed by the run folder's last committed checkpoint (None when it holds none)."""
     path = Path(run_dir) / STATE_FILE
     return int(load_train_state(run_dir)["epoch"]) if path.is_file() else None
