@@ -336,7 +336,7 @@ def markdown(res: dict) -> str:
     lines += ["", "Over seeds (one thread each; std over seeds):", "",
               "| config | " + " | ".join(f"seed {s}" for s in f["seeds"]) + " | mean +- std |",
               "|---|" + "---|" * (len(f["seeds"]) + 1)]
-    for key, r in res.get("seeded", {f.get("key", V2): f}).items():
+    for key, r in res["seeded"].items():
         lines.append(f"| {names.get(key, key)} | " + " | ".join(f"{100 * a:.2f}%" for a in r["accs"])
                      + f" | **{100 * r['mean']:.2f} +- {100 * r['std']:.2f}%** |")
     lines.append("")
